@@ -1,0 +1,90 @@
+// Command presenced is a presence server for XMPP: an external component
+// (XEP-0114) that gives each account up to 64 handle names sharing one
+// on-line flag, one status flag and one "notification allowed" flag.
+//
+// Usage:
+//
+//	presenced -config presenced.toml
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"presenced/component"
+	"presenced/roster"
+	"presenced/storage"
+)
+
+// version is set at build time with -ldflags "-X main.version=…".
+var version = "dev"
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx, os.Args[1:], os.Stderr, os.Getenv); err != nil {
+		fmt.Fprintln(os.Stderr, "presenced:", err)
+		os.Exit(1)
+	}
+}
+
+// run wires configuration, storage, the roster and the component, and runs
+// until ctx ends.
+func run(ctx context.Context, args []string, stderr io.Writer, getenv func(string) string) error {
+	fs := flag.NewFlagSet("presenced", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	path := fs.String("config", "presenced.toml", "path of the configuration file")
+	showVersion := fs.Bool("version", false, "print the version and exit")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if *showVersion {
+		fmt.Fprintln(stderr, "presenced", version)
+		return nil
+	}
+	if err := readable(*path); err != nil {
+		return fmt.Errorf("config: %w", err)
+	}
+	cfg, err := LoadConfig(*path, getenv)
+	if err != nil {
+		return err
+	}
+	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: cfg.Log.level}))
+
+	store, err := storage.Open(ctx, cfg.Storage.Driver, cfg.Storage.DSN)
+	if err != nil {
+		return err
+	}
+	defer store.Close()
+	log.Info("storage open", "driver", cfg.Storage.Driver)
+
+	r, err := roster.New(ctx, store, roster.Options{MaxHandles: cfg.Accounts.MaxHandles})
+	if err != nil {
+		return err
+	}
+	comp, err := component.New(component.Config{
+		Domain:      cfg.Component.Domain,
+		Server:      cfg.Component.Server,
+		Secret:      cfg.Component.Secret,
+		ResyncDelay: cfg.Component.resyncDelay,
+		MaxBackoff:  cfg.Component.maxBackoff,
+		Version:     version,
+		TraceXML:    cfg.Log.TraceXML,
+	}, r, log.With("part", "component"))
+	if err != nil {
+		return err
+	}
+	log.Info("presenced starting", "version", version, "domain", cfg.Component.Domain, "server", cfg.Component.Server)
+	if err := comp.Run(ctx); err != nil && !errors.Is(err, context.Canceled) {
+		return err
+	}
+	log.Info("presenced stopped")
+	return nil
+}

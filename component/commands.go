@@ -1,0 +1,406 @@
+package component
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"time"
+
+	"mellium.im/xmpp/jid"
+
+	"presenced/roster"
+)
+
+// Ad-hoc commands (XEP-0050). Every command has two stages: execute returns
+// a form; submitting it with action 'complete' does the work and completes
+// with a note saying what happened. A refused request is answered with an
+// IQ error carrying a text that says why (never with a completed command):
+// bad-request, jid-malformed, conflict, not-allowed, item-not-found, or
+// internal-server-error when the service failed; nothing changes then.
+
+const (
+	// commandSessionTTL is how long a command waits for its form.
+	commandSessionTTL = 10 * time.Minute
+	// maxCommandSessions bounds the sessions kept in memory, all requesters
+	// together; the oldest are forgotten first.
+	maxCommandSessions = 10000
+	// maxFieldBytes bounds one submitted field value.
+	maxFieldBytes = 4096
+)
+
+type command struct {
+	node, name string
+	// form returns the form of the first stage.
+	form func(c *Component, owner string) *node
+	// complete does the work with the submitted values and returns the note
+	// text and an optional result form.
+	complete func(ctx context.Context, c *Component, owner string, f formValues) (string, *node, error)
+}
+
+var commandList = []*command{
+	{node: "add-handle", name: "Add a handle", form: addHandleForm, complete: addHandle},
+	{node: "remove-handle", name: "Remove a handle", form: removeHandleForm, complete: removeHandle},
+	{node: "list-handles", name: "List my handles", form: listHandlesForm, complete: listHandles},
+	{node: "set-status", name: "Set my status", form: setStatusForm, complete: setStatus},
+}
+
+func commandByNode(node string) *command {
+	for _, c := range commandList {
+		if c.node == node {
+			return c
+		}
+	}
+	return nil
+}
+
+// userError is a refusal the user caused; its stanza error is sent as is.
+type userError struct{ e stanzaError }
+
+func (u userError) Error() string { return u.e.cond + ": " + u.e.text }
+
+func refusal(e stanzaError) error { return userError{e} }
+
+// handleCommand runs one step of a command.
+func (c *Component) handleCommand(w *replier, n *node, a address, q *node) {
+	cmd := commandByNode(q.get("node"))
+	if cmd == nil {
+		w.refuse(n, condItemNotFound("No such command."))
+		return
+	}
+	if a.from.Localpart() == "" {
+		w.refuse(n, condNotAllowed("Commands are for user accounts."))
+		return
+	}
+	action := q.get("action")
+	sid := q.get("sessionid")
+	requester := a.from.String()
+	switch action {
+	case "", "execute", "complete", "cancel":
+	case "next", "prev":
+		w.refuse(n, commandError("bad-action", "This command has one form; use complete."))
+		return
+	default:
+		w.refuse(n, commandError("malformed-action", "Unknown action."))
+		return
+	}
+	submitted := q.child(nsData, "x")
+	if sid == "" {
+		if action == "cancel" {
+			w.refuse(n, commandError("bad-sessionid", "There is no command session to cancel."))
+			return
+		}
+		if action == "complete" && submitted != nil {
+			// A client that fills the form in without asking for it first.
+			c.completeCommand(w, n, cmd, a.bare, "", submitted)
+			return
+		}
+		sid = c.cmds.open(cmd.node, requester)
+		w.result(n, el(qname(nsCommands, "command"), "node", cmd.node, "sessionid", sid, "status", "executing").add(
+			el(local("actions"), "execute", "complete").add(el(local("complete"))),
+			cmd.form(c, a.bare),
+		))
+		return
+	}
+	if !c.cmds.take(sid, cmd.node, requester) {
+		w.refuse(n, commandError("bad-sessionid", "The command session is unknown or has expired; start the command again."))
+		return
+	}
+	if action == "cancel" {
+		w.result(n, el(qname(nsCommands, "command"), "node", cmd.node, "sessionid", sid, "status", "canceled"))
+		return
+	}
+	if submitted == nil {
+		w.refuse(n, condBadRequest("The command needs its form filled in."))
+		return
+	}
+	c.completeCommand(w, n, cmd, a.bare, sid, submitted)
+}
+
+func (c *Component) completeCommand(w *replier, n *node, cmd *command, owner, sid string, x *node) {
+	if t := x.get("type"); t != "submit" {
+		w.refuse(n, condBadRequest("The form must be submitted (type 'submit')."))
+		return
+	}
+	f, err := parseForm(x)
+	if err != nil {
+		w.refuse(n, condBadRequest(err.Error()))
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), storageTimeout)
+	defer cancel()
+	note, result, err := cmd.complete(ctx, c, owner, f)
+	var ue userError
+	switch {
+	case errors.As(err, &ue):
+		w.refuse(n, ue.e)
+		return
+	case err != nil:
+		c.log.Error("command failed", "command", cmd.node, "owner", owner, "err", err)
+		w.refuse(n, condInternal())
+		return
+	}
+	c.log.Info("command completed", "command", cmd.node, "owner", owner)
+	if sid == "" {
+		sid = newSessionID()
+	}
+	w.result(n, el(qname(nsCommands, "command"), "node", cmd.node, "sessionid", sid, "status", "completed").add(
+		el(local("note"), "type", "info").withText(note),
+		result,
+	))
+}
+
+// formValues are the values of a submitted form, by field name.
+type formValues map[string][]string
+
+func (f formValues) single(name string) string {
+	if v := f[name]; len(v) > 0 {
+		return v[0]
+	}
+	return ""
+}
+
+func parseForm(x *node) (formValues, error) {
+	f := formValues{}
+	for _, field := range x.children {
+		if field.name.Local != "field" {
+			continue
+		}
+		name := field.get("var")
+		for _, v := range field.children {
+			if v.name.Local != "value" {
+				continue
+			}
+			if len(v.text) > maxFieldBytes {
+				return nil, fmt.Errorf("The value of field %q is too long (at most %d bytes).", name, maxFieldBytes)
+			}
+			f[name] = append(f[name], v.text)
+		}
+	}
+	return f, nil
+}
+
+// Form building.
+
+func dataForm(typ, title, instructions string, fields ...*node) *node {
+	x := el(qname(nsData, "x"), "type", typ)
+	if title != "" {
+		x.add(el(local("title")).withText(title))
+	}
+	if instructions != "" {
+		x.add(el(local("instructions")).withText(instructions))
+	}
+	return x.add(fields...)
+}
+
+func field(typ, name, label string, values ...string) *node {
+	f := el(local("field"), "type", typ, "var", name, "label", label)
+	for _, v := range values {
+		f.add(el(local("value")).withText(v))
+	}
+	return f
+}
+
+func required(f *node) *node { return f.add(el(local("required"))) }
+
+func addHandleForm(c *Component, owner string) *node {
+	return dataForm("form", "Add a handle",
+		fmt.Sprintf("Choose a handle name. Your contacts add name@%s to their rosters. You may hold up to %d handles.", c.domain, c.roster.MaxHandles()),
+		required(field("text-single", "handle", "Handle name")))
+}
+
+func removeHandleForm(c *Component, owner string) *node {
+	f := required(field("list-single", "handle", "Handle to remove"))
+	for _, h := range c.roster.Handles(owner) {
+		f.add(el(local("option"), "label", h).add(el(local("value")).withText(h)))
+	}
+	return dataForm("form", "Remove a handle", "Its subscribers will see it go off-line and lose their subscription.", f)
+}
+
+func listHandlesForm(c *Component, owner string) *node {
+	return dataForm("form", "List my handles", "Complete to list the handles of your account.")
+}
+
+var statusOptions = []struct{ value, label string }{
+	{"undefined", "Available (no particular status)"},
+	{"away", "Away"},
+	{"busy", "Busy (do not disturb)"},
+	{"hiding", "Hiding (appear off-line to everyone)"},
+}
+
+func setStatusForm(c *Component, owner string) *node {
+	current := "undefined"
+	if f, ok := c.roster.Flags(owner); ok {
+		current = string(f.Status)
+		if f.Hiding {
+			current = "hiding"
+		}
+	}
+	fl := required(field("list-single", "status", "Status", current))
+	for _, o := range statusOptions {
+		fl.add(el(local("option"), "label", o.label).add(el(local("value")).withText(o.value)))
+	}
+	return dataForm("form", "Set my status", "One status for all of your handles.", fl)
+}
+
+// prepareHandle checks a handle name and returns its prepared form.
+func prepareHandle(c *Component, name string) (string, error) {
+	if name == "" {
+		return "", refusal(condBadRequest("The handle name is empty."))
+	}
+	j, err := jid.New(name, c.domain.Domainpart(), "")
+	if err != nil || j.Localpart() == "" {
+		return "", refusal(condJIDMalformed(fmt.Sprintf(
+			"%q is not a valid handle name: it must be a valid XMPP localpart of at most 1023 bytes, without spaces or any of @ / : ' \" & < >.", clip(name))))
+	}
+	return j.Localpart(), nil
+}
+
+// clip shortens a value for quoting in an error text.
+func clip(s string) string {
+	if len(s) > 64 {
+		return truncate(s, 64) + "…"
+	}
+	return s
+}
+
+func addHandle(ctx context.Context, c *Component, owner string, f formValues) (string, *node, error) {
+	h, err := prepareHandle(c, f.single("handle"))
+	if err != nil {
+		return "", nil, err
+	}
+	created, err := c.roster.AddHandle(ctx, owner, h)
+	switch {
+	case errors.Is(err, roster.ErrHandleTaken):
+		return "", nil, refusal(condConflict(fmt.Sprintf("The handle name %q is already taken.", h)))
+	case errors.Is(err, roster.ErrHandleLimit):
+		return "", nil, refusal(condNotAllowed(fmt.Sprintf("You already hold %d handles, the most an account may hold.", c.roster.MaxHandles())))
+	case err != nil:
+		return "", nil, err
+	}
+	if created {
+		// Ask the owner for their presence, so that their server forwards it.
+		c.askOwnerPresence(owner)
+	}
+	return fmt.Sprintf("Added the handle %s@%s.", h, c.domain), nil, nil
+}
+
+// askOwnerPresence sends the component's subscription request to a new
+// owner. It runs after the handler has returned, since a handler may not
+// use the session's Send after writing its reply.
+func (c *Component) askOwnerPresence(owner string) {
+	go func() {
+		defer c.recoverLog("subscribe owner")
+		ctx, cancel := context.WithTimeout(context.Background(), sendTimeout)
+		defer cancel()
+		p := el(local("presence"), "type", "subscribe", "from", c.domain.String(), "to", owner)
+		if err := c.send(ctx, p); err != nil {
+			c.log.Warn("subscription request not sent", "owner", owner, "err", err)
+		}
+	}()
+}
+
+func removeHandle(ctx context.Context, c *Component, owner string, f formValues) (string, *node, error) {
+	h, err := prepareHandle(c, f.single("handle"))
+	if err != nil {
+		return "", nil, err
+	}
+	err = c.roster.RemoveHandle(ctx, owner, h)
+	switch {
+	case errors.Is(err, roster.ErrUnknownHandle):
+		return "", nil, refusal(condItemNotFound(fmt.Sprintf("You have no handle named %q.", h)))
+	case errors.Is(err, roster.ErrNotOwner):
+		return "", nil, refusal(condNotAllowed(fmt.Sprintf("The handle %q is not yours.", h)))
+	case err != nil:
+		return "", nil, err
+	}
+	return fmt.Sprintf("Removed the handle %s@%s.", h, c.domain), nil, nil
+}
+
+func listHandles(ctx context.Context, c *Component, owner string, f formValues) (string, *node, error) {
+	hs := c.roster.Handles(owner)
+	note := fmt.Sprintf("You hold %d handles.", len(hs))
+	switch len(hs) {
+	case 0:
+		note = "You hold no handles."
+	case 1:
+		note = "You hold 1 handle."
+	}
+	return note, dataForm("result", "Your handles", "", field("text-multi", "handles", "Handles", hs...)), nil
+}
+
+func setStatus(ctx context.Context, c *Component, owner string, f formValues) (string, *node, error) {
+	v := strings.TrimSpace(f.single("status"))
+	var in roster.Instruction
+	switch v {
+	case "away", "busy", "undefined", "hiding":
+		in = roster.Instruction(v)
+	case "":
+		return "", nil, refusal(condBadRequest("Choose a status: away, busy, hiding or undefined."))
+	default:
+		return "", nil, refusal(condBadRequest(fmt.Sprintf("Unknown status %q: choose away, busy, hiding or undefined.", clip(v))))
+	}
+	if err := c.roster.Instruct(ctx, owner, in); err != nil {
+		return "", nil, err
+	}
+	if in == roster.InstructHide {
+		return "You are hiding: all of your handles appear off-line.", nil, nil
+	}
+	return fmt.Sprintf("Your status is now %s on all of your handles.", v), nil, nil
+}
+
+// commandSessions are the command sessions waiting for their form.
+type commandSessions struct {
+	mu       sync.Mutex
+	sessions map[string]commandSession // guarded by mu
+	order    []string                  // guarded by mu; oldest first
+}
+
+type commandSession struct {
+	node, requester string
+	expires         time.Time
+}
+
+func newCommandSessions() *commandSessions {
+	return &commandSessions{sessions: make(map[string]commandSession)}
+}
+
+func newSessionID() string {
+	var b [12]byte
+	_, _ = rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}
+
+func (s *commandSessions) open(node, requester string) string {
+	id := newSessionID()
+	now := time.Now()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for len(s.order) > 0 {
+		old, ok := s.sessions[s.order[0]]
+		if ok && len(s.sessions) < maxCommandSessions && now.Before(old.expires) {
+			break
+		}
+		delete(s.sessions, s.order[0])
+		s.order = s.order[1:]
+	}
+	s.sessions[id] = commandSession{node: node, requester: requester, expires: now.Add(commandSessionTTL)}
+	s.order = append(s.order, id)
+	return id
+}
+
+// take ends the session if it exists, is for node and requester, and has
+// not expired.
+func (s *commandSessions) take(id, node, requester string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	cs, ok := s.sessions[id]
+	if !ok || cs.node != node || cs.requester != requester || time.Now().After(cs.expires) {
+		return false
+	}
+	delete(s.sessions, id)
+	return true
+}

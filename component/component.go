@@ -1,0 +1,406 @@
+// Package component connects presenced to an XMPP server as an external
+// component (XEP-0114) and speaks XMPP for the roster logic: it turns the
+// owners' presence and commands into roster calls, answers probes, disco,
+// ping, version and last activity, and sends the notifications that the
+// roster's outbox queues.
+//
+// It is the only package that reads or writes XML.
+package component
+
+import (
+	"context"
+	"encoding/xml"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/rand/v2"
+	"net"
+	"runtime/debug"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"mellium.im/xmlstream"
+	"mellium.im/xmpp"
+	xcomponent "mellium.im/xmpp/component"
+	"mellium.im/xmpp/jid"
+
+	"presenced/roster"
+)
+
+// Config is what the component needs to connect.
+type Config struct {
+	// Domain is the component's JID, e.g. presence.example.org.
+	Domain string
+	// Server is the host:port of the XMPP server's component listener.
+	Server string
+	// Secret is the XEP-0114 shared secret.
+	Secret string
+	// ResyncDelay is how long to wait for owners to answer the probes sent
+	// after each connection before telling subscribers the resulting state.
+	ResyncDelay time.Duration
+	// MinBackoff and MaxBackoff bound the wait between connection attempts.
+	MinBackoff, MaxBackoff time.Duration
+	// Version is reported by XEP-0092.
+	Version string
+	// TraceXML logs every byte read and written at debug level.
+	TraceXML bool
+}
+
+const (
+	dialTimeout      = 10 * time.Second
+	handshakeTimeout = 10 * time.Second
+	sendTimeout      = 10 * time.Second
+	storageTimeout   = 10 * time.Second
+	closeTimeout     = 3 * time.Second
+	// stableAfter is how long a connection must last for the backoff to
+	// start again from MinBackoff.
+	stableAfter = 30 * time.Second
+)
+
+// Component is a running presenced component.
+type Component struct {
+	cfg    Config
+	domain jid.JID
+	roster *roster.Service
+	log    *slog.Logger
+	cmds   *commandSessions
+	start  time.Time
+
+	sess atomic.Pointer[xmpp.Session] // nil while disconnected
+	// connected is closed and replaced on every successful handshake; tests
+	// and the run loop use it.
+	mu        sync.Mutex
+	connected chan struct{} // guarded by mu
+	synced    chan struct{} // guarded by mu; closed after each resync
+}
+
+// New returns a component for r.
+func New(cfg Config, r *roster.Service, log *slog.Logger) (*Component, error) {
+	d, err := jid.Parse(cfg.Domain)
+	if err != nil || d.Localpart() != "" || d.Resourcepart() != "" {
+		return nil, fmt.Errorf("component: domain %q is not a bare domain JID", cfg.Domain)
+	}
+	if cfg.MinBackoff <= 0 {
+		cfg.MinBackoff = 500 * time.Millisecond
+	}
+	if cfg.MaxBackoff < cfg.MinBackoff {
+		cfg.MaxBackoff = 30 * time.Second
+	}
+	if cfg.ResyncDelay < 0 {
+		cfg.ResyncDelay = 0
+	}
+	if cfg.Version == "" {
+		cfg.Version = "dev"
+	}
+	return &Component{
+		cfg:       cfg,
+		domain:    d,
+		roster:    r,
+		log:       log,
+		cmds:      newCommandSessions(),
+		start:     time.Now(),
+		connected: make(chan struct{}),
+		synced:    make(chan struct{}),
+	}, nil
+}
+
+// Run connects to the XMPP server and serves until ctx ends, reconnecting
+// with capped exponential backoff whenever the connection fails or is lost.
+// When ctx ends it withdraws the presence of every visible handle and closes
+// the stream.
+func (c *Component) Run(ctx context.Context) error {
+	outCtx, stopOutbox := context.WithCancel(context.Background())
+	outDone := make(chan struct{})
+	go func() {
+		defer close(outDone)
+		c.roster.Outbox().Run(outCtx, sender{c}, c.log.With("part", "outbox"))
+	}()
+	stopOutboxAndWait := func() {
+		stopOutbox()
+		<-outDone
+	}
+
+	backoff := c.cfg.MinBackoff
+	for {
+		began := time.Now()
+		err := c.serveOnce(ctx, stopOutboxAndWait)
+		if ctx.Err() != nil {
+			stopOutboxAndWait()
+			return nil
+		}
+		if time.Since(began) > stableAfter {
+			backoff = c.cfg.MinBackoff
+		}
+		wait := backoff/2 + rand.N(backoff/2+1)
+		c.log.Warn("not connected to the XMPP server; retrying", "server", c.cfg.Server, "err", err, "retry_in", wait.Round(time.Millisecond))
+		select {
+		case <-ctx.Done():
+			stopOutboxAndWait()
+			return nil
+		case <-time.After(wait):
+		}
+		backoff = min(backoff*2, c.cfg.MaxBackoff)
+	}
+}
+
+// Synced returns a channel that is closed when the next resync after a
+// connection has queued the resulting state for every subscriber.
+func (c *Component) Synced() <-chan struct{} {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.synced
+}
+
+// Connected returns a channel that is closed at the next successful
+// handshake.
+func (c *Component) Connected() <-chan struct{} {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.connected
+}
+
+func (c *Component) serveOnce(ctx context.Context, stopOutbox func()) error {
+	d := net.Dialer{Timeout: dialTimeout}
+	conn, err := d.DialContext(ctx, "tcp", c.cfg.Server)
+	if err != nil {
+		return err
+	}
+	var rw io.ReadWriter = conn
+	if c.cfg.TraceXML {
+		rw = traceConn{conn, c.log}
+	}
+	hctx, cancel := context.WithTimeout(ctx, handshakeTimeout)
+	sess, err := xcomponent.NewSession(hctx, c.domain, []byte(c.cfg.Secret), rw)
+	cancel()
+	if err != nil {
+		conn.Close()
+		return fmt.Errorf("handshake: %w", err)
+	}
+	c.log.Info("connected to the XMPP server", "server", c.cfg.Server, "domain", c.domain.String())
+	c.sess.Store(sess)
+	c.mu.Lock()
+	close(c.connected)
+	c.connected = make(chan struct{})
+	c.mu.Unlock()
+
+	served := make(chan error, 1)
+	go func() { served <- sess.Serve(xmpp.HandlerFunc(c.handleXMPP)) }()
+
+	syncCtx, stopSync := context.WithCancel(ctx)
+	defer stopSync()
+	go c.resync(syncCtx)
+
+	select {
+	case err := <-served:
+		c.sess.Store(nil)
+		c.roster.Outbox().Discard()
+		conn.Close()
+		if err == nil {
+			err = errors.New("the server closed the stream")
+		}
+		return fmt.Errorf("connection lost: %w", err)
+	case <-ctx.Done():
+		stopSync()
+		stopOutbox()
+		c.withdraw()
+		c.sess.Store(nil)
+		_ = sess.Close()
+		_ = conn.SetReadDeadline(time.Now().Add(closeTimeout))
+		<-served
+		conn.Close()
+		c.log.Info("disconnected from the XMPP server")
+		return nil
+	}
+}
+
+// resync probes every owner, waits for their servers to answer, then
+// settles the flags and tells every subscriber the resulting state.
+func (c *Component) resync(ctx context.Context) {
+	defer c.recoverLog("resync")
+	c.roster.MarkStale()
+	for _, owner := range c.roster.Owners() {
+		p := el(local("presence"), "type", "probe", "from", c.domain.String(), "to", owner)
+		if err := c.send(ctx, p); err != nil {
+			c.log.Warn("probe not sent", "owner", owner, "err", err)
+			return
+		}
+	}
+	select {
+	case <-ctx.Done():
+		return
+	case <-time.After(c.cfg.ResyncDelay):
+	}
+	sctx, cancel := context.WithTimeout(ctx, storageTimeout)
+	defer cancel()
+	if err := c.roster.DropStale(sctx); err != nil {
+		c.log.Error("flags not stored after resync", "err", err)
+	}
+	c.log.Info("resynchronised subscribers", "owners", len(c.roster.Owners()))
+	c.mu.Lock()
+	close(c.synced)
+	c.synced = make(chan struct{})
+	c.mu.Unlock()
+}
+
+// withdraw tells every subscriber of a visible handle that it is
+// unavailable, since the component can no longer vouch for it, and stores
+// the accounts as off-line.
+func (c *Component) withdraw() {
+	vis := c.roster.Visible()
+	now := time.Now()
+	n := 0
+	for handle, contacts := range vis {
+		for _, contact := range contacts {
+			ctx, cancel := context.WithTimeout(context.Background(), sendTimeout)
+			err := c.send(ctx, presenceStanza(c.domain, handle, contact, roster.View{Since: now}))
+			cancel()
+			if err != nil {
+				c.log.Warn("unavailable not sent at shutdown", "err", err)
+				return
+			}
+			n++
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), storageTimeout)
+	defer cancel()
+	if err := c.roster.GoOffline(ctx); err != nil {
+		c.log.Error("off-line flags not stored at shutdown", "err", err)
+	}
+	c.log.Info("withdrew presence of visible handles", "stanzas", n)
+}
+
+// send writes one stanza on the current session.
+func (c *Component) send(ctx context.Context, n *node) error {
+	sess := c.sess.Load()
+	if sess == nil {
+		return errors.New("component: not connected")
+	}
+	ctx, cancel := context.WithTimeout(ctx, sendTimeout)
+	defer cancel()
+	return sess.Send(ctx, n.TokenReader())
+}
+
+// sender is the roster.Sender of a component.
+type sender struct{ c *Component }
+
+func (s sender) Presence(ctx context.Context, handle, contact string, v roster.View) error {
+	// The write itself is not cancelled with ctx: a stanza cut in half would
+	// break the stream. The outbox checks ctx between stanzas.
+	return s.c.send(context.Background(), presenceStanza(s.c.domain, handle, contact, v))
+}
+
+func (s sender) Unsubscribed(ctx context.Context, handle, contact string) error {
+	return s.c.send(context.Background(), el(local("presence"), "type", "unsubscribed", "from", handleJID(s.c.domain, handle), "to", contact))
+}
+
+func handleJID(domain jid.JID, handle string) string {
+	return handle + "@" + domain.String()
+}
+
+// presenceStanza renders v as the presence of handle for contact. Hiding
+// and off-line accounts render identically.
+func presenceStanza(domain jid.JID, handle, contact string, v roster.View) *node {
+	from := handleJID(domain, handle)
+	if !v.Available {
+		return el(local("presence"), "type", "unavailable", "from", from, "to", contact).add(
+			el(qname(nsDelay, "delay"), "from", domain.String(), "stamp", stamp(v.Since)))
+	}
+	p := el(local("presence"), "from", from, "to", contact)
+	switch v.Status {
+	case "away":
+		p.add(el(local("show")).withText("away"))
+	case "busy":
+		p.add(el(local("show")).withText("dnd"))
+	}
+	if v.Text != "" {
+		p.add(el(local("status")).withText(v.Text))
+	}
+	return p
+}
+
+func stamp(t time.Time) string {
+	return t.UTC().Format("2006-01-02T15:04:05Z")
+}
+
+// handleXMPP is the session's only handler. It reads the whole stanza, then
+// dispatches. It never returns an error for a bad stanza, since any error
+// closes the stream (mellium trap 3).
+func (c *Component) handleXMPP(t xmlstream.TokenReadEncoder, start *xml.StartElement) (err error) {
+	defer c.recoverLog("handler")
+	n, err := readNode(t, *start)
+	if err != nil && !errors.Is(err, errTooBig) {
+		return err
+	}
+	w := &replier{w: t, c: c}
+	if errors.Is(err, errTooBig) {
+		c.log.Warn("stanza over limits refused", "name", start.Name.Local, "from", n.get("from"))
+		w.refuse(n, condPolicy("The stanza is too large."))
+		return nil
+	}
+	switch n.name.Local {
+	case "iq":
+		c.handleIQ(w, n)
+	case "presence":
+		c.handlePresence(w, n)
+	case "message":
+		c.handleMessage(w, n)
+	default:
+		c.log.Debug("ignored element", "name", n.name.Local)
+	}
+	return nil
+}
+
+func (c *Component) recoverLog(where string) {
+	if r := recover(); r != nil {
+		c.log.Error("panic", "where", where, "panic", r, "stack", string(debug.Stack()))
+	}
+}
+
+// replier writes replies to the stanza being handled. They are flushed when
+// the handler returns.
+type replier struct {
+	w xmlstream.TokenWriter
+	c *Component
+}
+
+func (r *replier) write(n *node) {
+	if _, err := xmlstream.Copy(r.w, n.TokenReader()); err != nil {
+		r.c.log.Warn("reply not written", "err", err)
+	}
+}
+
+// refuse answers stanza n with an error of condition e, unless n is itself
+// an error or has no usable 'from'.
+func (r *replier) refuse(n *node, e stanzaError) {
+	if n.get("type") == "error" || n.get("from") == "" {
+		return
+	}
+	from := n.get("to")
+	if from == "" {
+		from = r.c.domain.String()
+	}
+	reply := el(local(n.name.Local), "type", "error", "id", n.get("id"), "from", from, "to", n.get("from"))
+	reply.add(e.node())
+	r.write(reply)
+}
+
+// traceConn logs the raw XML of a connection at debug level.
+type traceConn struct {
+	net.Conn
+	log *slog.Logger
+}
+
+func (t traceConn) Read(p []byte) (int, error) {
+	n, err := t.Conn.Read(p)
+	if n > 0 {
+		t.log.Debug("xml in", "data", string(p[:n]))
+	}
+	return n, err
+}
+
+func (t traceConn) Write(p []byte) (int, error) {
+	t.log.Debug("xml out", "data", string(p))
+	return t.Conn.Write(p)
+}

@@ -1,0 +1,62 @@
+package component
+
+import (
+	"errors"
+
+	"presenced/roster"
+)
+
+// stanzaError is an RFC 6120 §8.3 stanza error with a human-readable text.
+type stanzaError struct {
+	typ   string // cancel, modify, auth, wait
+	cond  string // defined condition
+	text  string // shown to the user; generic for internal failures
+	extra *node  // application-specific condition, can be nil
+}
+
+func (e stanzaError) node() *node {
+	n := el(local("error"), "type", e.typ)
+	n.add(el(qname(nsStanzas, e.cond)))
+	if e.text != "" {
+		n.add(el(qname(nsStanzas, "text")).withText(e.text))
+	}
+	return n.add(e.extra)
+}
+
+func condBadRequest(text string) stanzaError { return stanzaError{"modify", "bad-request", text, nil} }
+func condJIDMalformed(text string) stanzaError {
+	return stanzaError{"modify", "jid-malformed", text, nil}
+}
+func condConflict(text string) stanzaError     { return stanzaError{"cancel", "conflict", text, nil} }
+func condNotAllowed(text string) stanzaError   { return stanzaError{"cancel", "not-allowed", text, nil} }
+func condItemNotFound(text string) stanzaError { return stanzaError{"cancel", "item-not-found", text, nil} }
+func condForbidden(text string) stanzaError    { return stanzaError{"auth", "forbidden", text, nil} }
+func condPolicy(text string) stanzaError       { return stanzaError{"modify", "policy-violation", text, nil} }
+func condServiceUnavailable() stanzaError {
+	return stanzaError{"cancel", "service-unavailable", "", nil}
+}
+func condFeatureNotImplemented(text string) stanzaError {
+	return stanzaError{"cancel", "feature-not-implemented", text, nil}
+}
+
+// condInternal is what the peer sees when storage or anything unexpected
+// fails; the detail goes to the log only.
+func condInternal() stanzaError {
+	return stanzaError{"wait", "internal-server-error", "The service could not complete the request; nothing was changed. Please try again later.", nil}
+}
+
+// commandError adds an XEP-0050 application condition to a bad-request.
+func commandError(appCond, text string) stanzaError {
+	return stanzaError{"modify", "bad-request", text, el(qname(nsCommands, appCond))}
+}
+
+// isDomainError reports whether err is a refusal the user caused (as
+// opposed to a failure of the service).
+func isDomainError(err error) bool {
+	for _, e := range []error{roster.ErrHandleTaken, roster.ErrHandleLimit, roster.ErrUnknownHandle, roster.ErrNotOwner, roster.ErrBadStatus} {
+		if errors.Is(err, e) {
+			return true
+		}
+	}
+	return false
+}

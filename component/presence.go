@@ -1,0 +1,224 @@
+package component
+
+import (
+	"context"
+	"errors"
+	"time"
+	"strconv"
+	"strings"
+	"unicode/utf8"
+
+	"mellium.im/xmpp/jid"
+
+	"presenced/roster"
+	"presenced/storage"
+)
+
+// maxStatusText is the longest <status/> text kept; longer texts are cut at
+// a character boundary.
+const maxStatusText = 1024
+
+// address is the parsed 'from' and 'to' of a stanza addressed to the
+// component's domain.
+type address struct {
+	from   jid.JID
+	bare   string // from, bare
+	handle string // localpart of 'to'; empty when addressed to the component
+	full   bool   // 'to' had a resourcepart
+}
+
+// parseAddress checks the stanza's addresses. It refuses a stanza that is
+// not addressed to this component's domain or has a malformed address.
+func (c *Component) parseAddress(w *replier, n *node) (address, bool) {
+	from, err := jid.Parse(n.get("from"))
+	if err != nil || n.get("from") == "" {
+		c.log.Debug("stanza without a valid from dropped", "from", n.get("from"))
+		return address{}, false
+	}
+	to, err := jid.Parse(n.get("to"))
+	if err != nil {
+		w.refuse(n, condJIDMalformed("The 'to' address is not a valid JID."))
+		return address{}, false
+	}
+	if !to.Domain().Equal(c.domain) {
+		w.refuse(n, condServiceUnavailable())
+		return address{}, false
+	}
+	return address{
+		from:   from,
+		bare:   from.Bare().String(),
+		handle: to.Localpart(),
+		full:   to.Resourcepart() != "",
+	}, true
+}
+
+func (c *Component) handlePresence(w *replier, n *node) {
+	a, ok := c.parseAddress(w, n)
+	if !ok {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), storageTimeout)
+	defer cancel()
+	switch typ := n.get("type"); typ {
+	case "", "unavailable":
+		c.ownerPresence(ctx, a, n)
+	case "invisible":
+		// Servers refuse this type, but a stanza test may send it straight
+		// to the component: it hides, like XEP-0186 <invisible/>.
+		if c.isOwnerInput(a) {
+			c.instruct(ctx, a.bare, roster.InstructHide)
+		}
+	case "probe":
+		c.probe(w, a)
+	case "subscribe":
+		c.subscribe(ctx, w, n, a)
+	case "unsubscribe", "unsubscribed":
+		c.unsubscribe(ctx, w, a, typ)
+	case "subscribed":
+		if a.handle == "" {
+			c.log.Info("owner approved the component's subscription", "owner", a.bare)
+		}
+	case "error":
+		c.log.Debug("presence error received", "from", a.from.String())
+	default:
+		w.refuse(n, condBadRequest("Unknown presence type."))
+	}
+}
+
+// isOwnerInput reports whether a presence counts as the owner's: sent by an
+// account to the component's JID or to one of its own handles.
+func (c *Component) isOwnerInput(a address) bool {
+	if !c.roster.IsOwner(a.bare) {
+		return false
+	}
+	if a.handle == "" {
+		return true
+	}
+	owner, ok := c.roster.OwnerOf(a.handle)
+	return ok && owner == a.bare
+}
+
+// ownerPresence maps a client presence to the flags (the patent's FIG. 6).
+func (c *Component) ownerPresence(ctx context.Context, a address, n *node) {
+	if !c.isOwnerInput(a) {
+		return
+	}
+	p := parseOwnerPresence(n)
+	p.Resource = a.from.Resourcepart()
+	if err := c.roster.OwnerPresence(ctx, a.bare, p); err != nil {
+		c.log.Error("owner presence not stored", "owner", a.bare, "err", err)
+	}
+}
+
+// parseOwnerPresence reads show, status, priority and an invisible child.
+func parseOwnerPresence(n *node) roster.OwnerPresence {
+	p := roster.OwnerPresence{Available: n.get("type") == "", Status: storage.StatusUndefined}
+	for _, ch := range n.children {
+		if ch.ns() != "" && ch.ns() != "jabber:component:accept" && ch.ns() != "jabber:client" && ch.ns() != "jabber:server" {
+			if ch.name.Local == "invisible" && (ch.ns() == nsInvis0 || ch.ns() == nsInvis1) {
+				p.Hide = p.Available
+			}
+			continue
+		}
+		switch ch.name.Local {
+		case "show":
+			p.Status = statusOfShow(strings.TrimSpace(ch.text))
+		case "status":
+			p.Text = truncate(ch.text, maxStatusText)
+		case "priority":
+			if v, err := strconv.Atoi(strings.TrimSpace(ch.text)); err == nil {
+				p.Priority = max(-128, min(127, v))
+			}
+		}
+	}
+	return p
+}
+
+func statusOfShow(show string) storage.Status {
+	switch show {
+	case "away", "xa":
+		return storage.StatusAway
+	case "dnd":
+		return storage.StatusBusy
+	}
+	return storage.StatusUndefined
+}
+
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	s = s[:n]
+	for len(s) > 0 && !utf8.ValidString(s) {
+		s = s[:len(s)-1]
+	}
+	return s
+}
+
+// probe answers a probe: the component itself is always available; a
+// handle's subscribers get its presence through the outbox; anyone else,
+// and any probe of an unknown handle, gets unsubscribed (RFC 6121 §4.3.2).
+func (c *Component) probe(w *replier, a address) {
+	if a.handle == "" {
+		w.write(el(local("presence"), "from", c.domain.String(), "to", a.from.String()))
+		return
+	}
+	if c.roster.Probe(a.handle, a.bare) {
+		return
+	}
+	w.write(el(local("presence"), "type", "unsubscribed", "from", handleJID(c.domain, a.handle), "to", a.bare))
+}
+
+// subscribe approves subscriptions to the component and to existing handles.
+func (c *Component) subscribe(ctx context.Context, w *replier, n *node, a address) {
+	if a.handle == "" {
+		w.write(el(local("presence"), "type", "subscribed", "from", c.domain.String(), "to", a.bare))
+		w.write(el(local("presence"), "from", c.domain.String(), "to", a.bare))
+		return
+	}
+	from := handleJID(c.domain, a.handle)
+	err := c.roster.Subscribe(ctx, a.handle, a.bare)
+	switch {
+	case errors.Is(err, roster.ErrUnknownHandle):
+		w.write(el(local("presence"), "type", "unsubscribed", "from", from, "to", a.bare))
+		return
+	case err != nil:
+		c.log.Error("subscription not stored", "handle", a.handle, "contact", a.bare, "err", err)
+		w.refuse(n, condInternal())
+		return
+	}
+	// 'subscribed' is written before the presence is queued, and the outbox
+	// cannot write until this handler has flushed, so it arrives first.
+	w.write(el(local("presence"), "type", "subscribed", "from", from, "to", a.bare))
+	c.roster.Probe(a.handle, a.bare)
+}
+
+func (c *Component) unsubscribe(ctx context.Context, w *replier, a address, typ string) {
+	if a.handle == "" {
+		return
+	}
+	was, err := c.roster.Unsubscribe(ctx, a.handle, a.bare)
+	if err != nil {
+		c.log.Error("unsubscription not stored", "handle", a.handle, "contact", a.bare, "err", err)
+		return
+	}
+	if was && typ == "unsubscribe" {
+		// RFC 6121 §3.3.3: the contact no longer sees the handle.
+		w.write(presenceStanza(c.domain, a.handle, a.bare, roster.View{Since: time.Now()}))
+	}
+}
+
+// instruct applies an instruction that has no reply (a presence).
+func (c *Component) instruct(ctx context.Context, owner string, in roster.Instruction) {
+	if err := c.roster.Instruct(ctx, owner, in); err != nil {
+		c.log.Error("instruction not stored", "owner", owner, "err", err)
+	}
+}
+
+func (c *Component) handleMessage(w *replier, n *node) {
+	if _, ok := c.parseAddress(w, n); !ok {
+		return
+	}
+	// Handles receive no messages, whatever their state.
+	w.refuse(n, condServiceUnavailable())
+}

@@ -1,0 +1,225 @@
+package component
+
+import (
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+// quiet is how long a negative check waits for a stanza that must not come.
+const quiet = 200 * time.Millisecond
+
+func isPresenceOf(from, to string) func(*node) bool {
+	return func(n *node) bool {
+		return n.name.Local == "presence" && n.get("from") == from && n.get("to") == to &&
+			(n.get("type") == "" || n.get("type") == "unavailable")
+	}
+}
+
+// setup gives alice the handle "al" and carol a subscription to it.
+func setupSubscribed(t *testing.T) (*testComponent, string) {
+	t.Helper()
+	return setupSubscribedDB(t, "")
+}
+
+func setupSubscribedDB(t *testing.T, db string) (*testComponent, string) {
+	t.Helper()
+	tc := startTestComponent(t, db)
+	wantCompleted(t, tc.run(t, alice+"/pc", "add-handle", map[string]string{"handle": "al"}))
+	h := "al@" + testDomain
+	tc.send(`<presence type='subscribe' from='%s' to='%s'/>`, carol, h)
+	tc.expect("subscribed", isStanza("presence", "subscribed", h, carol))
+	p := tc.expect("initial presence", isPresenceOf(h, carol))
+	if p.get("type") != "unavailable" {
+		t.Fatalf("initial presence of an off-line owner: %s", p)
+	}
+	return tc, h
+}
+
+func TestOwnerPresenceFansOut(t *testing.T) {
+	tc, h := setupSubscribed(t)
+	cases := []struct {
+		name, in, wantType, wantShow string
+	}{
+		{"available", `<presence from='%s/pc' to='%s'><status>hi</status></presence>`, "", ""},
+		{"away", `<presence from='%s/pc' to='%s'><show>away</show></presence>`, "", "away"},
+		{"dnd", `<presence from='%s/pc' to='%s'><show>dnd</show></presence>`, "", "dnd"},
+		{"xa", `<presence from='%s/pc' to='%s'><show>xa</show></presence>`, "", "away"},
+		{"chat", `<presence from='%s/pc' to='%s'><show>chat</show></presence>`, "", ""},
+		{"unavailable", `<presence type='unavailable' from='%s/pc' to='%s'/>`, "unavailable", ""},
+	}
+	for _, c := range cases {
+		tc.send(c.in, alice, testDomain)
+		p := tc.expect(c.name, isPresenceOf(h, carol))
+		show := ""
+		if s := p.child("", "show"); s != nil {
+			show = s.text
+		}
+		if p.get("type") != c.wantType || show != c.wantShow {
+			t.Fatalf("%s: subscriber got %s, want type %q show %q", c.name, p, c.wantType, c.wantShow)
+		}
+	}
+	// Directed to the handle counts too; to someone else's handle it does not.
+	tc.send(`<presence from='%s/pc' to='%s'/>`, alice, h)
+	tc.expect("directed presence", isPresenceOf(h, carol))
+	tc.send(`<presence from='%s/pc' to='%s'/>`, bob, h)
+	tc.expectNone(quiet, "effect of a non-owner's presence", isPresenceOf(h, carol))
+}
+
+func TestNothingSentWhenNothingVisibleChanged(t *testing.T) {
+	tc, h := setupSubscribed(t)
+	tc.send(`<presence from='%s/pc' to='%s'><show>away</show></presence>`, alice, testDomain)
+	tc.expect("away", isPresenceOf(h, carol))
+	tc.send(`<presence from='%s/pc' to='%s'><show>away</show><priority>1</priority></presence>`, alice, testDomain)
+	tc.expectNone(quiet, "repeat of an unchanged presence", isPresenceOf(h, carol))
+}
+
+// TestHidingLooksOffline checks that a hiding account answers probes, last
+// activity, disco and ping exactly as an off-line one, and leaks nothing
+// while the client's presence changes underneath.
+func TestHidingLooksOffline(t *testing.T) {
+	tc, h := setupSubscribed(t)
+	probe := func() *node {
+		tc.send(`<presence type='probe' from='%s' to='%s'/>`, carol, h)
+		return tc.expect("probe answer", isPresenceOf(h, carol))
+	}
+	offline := probe()
+
+	tc.send(`<presence from='%s/pc' to='%s'/>`, alice, testDomain)
+	if p := tc.expect("online", isPresenceOf(h, carol)); p.get("type") != "" {
+		t.Fatalf("online: %s", p)
+	}
+	id := nextID()
+	tc.send(`<iq type='set' id='%s' from='%s/pc' to='%s'><invisible xmlns='%s'/></iq>`, id, alice, testDomain, nsInvis0)
+	if r := tc.expect("invisible result", isReplyTo(id)); r.get("type") != "result" {
+		t.Fatalf("invisible: %s", r)
+	}
+	hidden := tc.expect("going hiding", isPresenceOf(h, carol))
+	if hidden.get("type") != "unavailable" {
+		t.Fatalf("going hiding: %s", hidden)
+	}
+	// Client churn while hiding reveals nothing.
+	for _, in := range []string{
+		`<presence from='%s/pc' to='%s'><show>away</show></presence>`,
+		`<presence from='%s/phone' to='%s'><show>dnd</show><priority>5</priority></presence>`,
+		`<presence type='unavailable' from='%s/phone' to='%s'/>`,
+		`<presence from='%s/pc' to='%s'/>`,
+	} {
+		tc.send(in, alice, testDomain)
+	}
+	tc.expectNone(quiet, "presence while hiding", isPresenceOf(h, carol))
+	whileHiding := probe()
+	if shape(whileHiding) != shape(offline) {
+		t.Fatalf("probe while hiding\n%s\ndiffers in shape from off-line\n%s", whileHiding, offline)
+	}
+	if whileHiding.get("type") != "unavailable" || strings.Contains(whileHiding.String(), "show") || strings.Contains(whileHiding.String(), "status") {
+		t.Fatalf("probe while hiding leaks: %s", whileHiding)
+	}
+	if got, want := whileHiding.child(nsDelay, "delay").get("stamp"), hidden.child(nsDelay, "delay").get("stamp"); got != want {
+		t.Fatalf("delay while hiding = %s, want the moment it went hiding %s", got, want)
+	}
+	// A probe by a non-subscriber learns only 'unsubscribed', whatever the state.
+	tc.send(`<presence type='probe' from='%s' to='%s'/>`, bob, h)
+	tc.expect("unsubscribed to a non-subscriber", isStanza("presence", "unsubscribed", h, bob))
+	tc.expectNone(quiet, "presence to a non-subscriber", func(n *node) bool { return n.get("to") == bob && n.get("type") != "unsubscribed" })
+
+	// Visible again: the status underneath shows.
+	id = nextID()
+	tc.send(`<iq type='set' id='%s' from='%s/pc' to='%s'><visible xmlns='%s'/></iq>`, id, alice, testDomain, nsInvis0)
+	tc.expect("visible result", isReplyTo(id))
+	if p := tc.expect("visible again", isPresenceOf(h, carol)); p.get("type") != "" {
+		t.Fatalf("visible: %s", p)
+	}
+}
+
+// shape renders a stanza without attribute values, to compare structure.
+func shape(n *node) string {
+	var b strings.Builder
+	b.WriteString("<" + n.name.Space + " " + n.name.Local)
+	for _, a := range n.attr {
+		b.WriteString(" " + a.Name.Local)
+		if a.Name.Local == "type" {
+			b.WriteString("=" + a.Value)
+		}
+	}
+	b.WriteString(">")
+	for _, c := range n.children {
+		b.WriteString(shape(c))
+	}
+	return b.String()
+}
+
+func TestHidingIsStickyAcrossRestart(t *testing.T) {
+	db := filepath.Join(t.TempDir(), "p.db")
+	tc, h := setupSubscribedDB(t, db)
+	tc.send(`<presence type='invisible' from='%s/pc' to='%s'/>`, alice, testDomain)
+	tc.send(`<presence from='%s/pc' to='%s'/>`, alice, testDomain)
+	tc.expectNone(quiet, "available presence after raw invisible", func(n *node) bool { return isPresenceOf(h, carol)(n) && n.get("type") == "" })
+	tc.stop()
+
+	tc2 := startTestComponent(t, db)
+	tc2.expect("probe of the owner after start", isStanza("presence", "probe", testDomain, alice))
+	// The owner's server answers the probe: still on-line.
+	tc2.send(`<presence from='%s/pc' to='%s'><show>away</show></presence>`, alice, testDomain)
+	p := tc2.expect("resync presence", isPresenceOf(h, carol))
+	if p.get("type") != "unavailable" {
+		t.Fatalf("after restart a hiding account showed %s", p)
+	}
+	tc2.expectNone(quiet, "available presence while hiding after restart", func(n *node) bool { return isPresenceOf(h, carol)(n) && n.get("type") == "" })
+}
+
+func TestUnsubscribeAndUnknownHandle(t *testing.T) {
+	tc, h := setupSubscribed(t)
+	tc.send(`<presence type='subscribe' from='%s' to='nobody@%s'/>`, bob, testDomain)
+	tc.expect("unsubscribed for an unknown handle", isStanza("presence", "unsubscribed", "nobody@"+testDomain, bob))
+	tc.send(`<presence type='unsubscribe' from='%s' to='%s'/>`, carol, h)
+	tc.expect("unavailable after unsubscribe", isPresenceOf(h, carol))
+	tc.send(`<presence from='%s/pc' to='%s'/>`, alice, testDomain)
+	tc.expectNone(quiet, "presence to a former subscriber", isPresenceOf(h, carol))
+	tc.send(`<presence type='probe' from='%s' to='%s'/>`, carol, h)
+	tc.expect("unsubscribed to a former subscriber", isStanza("presence", "unsubscribed", h, carol))
+}
+
+func TestRemoveHandleTellsSubscribers(t *testing.T) {
+	tc, h := setupSubscribed(t)
+	tc.send(`<presence from='%s/pc' to='%s'/>`, alice, testDomain)
+	tc.expect("online", isPresenceOf(h, carol))
+	wantCompleted(t, tc.run(t, alice+"/pc", "remove-handle", map[string]string{"handle": "al"}))
+	if p := tc.expect("unavailable on removal", isPresenceOf(h, carol)); p.get("type") != "unavailable" {
+		t.Fatalf("removal: %s", p)
+	}
+	tc.expect("unsubscribed on removal", isStanza("presence", "unsubscribed", h, carol))
+}
+
+func TestShutdownWithdrawsVisibleHandles(t *testing.T) {
+	tc, h := setupSubscribed(t)
+	tc.send(`<presence from='%s/pc' to='%s'/>`, alice, testDomain)
+	tc.expect("online", isPresenceOf(h, carol))
+	tc.cancel()
+	if p := tc.expect("unavailable at shutdown", isPresenceOf(h, carol)); p.get("type") != "unavailable" {
+		t.Fatalf("shutdown: %s", p)
+	}
+}
+
+func TestLastActivityAndHandleIQs(t *testing.T) {
+	tc, h := setupSubscribed(t)
+	last := func(from string) *node {
+		id := nextID()
+		tc.send(`<iq type='get' id='%s' from='%s/x' to='%s'><query xmlns='%s'/></iq>`, id, from, h, nsLast)
+		return tc.expect("last activity", isReplyTo(id))
+	}
+	if r := last(carol); r.get("type") != "result" || r.child(nsLast, "query") == nil {
+		t.Fatalf("last activity for a subscriber: %s", r)
+	}
+	if r := last(bob); errorCondition(r) != "forbidden" {
+		t.Fatalf("last activity for a non-subscriber: %s", r)
+	}
+	for _, q := range []string{`<query xmlns='` + nsDiscoInf + `'/>`, `<ping xmlns='` + nsPing + `'/>`} {
+		id := nextID()
+		tc.send(`<iq type='get' id='%s' from='%s/x' to='%s'>%s</iq>`, id, bob, h, q)
+		if r := tc.expect("handle iq", isReplyTo(id)); r.get("type") != "result" {
+			t.Fatalf("%s on a handle: %s", q, r)
+		}
+	}
+}

@@ -1,0 +1,176 @@
+package roster
+
+import (
+	"context"
+	"errors"
+	"sort"
+	"sync"
+
+	"presenced/storage"
+)
+
+// memStore is a small in-memory storage.Store for unit tests. The real
+// backends are tested by the storage conformance suite and end to end.
+type memStore struct {
+	mu       sync.Mutex
+	accounts map[string]storage.Flags
+	handles  map[string]string
+	subs     map[[2]string]bool
+	down     bool // every call fails, as with a database that is down
+	writes   int  // number of successful writing calls
+}
+
+var errDown = errors.New("memstore: database is down")
+
+func newMemStore() *memStore {
+	return &memStore{accounts: map[string]storage.Flags{}, handles: map[string]string{}, subs: map[[2]string]bool{}}
+}
+
+func (m *memStore) Load(ctx context.Context) (*storage.Snapshot, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.down {
+		return nil, errDown
+	}
+	snap := &storage.Snapshot{}
+	for j, f := range m.accounts {
+		snap.Accounts = append(snap.Accounts, storage.Account{JID: j, Flags: f})
+	}
+	for h, a := range m.handles {
+		snap.Handles = append(snap.Handles, storage.Handle{Name: h, Account: a})
+	}
+	for k := range m.subs {
+		snap.Subscriptions = append(snap.Subscriptions, storage.Subscription{Handle: k[0], Contact: k[1]})
+	}
+	sort.Slice(snap.Accounts, func(i, j int) bool { return snap.Accounts[i].JID < snap.Accounts[j].JID })
+	return snap, nil
+}
+
+func (m *memStore) AddHandle(ctx context.Context, account, handle string, max int) (bool, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.down {
+		return false, errDown
+	}
+	if _, ok := m.handles[handle]; ok {
+		return false, storage.ErrExists
+	}
+	n := 0
+	for _, a := range m.handles {
+		if a == account {
+			n++
+		}
+	}
+	if n >= max {
+		return false, storage.ErrLimit
+	}
+	_, had := m.accounts[account]
+	if !had {
+		m.accounts[account] = storage.Flags{Status: storage.StatusUndefined}
+	}
+	m.handles[handle] = account
+	m.writes++
+	return !had, nil
+}
+
+func (m *memStore) RemoveHandle(ctx context.Context, account, handle string) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.down {
+		return errDown
+	}
+	a, ok := m.handles[handle]
+	if !ok {
+		return storage.ErrNotFound
+	}
+	if a != account {
+		return storage.ErrNotOwner
+	}
+	delete(m.handles, handle)
+	for k := range m.subs {
+		if k[0] == handle {
+			delete(m.subs, k)
+		}
+	}
+	m.writes++
+	return nil
+}
+
+func (m *memStore) Handles(ctx context.Context, account string) ([]string, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.down {
+		return nil, errDown
+	}
+	var out []string
+	for h, a := range m.handles {
+		if a == account {
+			out = append(out, h)
+		}
+	}
+	sort.Strings(out)
+	return out, nil
+}
+
+func (m *memStore) Account(ctx context.Context, account string) (storage.Account, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.down {
+		return storage.Account{}, errDown
+	}
+	f, ok := m.accounts[account]
+	if !ok {
+		return storage.Account{}, storage.ErrNotFound
+	}
+	return storage.Account{JID: account, Flags: f}, nil
+}
+
+func (m *memStore) SetFlags(ctx context.Context, account string, f storage.Flags) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.down {
+		return errDown
+	}
+	m.accounts[account] = f
+	m.writes++
+	return nil
+}
+
+func (m *memStore) AddSubscription(ctx context.Context, handle, contact string) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.down {
+		return errDown
+	}
+	if _, ok := m.handles[handle]; !ok {
+		return storage.ErrNotFound
+	}
+	m.subs[[2]string{handle, contact}] = true
+	m.writes++
+	return nil
+}
+
+func (m *memStore) RemoveSubscription(ctx context.Context, handle, contact string) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.down {
+		return errDown
+	}
+	delete(m.subs, [2]string{handle, contact})
+	m.writes++
+	return nil
+}
+
+func (m *memStore) Close() error { return nil }
+
+func (m *memStore) setDown(down bool) {
+	m.mu.Lock()
+	m.down = down
+	m.mu.Unlock()
+}
+
+func (m *memStore) writeCount() int {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.writes
+}

@@ -1,0 +1,354 @@
+package roster
+
+import (
+	"context"
+	"fmt"
+	"sort"
+	"testing"
+
+	"pgregory.net/rapid"
+
+	"presenced/storage"
+)
+
+// recorder is a Sender that remembers the last thing each contact received
+// from each handle, and checks every send against the reference model at the
+// moment it is made.
+type recorder struct {
+	t     *rapid.T
+	m     *model
+	last  map[[2]string]View // handle, contact → last presence
+	unsub map[[2]string]bool // handle, contact → got unsubscribed
+	sent  int
+}
+
+func (r *recorder) Presence(ctx context.Context, handle, contact string, v View) error {
+	r.sent++
+	key := [2]string{handle, contact}
+	if !r.m.subscribed(handle, contact) && !r.m.removedSubs[key] {
+		r.t.Fatalf("presence %+v from %s reached non-subscriber %s", v, handle, contact)
+	}
+	if v.Available {
+		owner, ok := r.m.handles[handle]
+		if !ok || !r.m.visible(owner) {
+			r.t.Fatalf("available presence %+v left for handle %s of an account that is hiding or off-line", v, handle)
+		}
+	}
+	r.last[key] = v
+	return nil
+}
+
+func (r *recorder) Unsubscribed(ctx context.Context, handle, contact string) error {
+	key := [2]string{handle, contact}
+	if !r.m.removedSubs[key] {
+		r.t.Fatalf("unsubscribed from %s to %s, which had no subscription removed", handle, contact)
+	}
+	r.unsub[key] = true
+	return nil
+}
+
+// model is the reference: the flags the patent describes, written as
+// plainly as possible.
+type model struct {
+	handles     map[string]string          // handle → owner
+	subs        map[[2]string]bool         // handle, contact
+	removedSubs map[[2]string]bool         // subscriptions ended by a handle removal
+	resources   map[string][]modelResource // owner → available resources, oldest first
+	hiding      map[string]bool
+	status      map[string]storage.Status // status with no resource
+}
+
+type modelResource struct {
+	name     string
+	priority int
+	status   storage.Status
+	text     string
+}
+
+func (m *model) subscribed(handle, contact string) bool { return m.subs[[2]string{handle, contact}] }
+
+func (m *model) visible(owner string) bool {
+	return len(m.resources[owner]) > 0 && !m.hiding[owner]
+}
+
+// view is what the model says subscribers of owner's handles see.
+func (m *model) view(owner string) View {
+	if !m.visible(owner) {
+		return View{}
+	}
+	var top modelResource
+	found := false
+	for _, r := range m.resources[owner] { // later is more recent: >= keeps the newest tie
+		if !found || r.priority >= top.priority {
+			top, found = r, true
+		}
+	}
+	return View{Available: true, Status: top.status, Text: top.text}
+}
+
+func (m *model) setResource(owner string, r modelResource) {
+	m.dropResource(owner, r.name)
+	m.resources[owner] = append(m.resources[owner], r)
+}
+
+func (m *model) dropResource(owner, name string) {
+	rs := m.resources[owner]
+	for i, x := range rs {
+		if x.name == name {
+			m.resources[owner] = append(rs[:i:i], rs[i+1:]...)
+			return
+		}
+	}
+}
+
+var (
+	modelOwners   = []string{"alice@example.org", "bob@example.org"}
+	modelContacts = []string{"carol@example.net", "dave@example.net", "erin@example.com"}
+	modelHandles  = []string{"h1", "h2", "h3", "h4"}
+	modelRes      = []string{"phone", "desktop", "web"}
+	modelStatuses = []storage.Status{storage.StatusUndefined, storage.StatusAway, storage.StatusBusy}
+)
+
+// TestModel drives the roster with random sequences of log-ins, log-offs,
+// resource churn, show changes, hiding, unhiding, subscriptions, handle
+// removals and restarts, and checks it against the reference model: no
+// available presence ever leaves for a hiding or off-line account, no
+// presence reaches a non-subscriber, and after every step every
+// subscriber's last view equals the model's.
+func TestModel(t *testing.T) {
+	rapid.Check(t, func(rt *rapid.T) {
+		ctx := context.Background()
+		store := newMemStore()
+		m := &model{
+			handles: map[string]string{}, subs: map[[2]string]bool{}, removedSubs: map[[2]string]bool{},
+			resources: map[string][]modelResource{}, hiding: map[string]bool{}, status: map[string]storage.Status{},
+		}
+		rec := &recorder{t: rt, m: m, last: map[[2]string]View{}, unsub: map[[2]string]bool{}}
+		svc, err := New(ctx, store, Options{MaxHandles: 3})
+		if err != nil {
+			rt.Fatal(err)
+		}
+		flush := func() {
+			if err := svc.Outbox().Flush(ctx, rec); err != nil {
+				rt.Fatal(err)
+			}
+			clear(m.removedSubs)
+		}
+
+		ownerGen := rapid.SampledFrom(modelOwners)
+		contactGen := rapid.SampledFrom(modelContacts)
+		handleGen := rapid.SampledFrom(modelHandles)
+		resGen := rapid.SampledFrom(modelRes)
+		statusGen := rapid.SampledFrom(modelStatuses)
+
+		rt.Repeat(map[string]func(*rapid.T){
+			"addHandle": func(t *rapid.T) {
+				o, h := ownerGen.Draw(t, "owner"), handleGen.Draw(t, "handle")
+				_, err := svc.AddHandle(ctx, o, h)
+				_, taken := m.handles[h]
+				n := 0
+				for _, x := range m.handles {
+					if x == o {
+						n++
+					}
+				}
+				switch {
+				case taken:
+					if err != ErrHandleTaken {
+						t.Fatalf("AddHandle(%s, %s) = %v, want ErrHandleTaken", o, h, err)
+					}
+				case n >= 3:
+					if err != ErrHandleLimit {
+						t.Fatalf("AddHandle(%s, %s) = %v, want ErrHandleLimit", o, h, err)
+					}
+				default:
+					if err != nil {
+						t.Fatalf("AddHandle(%s, %s) = %v", o, h, err)
+					}
+					m.handles[h] = o
+				}
+			},
+			"removeHandle": func(t *rapid.T) {
+				o, h := ownerGen.Draw(t, "owner"), handleGen.Draw(t, "handle")
+				err := svc.RemoveHandle(ctx, o, h)
+				owner, exists := m.handles[h]
+				switch {
+				case !exists:
+					if err != ErrUnknownHandle {
+						t.Fatalf("RemoveHandle(%s, %s) = %v, want ErrUnknownHandle", o, h, err)
+					}
+				case owner != o:
+					if err != ErrNotOwner {
+						t.Fatalf("RemoveHandle(%s, %s) = %v, want ErrNotOwner", o, h, err)
+					}
+				default:
+					if err != nil {
+						t.Fatal(err)
+					}
+					delete(m.handles, h)
+					for k := range m.subs {
+						if k[0] == h {
+							delete(m.subs, k)
+							m.removedSubs[k] = true
+						}
+					}
+				}
+				flush()
+				for k := range rec.last {
+					if k[0] == h && exists && owner == o {
+						if rec.last[k].Available || !rec.unsub[k] {
+							t.Fatalf("after removing %s, %s last saw %+v (unsubscribed: %v)", h, k[1], rec.last[k], rec.unsub[k])
+						}
+						delete(rec.last, k)
+						delete(rec.unsub, k)
+					}
+				}
+			},
+			"subscribe": func(t *rapid.T) {
+				c, h := contactGen.Draw(t, "contact"), handleGen.Draw(t, "handle")
+				err := svc.Subscribe(ctx, h, c)
+				if _, ok := m.handles[h]; !ok {
+					if err != ErrUnknownHandle {
+						t.Fatalf("Subscribe(%s, %s) = %v, want ErrUnknownHandle", h, c, err)
+					}
+					return
+				}
+				if err != nil {
+					t.Fatal(err)
+				}
+				m.subs[[2]string{h, c}] = true
+				svc.Probe(h, c) // the component sends the presence after 'subscribed'
+			},
+			"unsubscribe": func(t *rapid.T) {
+				c, h := contactGen.Draw(t, "contact"), handleGen.Draw(t, "handle")
+				was, err := svc.Unsubscribe(ctx, h, c)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if was != m.subscribed(h, c) {
+					t.Fatalf("Unsubscribe(%s, %s) = %v, model says %v", h, c, was, m.subscribed(h, c))
+				}
+				delete(m.subs, [2]string{h, c})
+				delete(rec.last, [2]string{h, c})
+			},
+			"probe": func(t *rapid.T) {
+				c, h := contactGen.Draw(t, "contact"), handleGen.Draw(t, "handle")
+				before := rec.sent
+				got := svc.Probe(h, c)
+				if got != m.subscribed(h, c) {
+					t.Fatalf("Probe(%s, %s) = %v, want %v", h, c, got, m.subscribed(h, c))
+				}
+				flush()
+				if got && rec.sent != before+1 {
+					t.Fatalf("Probe(%s, %s) by a subscriber sent %d stanzas, want 1", h, c, rec.sent-before)
+				}
+			},
+			"available": func(t *rapid.T) {
+				o := ownerGen.Draw(t, "owner")
+				r := modelResource{
+					name:     resGen.Draw(t, "resource"),
+					priority: rapid.IntRange(-1, 2).Draw(t, "priority"),
+					status:   statusGen.Draw(t, "status"),
+					text:     rapid.SampledFrom([]string{"", "at lunch", "in a meeting"}).Draw(t, "text"),
+				}
+				hide := rapid.IntRange(0, 9).Draw(t, "invisibleChild") == 0
+				err := svc.OwnerPresence(ctx, o, OwnerPresence{Resource: r.name, Available: true, Status: r.status, Text: r.text, Priority: r.priority, Hide: hide})
+				if err != nil {
+					t.Fatal(err)
+				}
+				if svc.IsOwner(o) {
+					m.setResource(o, r)
+					if hide {
+						m.hiding[o] = true
+					}
+				}
+			},
+			"unavailable": func(t *rapid.T) {
+				o, res := ownerGen.Draw(t, "owner"), resGen.Draw(t, "resource")
+				if err := svc.OwnerPresence(ctx, o, OwnerPresence{Resource: res}); err != nil {
+					t.Fatal(err)
+				}
+				m.dropResource(o, res)
+			},
+			"instruct": func(t *rapid.T) {
+				o := ownerGen.Draw(t, "owner")
+				in := rapid.SampledFrom([]Instruction{InstructAway, InstructBusy, InstructUndefined, InstructHide, InstructVisible}).Draw(t, "instruction")
+				if err := svc.Instruct(ctx, o, in); err != nil {
+					t.Fatal(err)
+				}
+				switch in {
+				case InstructHide:
+					m.hiding[o] = true
+				case InstructVisible:
+					m.hiding[o] = false
+				default:
+					m.hiding[o] = false
+					m.status[o] = storage.Status(in)
+					// An explicit status replaces the status of the top resource
+					// until the client's next presence.
+					if rs := m.resources[o]; len(rs) > 0 {
+						m.applyInstructedStatus(o, storage.Status(in))
+					}
+				}
+			},
+			"restart": func(t *rapid.T) {
+				flush()
+				// Shutdown: the component withdraws every visible handle.
+				for h, contacts := range svc.Visible() {
+					for _, c := range contacts {
+						_ = rec.Presence(ctx, h, c, View{})
+					}
+				}
+				if err := svc.GoOffline(ctx); err != nil {
+					t.Fatal(err)
+				}
+				svc, err = New(ctx, store, Options{MaxHandles: 3})
+				if err != nil {
+					t.Fatal(err)
+				}
+				// The owners answer no probe: they went off-line meanwhile.
+				clear(m.resources)
+				svc.MarkStale()
+				if err := svc.DropStale(ctx); err != nil {
+					t.Fatal(err)
+				}
+			},
+			"": func(t *rapid.T) {
+				flush()
+				checkViews(t, m, rec)
+			},
+		})
+	})
+}
+
+// applyInstructedStatus mirrors what the roster does with an explicit
+// status while resources are available: the account shows that status (the
+// resources keep theirs, so the next presence of any resource decides again).
+func (m *model) applyInstructedStatus(owner string, s storage.Status) {
+	rs := m.resources[owner]
+	// The roster keeps the status until the next derived change: model it as
+	// every resource now showing s, since until a resource speaks again the
+	// flags hold s.
+	for i := range rs {
+		rs[i].status = s
+	}
+}
+
+func checkViews(t *rapid.T, m *model, rec *recorder) {
+	keys := make([][2]string, 0, len(m.subs))
+	for k := range m.subs {
+		keys = append(keys, k)
+	}
+	sort.Slice(keys, func(i, j int) bool { return fmt.Sprint(keys[i]) < fmt.Sprint(keys[j]) })
+	for _, k := range keys {
+		want := m.view(m.handles[k[0]])
+		got, ok := rec.last[k]
+		if !ok {
+			t.Fatalf("subscriber %s of %s never received a presence; want %+v", k[1], k[0], want)
+		}
+		got.Since = want.Since
+		if got != want {
+			t.Fatalf("subscriber %s of %s last saw %+v, want %+v", k[1], k[0], got, want)
+		}
+	}
+}

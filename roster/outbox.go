@@ -1,0 +1,265 @@
+package roster
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"runtime/debug"
+	"sync"
+)
+
+// Sender delivers notifications. The component implements it with presence
+// stanzas; tests implement it with a recorder.
+type Sender interface {
+	// Presence sends v from the bare handle JID to contact.
+	Presence(ctx context.Context, handle, contact string, v View) error
+	// Unsubscribed tells contact that its subscription to handle has ended.
+	Unsubscribed(ctx context.Context, handle, contact string) error
+}
+
+type jobKind int
+
+const (
+	jobAccount   jobKind = iota // bring every subscriber of the account up to date
+	jobOne                      // send the current presence of handle to contact
+	jobRemoved                  // handle was removed: unavailable, then unsubscribed
+	jobResendAll                // every subscriber gets a fresh presence
+)
+
+type job struct {
+	kind     jobKind
+	key      string // account JID or handle
+	contact  string
+	contacts []string
+}
+
+// Outbox is the single writer of notifications. State changes queue work
+// here without blocking; Run drains the queue and sends through a Sender.
+//
+// The queue is bounded by the state it describes, not by the rate of
+// changes: at most one pending pass per account and one pending answer per
+// subscription, plus the subscribers of removed handles. A pass always sends
+// the View current at the moment of sending and skips subscribers that
+// already have it, so bursts of changes coalesce and no stale presence
+// leaves after a newer one.
+type Outbox struct {
+	s *Service
+
+	mu      sync.Mutex
+	queue   []job               // guarded by mu
+	working int                 // guarded by mu; jobs taken but not finished
+	pending map[string]struct{} // guarded by mu; dedupe keys of queued jobs
+	wake    chan struct{}
+}
+
+func newOutbox(s *Service) *Outbox {
+	return &Outbox{s: s, pending: make(map[string]struct{}), wake: make(chan struct{}, 1)}
+}
+
+func (o *Outbox) push(j job, dedupe string) {
+	o.mu.Lock()
+	if dedupe != "" {
+		if _, ok := o.pending[dedupe]; ok {
+			o.mu.Unlock()
+			return
+		}
+		o.pending[dedupe] = struct{}{}
+	}
+	o.queue = append(o.queue, j)
+	o.mu.Unlock()
+	select {
+	case o.wake <- struct{}{}:
+	default:
+	}
+}
+
+func (o *Outbox) account(jid string) {
+	o.push(job{kind: jobAccount, key: jid}, "a\x00"+jid)
+}
+
+func (o *Outbox) one(handle, contact string) {
+	o.push(job{kind: jobOne, key: handle, contact: contact}, "o\x00"+handle+"\x00"+contact)
+}
+
+func (o *Outbox) removed(handle string, contacts []string) {
+	o.push(job{kind: jobRemoved, key: handle, contacts: contacts}, "")
+}
+
+func (o *Outbox) resendAll() {
+	o.push(job{kind: jobResendAll}, "all")
+}
+
+// Len returns the number of jobs queued or being sent.
+func (o *Outbox) Len() int {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return len(o.queue) + o.working
+}
+
+func (o *Outbox) done() {
+	o.mu.Lock()
+	o.working--
+	o.mu.Unlock()
+}
+
+// Discard drops every queued job; it is used when the connection is lost,
+// since a full resend follows the next connection.
+func (o *Outbox) Discard() {
+	o.mu.Lock()
+	o.queue = nil
+	clear(o.pending)
+	o.mu.Unlock()
+}
+
+func (o *Outbox) next() (job, bool) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if len(o.queue) == 0 {
+		return job{}, false
+	}
+	j := o.queue[0]
+	o.working++
+	o.queue[0] = job{}
+	o.queue = o.queue[1:]
+	switch j.kind {
+	case jobAccount:
+		delete(o.pending, "a\x00"+j.key)
+	case jobOne:
+		delete(o.pending, "o\x00"+j.key+"\x00"+j.contact)
+	case jobResendAll:
+		delete(o.pending, "all")
+	}
+	return j, true
+}
+
+// Run sends queued notifications through snd until ctx ends. A send error
+// is logged and the job dropped: the sender's connection is gone and the
+// next connection resends everything.
+func (o *Outbox) Run(ctx context.Context, snd Sender, log *slog.Logger) {
+	for {
+		for {
+			j, ok := o.next()
+			if !ok {
+				break
+			}
+			err := o.do(ctx, snd, j)
+			o.done()
+			if err != nil {
+				if ctx.Err() != nil {
+					return
+				}
+				log.Warn("notification not sent", "err", err)
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-o.wake:
+		}
+	}
+}
+
+// Flush sends every queued notification through snd and returns when the
+// queue is empty or a send fails. Tests use it instead of Run.
+func (o *Outbox) Flush(ctx context.Context, snd Sender) error {
+	for {
+		j, ok := o.next()
+		if !ok {
+			return nil
+		}
+		err := o.do(ctx, snd, j)
+		o.done()
+		if err != nil {
+			return err
+		}
+	}
+}
+
+func (o *Outbox) do(ctx context.Context, snd Sender, j job) (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("roster: panic in outbox: %v\n%s", r, debug.Stack())
+		}
+	}()
+	switch j.kind {
+	case jobAccount:
+		for _, h := range o.s.Handles(j.key) {
+			for _, c := range o.s.subscribers(h) {
+				if err := o.sync(ctx, snd, h, c, false); err != nil {
+					return err
+				}
+			}
+		}
+	case jobOne:
+		return o.sync(ctx, snd, j.key, j.contact, true)
+	case jobRemoved:
+		for _, c := range j.contacts {
+			if err := snd.Presence(ctx, j.key, c, View{Since: o.s.now()}); err != nil {
+				return err
+			}
+			if err := snd.Unsubscribed(ctx, j.key, c); err != nil {
+				return err
+			}
+		}
+	case jobResendAll:
+		o.s.invalidateAll()
+		for _, owner := range o.s.Owners() {
+			o.account(owner)
+		}
+	}
+	return nil
+}
+
+// sync sends contact the current View of handle unless it already has it
+// (or force is set). The account's gate is held while sending, so a state
+// change waits for this one stanza and the next pass carries the new View.
+func (o *Outbox) sync(ctx context.Context, snd Sender, handle, contact string, force bool) error {
+	s := o.s
+	s.mu.Lock()
+	owner, ok := s.handles[handle]
+	if !ok {
+		s.mu.Unlock()
+		return nil
+	}
+	a := s.accounts[owner]
+	s.mu.Unlock()
+
+	a.gate.Lock()
+	defer a.gate.Unlock()
+	s.mu.Lock()
+	st := s.subs[handle][contact]
+	if st == nil || s.handles[handle] != owner {
+		s.mu.Unlock()
+		return nil
+	}
+	v := ViewOf(a.flags)
+	if !force && st.valid && st.sent == v {
+		s.mu.Unlock()
+		return nil
+	}
+	st.sent, st.valid = v, true
+	s.mu.Unlock()
+	if err := snd.Presence(ctx, handle, contact, v); err != nil {
+		s.mu.Lock()
+		st.valid = false
+		s.mu.Unlock()
+		return err
+	}
+	return nil
+}
+
+func (s *Service) subscribers(handle string) []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return sortedKeys(s.subs[handle])
+}
+
+func (s *Service) invalidateAll() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, m := range s.subs {
+		for _, st := range m {
+			st.valid = false
+		}
+	}
+}

@@ -1,0 +1,619 @@
+// Package roster is the logic of US 8,103,736 without XML or SQL: accounts
+// (the patent's user IDs) that own handle names, the on-line flag, the status
+// flag and whether notification is allowed, stored once per account and
+// shared by all of its handles, and the contacts subscribed to each handle.
+//
+// A Service keeps in-memory indexes (handle → account, account → handles,
+// handle → subscribers) in step with a storage.Store, so probes and fan-out
+// never need a storage round trip. What subscribers may see of an account is
+// its View; whenever the View changes, the Service hands the account to its
+// Outbox, which brings every subscriber of every handle up to date through a
+// Sender.
+package roster
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sort"
+	"sync"
+	"time"
+
+	"presenced/storage"
+)
+
+// Errors returned by the Service. The component maps them to XMPP errors.
+var (
+	ErrHandleTaken   = errors.New("roster: handle name is taken")
+	ErrHandleLimit   = errors.New("roster: handle limit reached")
+	ErrUnknownHandle = errors.New("roster: unknown handle")
+	ErrNotOwner      = errors.New("roster: handle belongs to another account")
+	ErrBadStatus     = errors.New("roster: unknown status")
+)
+
+// Instruction is an explicit status instruction from the owner (the patent's
+// status setting), as opposed to the status derived from client presence.
+type Instruction string
+
+// The instructions. Hide forbids notification; the others set the status
+// flag and lift hiding. Visible lifts hiding and keeps the status derived
+// from the owner's client presence (XEP-0186 <visible/>).
+const (
+	InstructAway      Instruction = "away"
+	InstructBusy      Instruction = "busy"
+	InstructUndefined Instruction = "undefined"
+	InstructHide      Instruction = "hiding"
+	InstructVisible   Instruction = "visible"
+)
+
+// OwnerPresence is one presence of one of the owner's resources.
+type OwnerPresence struct {
+	// Resource is the resourcepart of the sender; may be empty.
+	Resource string
+	// Available is false for type='unavailable'.
+	Available bool
+	// Status is derived from <show/>: none or chat → undefined, away or xa →
+	// away, dnd → busy.
+	Status storage.Status
+	// Text is the <status/> text.
+	Text string
+	// Priority is the resource's <priority/>.
+	Priority int
+	// Hide is set when the presence asks for invisibility (an <invisible/>
+	// child or type='invisible'): notification stops being allowed.
+	Hide bool
+}
+
+// View is what a subscriber may see of an account. Hiding and off-line
+// accounts have the same View: not available, no status, no text, and the
+// moment they stopped being visible.
+type View struct {
+	Available bool
+	Status    storage.Status // meaningful only when Available
+	Text      string         // meaningful only when Available
+	Since     time.Time      // when Available last changed
+}
+
+// ViewOf returns what subscribers may see of an account with flags f.
+func ViewOf(f storage.Flags) View {
+	if !f.Online || f.Hiding {
+		return View{Since: f.Since}
+	}
+	return View{Available: true, Status: f.Status, Text: f.StatusText, Since: f.Since}
+}
+
+// resource is an available resource of an owner. It lives only in memory:
+// after a restart or reconnect the owners are probed again.
+type resource struct {
+	priority int
+	status   storage.Status
+	text     string
+	seq      uint64 // larger is more recent
+	stale    bool   // not yet confirmed since the last (re)connection
+}
+
+type account struct {
+	jid       string
+	flags     storage.Flags
+	handles   map[string]struct{}
+	resources map[string]*resource
+	// gate is held by the Outbox while it sends one stanza for this account
+	// and by a state change while it replaces the flags, so no stanza built
+	// from an old View can leave after the new View was set.
+	gate sync.Mutex
+}
+
+// sub is one subscription with what was last sent to that contact.
+type sub struct {
+	sent  View
+	valid bool // sent holds what the contact last received from us
+}
+
+// Service is the roster logic. Its methods are safe for concurrent use.
+type Service struct {
+	store      storage.Store
+	maxHandles int
+	now        func() time.Time
+	out        *Outbox
+
+	// change serialises state changes, including their storage writes, so
+	// that memory and storage move in the same order.
+	change sync.Mutex
+
+	mu       sync.Mutex
+	accounts map[string]*account        // guarded by mu; by bare JID
+	handles  map[string]string          // guarded by mu; handle → account JID
+	subs     map[string]map[string]*sub // guarded by mu; handle → contact → state
+	seq      uint64                     // guarded by mu
+}
+
+// Options configure a Service.
+type Options struct {
+	// MaxHandles is the number of handles an account may hold; 0 means 64.
+	MaxHandles int
+	// Now returns the current time; nil means time.Now.
+	Now func() time.Time
+}
+
+// DefaultMaxHandles is the patent's number of handle names per user ID.
+const DefaultMaxHandles = 64
+
+// New loads the durable state from store and returns a Service. Accounts
+// start with no resources, so they are off-line until their owners are
+// probed; their hiding flag and status are kept.
+func New(ctx context.Context, store storage.Store, opts Options) (*Service, error) {
+	snap, err := store.Load(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("roster: load: %w", err)
+	}
+	s := &Service{
+		store:      store,
+		maxHandles: opts.MaxHandles,
+		now:        opts.Now,
+		accounts:   make(map[string]*account, len(snap.Accounts)),
+		handles:    make(map[string]string, len(snap.Handles)),
+		subs:       make(map[string]map[string]*sub, len(snap.Handles)),
+	}
+	if s.maxHandles <= 0 {
+		s.maxHandles = DefaultMaxHandles
+	}
+	if s.now == nil {
+		s.now = time.Now
+	}
+	s.out = newOutbox(s)
+	for _, a := range snap.Accounts {
+		acct := s.newAccountLocked(a.JID)
+		acct.flags = a.Flags
+		if acct.flags.Online {
+			// Nobody vouches for the old on-line flag any more: the owner is
+			// probed again after connecting. What subscribers saw before the
+			// restart was withdrawn at shutdown, so Since is not moved.
+			acct.flags.Online = false
+		}
+	}
+	for _, h := range snap.Handles {
+		acct := s.accounts[h.Account]
+		if acct == nil {
+			acct = s.newAccountLocked(h.Account)
+		}
+		acct.handles[h.Name] = struct{}{}
+		s.handles[h.Name] = h.Account
+		s.subs[h.Name] = make(map[string]*sub)
+	}
+	for _, sb := range snap.Subscriptions {
+		if m := s.subs[sb.Handle]; m != nil {
+			m[sb.Contact] = &sub{}
+		}
+	}
+	return s, nil
+}
+
+// Outbox returns the Service's outbox, which must be started with Run to
+// deliver notifications.
+func (s *Service) Outbox() *Outbox { return s.out }
+
+// MaxHandles returns the number of handles an account may hold.
+func (s *Service) MaxHandles() int { return s.maxHandles }
+
+func (s *Service) newAccountLocked(jid string) *account {
+	a := &account{
+		jid:       jid,
+		flags:     storage.Flags{Status: storage.StatusUndefined},
+		handles:   make(map[string]struct{}),
+		resources: make(map[string]*resource),
+	}
+	s.accounts[jid] = a
+	return a
+}
+
+// IsOwner reports whether jid (a bare JID) is an account.
+func (s *Service) IsOwner(jid string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.accounts[jid] != nil
+}
+
+// OwnerOf returns the account that holds handle.
+func (s *Service) OwnerOf(handle string) (string, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	owner, ok := s.handles[handle]
+	return owner, ok
+}
+
+// Owners returns every account's bare JID, sorted.
+func (s *Service) Owners() []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make([]string, 0, len(s.accounts))
+	for j := range s.accounts {
+		out = append(out, j)
+	}
+	sort.Strings(out)
+	return out
+}
+
+// Handles returns the account's handles, sorted.
+func (s *Service) Handles(owner string) []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	a := s.accounts[owner]
+	if a == nil {
+		return nil
+	}
+	return sortedKeys(a.handles)
+}
+
+// Flags returns the account's flags and whether the account exists.
+func (s *Service) Flags(owner string) (storage.Flags, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	a := s.accounts[owner]
+	if a == nil {
+		return storage.Flags{}, false
+	}
+	return a.flags, true
+}
+
+// ViewOfHandle returns what subscribers of handle may see, and whether the
+// handle exists.
+func (s *Service) ViewOfHandle(handle string) (View, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	owner, ok := s.handles[handle]
+	if !ok {
+		return View{}, false
+	}
+	return ViewOf(s.accounts[owner].flags), true
+}
+
+// IsSubscribed reports whether contact (a bare JID) is subscribed to handle.
+func (s *Service) IsSubscribed(handle, contact string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	_, ok := s.subs[handle][contact]
+	return ok
+}
+
+// AddHandle gives handle (already prepared) to owner, creating the account
+// on first use; it reports whether the account was created.
+func (s *Service) AddHandle(ctx context.Context, owner, handle string) (created bool, err error) {
+	s.change.Lock()
+	defer s.change.Unlock()
+	created, err = s.store.AddHandle(ctx, owner, handle, s.maxHandles)
+	switch {
+	case errors.Is(err, storage.ErrExists):
+		return false, ErrHandleTaken
+	case errors.Is(err, storage.ErrLimit):
+		return false, ErrHandleLimit
+	case err != nil:
+		return false, fmt.Errorf("roster: add handle: %w", err)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	a := s.accounts[owner]
+	if a == nil {
+		a = s.newAccountLocked(owner)
+		a.flags.Since = s.now()
+	}
+	a.handles[handle] = struct{}{}
+	s.handles[handle] = owner
+	s.subs[handle] = make(map[string]*sub)
+	return created, nil
+}
+
+// RemoveHandle takes handle from owner. Its subscribers are told the handle
+// is unavailable and their subscription is cancelled.
+func (s *Service) RemoveHandle(ctx context.Context, owner, handle string) error {
+	s.change.Lock()
+	defer s.change.Unlock()
+	err := s.store.RemoveHandle(ctx, owner, handle)
+	switch {
+	case errors.Is(err, storage.ErrNotFound):
+		return ErrUnknownHandle
+	case errors.Is(err, storage.ErrNotOwner):
+		return ErrNotOwner
+	case err != nil:
+		return fmt.Errorf("roster: remove handle: %w", err)
+	}
+	s.mu.Lock()
+	a := s.accounts[owner]
+	var contacts []string
+	for c := range s.subs[handle] {
+		contacts = append(contacts, c)
+	}
+	sort.Strings(contacts)
+	delete(s.subs, handle)
+	delete(s.handles, handle)
+	if a != nil {
+		delete(a.handles, handle)
+	}
+	s.mu.Unlock()
+	if len(contacts) > 0 {
+		s.out.removed(handle, contacts)
+	}
+	return nil
+}
+
+// Subscribe records that contact subscribes to handle. The caller then
+// approves the subscription and calls Probe to send the current presence,
+// so that the approval arrives first.
+func (s *Service) Subscribe(ctx context.Context, handle, contact string) error {
+	s.change.Lock()
+	defer s.change.Unlock()
+	s.mu.Lock()
+	_, known := s.handles[handle]
+	_, already := s.subs[handle][contact]
+	s.mu.Unlock()
+	if !known {
+		return ErrUnknownHandle
+	}
+	if !already {
+		err := s.store.AddSubscription(ctx, handle, contact)
+		if errors.Is(err, storage.ErrNotFound) {
+			return ErrUnknownHandle
+		}
+		if err != nil {
+			return fmt.Errorf("roster: subscribe: %w", err)
+		}
+		s.mu.Lock()
+		if m := s.subs[handle]; m != nil {
+			m[contact] = &sub{}
+		}
+		s.mu.Unlock()
+	}
+	return nil
+}
+
+// Unsubscribe forgets that contact subscribes to handle. It reports whether
+// there was such a subscription.
+func (s *Service) Unsubscribe(ctx context.Context, handle, contact string) (bool, error) {
+	s.change.Lock()
+	defer s.change.Unlock()
+	s.mu.Lock()
+	_, ok := s.subs[handle][contact]
+	s.mu.Unlock()
+	if !ok {
+		return false, nil
+	}
+	if err := s.store.RemoveSubscription(ctx, handle, contact); err != nil {
+		return false, fmt.Errorf("roster: unsubscribe: %w", err)
+	}
+	s.mu.Lock()
+	delete(s.subs[handle], contact)
+	s.mu.Unlock()
+	return true, nil
+}
+
+// Probe answers a presence probe from contact to handle: a subscriber gets
+// the current presence through the outbox and Probe reports true; anyone
+// else gets nothing here and Probe reports false.
+func (s *Service) Probe(handle, contact string) bool {
+	s.mu.Lock()
+	_, ok := s.subs[handle][contact]
+	s.mu.Unlock()
+	if ok {
+		s.out.one(handle, contact)
+	}
+	return ok
+}
+
+// OwnerPresence applies one presence of one of owner's resources. Presences
+// of JIDs that are not accounts are ignored.
+func (s *Service) OwnerPresence(ctx context.Context, owner string, p OwnerPresence) error {
+	s.change.Lock()
+	defer s.change.Unlock()
+	s.mu.Lock()
+	a := s.accounts[owner]
+	if a == nil {
+		s.mu.Unlock()
+		return nil
+	}
+	if p.Available {
+		s.seq++
+		a.resources[p.Resource] = &resource{priority: p.Priority, status: p.Status, text: p.Text, seq: s.seq}
+	} else {
+		delete(a.resources, p.Resource)
+	}
+	f := s.derivedLocked(a)
+	if p.Hide {
+		f.Hiding = true
+	}
+	s.mu.Unlock()
+	// A presence is not acknowledged to anybody, so the new state holds in
+	// memory even when storage fails; the next change writes it again.
+	return s.commit(ctx, a, f, true)
+}
+
+// Instruct applies an explicit instruction for every handle of owner,
+// creating the account if needed. On error nothing changed.
+func (s *Service) Instruct(ctx context.Context, owner string, in Instruction) error {
+	s.change.Lock()
+	defer s.change.Unlock()
+	s.mu.Lock()
+	a := s.accounts[owner]
+	var f storage.Flags
+	if a == nil {
+		f = storage.Flags{Status: storage.StatusUndefined, Since: s.now()}
+	} else {
+		f = a.flags
+	}
+	switch in {
+	case InstructHide:
+		f.Hiding = true
+	case InstructVisible:
+		f.Hiding = false
+		if a != nil {
+			f = s.derivedLocked(a)
+			f.Hiding = false
+		}
+	case InstructAway, InstructBusy, InstructUndefined:
+		f.Hiding = false
+		f.Status = storage.Status(in)
+	default:
+		s.mu.Unlock()
+		return ErrBadStatus
+	}
+	if a == nil {
+		a = &account{jid: owner, handles: map[string]struct{}{}, resources: map[string]*resource{}}
+	}
+	s.mu.Unlock()
+	if err := s.commit(ctx, a, f, false); err != nil {
+		return err
+	}
+	if in != InstructHide && in != InstructVisible {
+		// The explicit status holds until a resource sends a new presence.
+		s.mu.Lock()
+		for _, r := range a.resources {
+			r.status = f.Status
+		}
+		s.mu.Unlock()
+	}
+	return nil
+}
+
+// derivedLocked returns a's flags with the on-line flag, status and text
+// taken from its resources: on-line while any resource is available, the
+// status of the highest-priority one (ties to the most recent). With no
+// resource the status is kept.
+func (s *Service) derivedLocked(a *account) storage.Flags {
+	f := a.flags
+	var top *resource
+	for _, r := range a.resources {
+		if top == nil || r.priority > top.priority || (r.priority == top.priority && r.seq > top.seq) {
+			top = r
+		}
+	}
+	f.Online = top != nil
+	if top != nil {
+		f.Status = top.status
+		f.StatusText = top.text
+	}
+	return f
+}
+
+// commit stores f as a's flags and publishes the change. Since moves when
+// the account's visibility changes. If keepOnError, a storage failure still
+// updates memory (the error is returned for logging).
+func (s *Service) commit(ctx context.Context, a *account, f storage.Flags, keepOnError bool) error {
+	s.mu.Lock()
+	old := a.flags
+	s.mu.Unlock()
+	if ViewOf(old).Available != ViewOf(f).Available || f.Since.IsZero() {
+		f.Since = s.now()
+	}
+	if f == old {
+		return nil
+	}
+	err := s.store.SetFlags(ctx, a.jid, f)
+	if err != nil {
+		err = fmt.Errorf("roster: set flags: %w", err)
+		if !keepOnError {
+			return err
+		}
+	}
+	a.gate.Lock()
+	s.mu.Lock()
+	if s.accounts[a.jid] == nil {
+		s.accounts[a.jid] = a
+	}
+	a.flags = f
+	changed := ViewOf(old) != ViewOf(f)
+	s.mu.Unlock()
+	a.gate.Unlock()
+	if changed {
+		s.out.account(a.jid)
+	}
+	return err
+}
+
+// MarkStale marks every known resource as unconfirmed. It is called when the
+// connection to the XMPP server is (re)established, before the owners are
+// probed: resources that answer the probe are confirmed by OwnerPresence;
+// DropStale then removes the others.
+func (s *Service) MarkStale() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, a := range s.accounts {
+		for _, r := range a.resources {
+			r.stale = true
+		}
+	}
+}
+
+// DropStale removes resources not confirmed since MarkStale, updates the
+// flags, and queues every subscriber of every handle for a fresh presence,
+// so that after a (re)connection every subscriber is told the current
+// state.
+func (s *Service) DropStale(ctx context.Context) error {
+	var firstErr error
+	for _, owner := range s.Owners() {
+		s.change.Lock()
+		s.mu.Lock()
+		a := s.accounts[owner]
+		for res, r := range a.resources {
+			if r.stale {
+				delete(a.resources, res)
+			}
+		}
+		f := s.derivedLocked(a)
+		s.mu.Unlock()
+		err := s.commit(ctx, a, f, true)
+		s.change.Unlock()
+		if err != nil && firstErr == nil {
+			firstErr = err
+		}
+	}
+	s.out.resendAll()
+	return firstErr
+}
+
+// Visible returns, for every handle of every account that subscribers now
+// see as available, its subscribers. It is used at shutdown to withdraw
+// what the component can no longer vouch for.
+func (s *Service) Visible() map[string][]string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make(map[string][]string)
+	for h, owner := range s.handles {
+		if !ViewOf(s.accounts[owner].flags).Available {
+			continue
+		}
+		for c, st := range s.subs[h] {
+			if st.valid && st.sent.Available {
+				out[h] = append(out[h], c)
+			}
+		}
+	}
+	return out
+}
+
+func sortedKeys[V any](m map[string]V) []string {
+	out := make([]string, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	sort.Strings(out)
+	return out
+}
+
+// GoOffline forgets every resource and stores every account as off-line,
+// as of now. It is called at shutdown, after the component withdrew the
+// presence of the visible handles; the outbox is no longer running.
+func (s *Service) GoOffline(ctx context.Context) error {
+	var firstErr error
+	for _, owner := range s.Owners() {
+		s.change.Lock()
+		s.mu.Lock()
+		a := s.accounts[owner]
+		clear(a.resources)
+		f := s.derivedLocked(a)
+		s.mu.Unlock()
+		err := s.commit(ctx, a, f, true)
+		s.change.Unlock()
+		if err != nil && firstErr == nil {
+			firstErr = err
+		}
+	}
+	return firstErr
+}

@@ -1,0 +1,118 @@
+package storage
+
+import (
+	"fmt"
+	"time"
+)
+
+// Deadlines the backends put on their own work, whatever the caller's
+// context allows.
+const (
+	// queryTimeout bounds every method that reads or writes a few rows.
+	queryTimeout = 5 * time.Second
+	// loadTimeout bounds Load, which reads every row once at start.
+	loadTimeout = time.Minute
+	// migrateTimeout bounds the schema upgrade run by the Open functions.
+	migrateTimeout = time.Minute
+)
+
+// Times are kept to the microsecond, the precision of PostgreSQL's
+// timestamptz. Both backends truncate on write, so a Since read back from
+// either is the one written, truncated to the microsecond and in UTC.
+const timePrecision = time.Microsecond
+
+// storedTime returns t as the backends store it.
+func storedTime(t time.Time) time.Time {
+	return t.UTC().Truncate(timePrecision)
+}
+
+// The schemas are lists of steps; step i (counted from 1) brings a database
+// from version i-1 to version i. The version is kept in the one row of the
+// schema_version table, which is not part of any step. Open applies the
+// missing steps and sets the version in one transaction.
+//
+// A step, once released, is never edited: changes go in a new step appended
+// to both lists, so that every backend has the same version numbers.
+
+// sqliteSchemaVersionTable creates the version table if needed.
+const sqliteSchemaVersionTable = `
+CREATE TABLE IF NOT EXISTS schema_version (
+	id INTEGER PRIMARY KEY CHECK (id = 1),
+	version INTEGER NOT NULL
+) STRICT`
+
+// sqliteMigrations are the SQLite schema steps. Booleans are 0 or 1; times
+// are integer Unix microseconds (UTC).
+var sqliteMigrations = []string{
+	// 1: accounts, handles, subscriptions.
+	`
+	CREATE TABLE accounts (
+		jid TEXT NOT NULL PRIMARY KEY,
+		online INTEGER NOT NULL CHECK (online IN (0, 1)),
+		status TEXT NOT NULL CHECK (status IN ('undefined', 'away', 'busy')),
+		hiding INTEGER NOT NULL CHECK (hiding IN (0, 1)),
+		status_text TEXT NOT NULL,
+		since INTEGER NOT NULL,
+		created_at INTEGER NOT NULL
+	) STRICT;
+	CREATE TABLE handles (
+		name TEXT NOT NULL PRIMARY KEY,
+		account TEXT NOT NULL REFERENCES accounts (jid) ON DELETE CASCADE,
+		created_at INTEGER NOT NULL
+	) STRICT;
+	CREATE INDEX handles_account ON handles (account);
+	CREATE TABLE subscriptions (
+		handle TEXT NOT NULL REFERENCES handles (name) ON DELETE CASCADE,
+		contact TEXT NOT NULL,
+		PRIMARY KEY (handle, contact)
+	) STRICT;
+	`,
+}
+
+// postgresSchemaVersionTable creates the version table if needed.
+const postgresSchemaVersionTable = `
+CREATE TABLE IF NOT EXISTS schema_version (
+	id INTEGER PRIMARY KEY CHECK (id = 1),
+	version INTEGER NOT NULL
+)`
+
+// postgresMigrations are the PostgreSQL schema steps. Text keys use the "C"
+// collation so that name order is byte order, as in SQLite and Go.
+var postgresMigrations = []string{
+	// 1: accounts, handles, subscriptions.
+	`
+	CREATE TABLE accounts (
+		jid TEXT COLLATE "C" NOT NULL PRIMARY KEY,
+		online BOOLEAN NOT NULL,
+		status TEXT NOT NULL CHECK (status IN ('undefined', 'away', 'busy')),
+		hiding BOOLEAN NOT NULL,
+		status_text TEXT NOT NULL,
+		since TIMESTAMPTZ NOT NULL,
+		created_at TIMESTAMPTZ NOT NULL DEFAULT now()
+	);
+	CREATE TABLE handles (
+		name TEXT COLLATE "C" NOT NULL PRIMARY KEY,
+		account TEXT COLLATE "C" NOT NULL REFERENCES accounts (jid) ON DELETE CASCADE,
+		created_at TIMESTAMPTZ NOT NULL DEFAULT now()
+	);
+	CREATE INDEX handles_account ON handles (account);
+	CREATE TABLE subscriptions (
+		handle TEXT COLLATE "C" NOT NULL REFERENCES handles (name) ON DELETE CASCADE,
+		contact TEXT COLLATE "C" NOT NULL,
+		PRIMARY KEY (handle, contact)
+	);
+	`,
+}
+
+// checkSchemaVersion returns ErrSchemaTooNew, with both versions, if a
+// database at version have cannot be used by a binary that knows the given
+// number of steps.
+func checkSchemaVersion(have, known int) error {
+	if have > known {
+		return fmt.Errorf("%w: database is at version %d, this binary knows up to %d", ErrSchemaTooNew, have, known)
+	}
+	if have < 0 {
+		return fmt.Errorf("storage: invalid schema version %d", have)
+	}
+	return nil
+}
