@@ -27,11 +27,13 @@ func condBadRequest(text string) stanzaError { return stanzaError{"modify", "bad
 func condJIDMalformed(text string) stanzaError {
 	return stanzaError{"modify", "jid-malformed", text, nil}
 }
-func condConflict(text string) stanzaError     { return stanzaError{"cancel", "conflict", text, nil} }
-func condNotAllowed(text string) stanzaError   { return stanzaError{"cancel", "not-allowed", text, nil} }
-func condItemNotFound(text string) stanzaError { return stanzaError{"cancel", "item-not-found", text, nil} }
-func condForbidden(text string) stanzaError    { return stanzaError{"auth", "forbidden", text, nil} }
-func condPolicy(text string) stanzaError       { return stanzaError{"modify", "policy-violation", text, nil} }
+func condConflict(text string) stanzaError   { return stanzaError{"cancel", "conflict", text, nil} }
+func condNotAllowed(text string) stanzaError { return stanzaError{"cancel", "not-allowed", text, nil} }
+func condItemNotFound(text string) stanzaError {
+	return stanzaError{"cancel", "item-not-found", text, nil}
+}
+func condForbidden(text string) stanzaError { return stanzaError{"auth", "forbidden", text, nil} }
+func condPolicy(text string) stanzaError    { return stanzaError{"modify", "policy-violation", text, nil} }
 func condServiceUnavailable() stanzaError {
 	return stanzaError{"cancel", "service-unavailable", "", nil}
 }

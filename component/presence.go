@@ -3,9 +3,9 @@ package component
 import (
 	"context"
 	"errors"
-	"time"
 	"strconv"
 	"strings"
+	"time"
 	"unicode/utf8"
 
 	"mellium.im/xmpp/jid"

@@ -132,7 +132,7 @@ func el(name xml.Name, attrs ...string) *node {
 	return n
 }
 
-func local(name string) xml.Name       { return xml.Name{Local: name} }
+func local(name string) xml.Name     { return xml.Name{Local: name} }
 func qname(space, l string) xml.Name { return xml.Name{Space: space, Local: l} }
 
 // add appends children and returns n.
