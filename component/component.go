@@ -333,11 +333,18 @@ func (c *Component) handleXMPP(t xmlstream.TokenReadEncoder, start *xml.StartEle
 	if err != nil && !errors.Is(err, errTooBig) {
 		return err
 	}
-	w := &replier{w: t, c: c}
-	if errors.Is(err, errTooBig) {
-		c.log.Warn("stanza over limits refused", "name", start.Name.Local, "from", n.get("from"))
+	c.dispatch(&replier{w: t, c: c}, n, err)
+	return nil
+}
+
+// dispatch handles one parsed stanza; tooBig is errTooBig when the stanza
+// went over the limits.
+func (c *Component) dispatch(w *replier, n *node, tooBig error) {
+	start := n
+	if tooBig != nil {
+		c.log.Warn("stanza over limits refused", "name", start.name.Local, "from", n.get("from"))
 		w.refuse(n, condPolicy("The stanza is too large."))
-		return nil
+		return
 	}
 	switch n.name.Local {
 	case "iq":
@@ -349,7 +356,6 @@ func (c *Component) handleXMPP(t xmlstream.TokenReadEncoder, start *xml.StartEle
 	default:
 		c.log.Debug("ignored element", "name", n.name.Local)
 	}
-	return nil
 }
 
 func (c *Component) recoverLog(where string) {
@@ -377,9 +383,11 @@ func (r *replier) refuse(n *node, e stanzaError) {
 	if n.get("type") == "error" || n.get("from") == "" {
 		return
 	}
-	from := n.get("to")
-	if from == "" {
-		from = r.c.domain.String()
+	// Answer from the address the stanza was sent to when it is one of ours;
+	// servers close the stream of a component that sends from elsewhere.
+	from := r.c.domain.String()
+	if to, err := jid.Parse(n.get("to")); err == nil && to.Domain().Equal(r.c.domain) {
+		from = to.String()
 	}
 	reply := el(local(n.name.Local), "type", "error", "id", n.get("id"), "from", from, "to", n.get("from"))
 	reply.add(e.node())

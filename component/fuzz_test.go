@@ -1,0 +1,119 @@
+package component
+
+import (
+	"context"
+	"encoding/xml"
+	"io"
+	"log/slog"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"mellium.im/xmpp/jid"
+
+	"presenced/roster"
+	"presenced/storage"
+)
+
+// recordingWriter collects the tokens of replies.
+type recordingWriter struct{ toks []xml.Token }
+
+func (w *recordingWriter) EncodeToken(t xml.Token) error {
+	w.toks = append(w.toks, xml.CopyToken(t))
+	return nil
+}
+
+// FuzzStanza feeds arbitrary stanzas to the component's handler. It must
+// never panic, and every reply must be a well-formed stanza with 'from' on
+// the component's domain and a 'to'.
+func FuzzStanza(f *testing.F) {
+	seeds := []string{
+		`<presence from='alice@example.org/pc' to='presence.test'><show>away</show><status>x</status><priority>5</priority></presence>`,
+		`<presence from='alice@example.org/pc' to='presence.test'><invisible xmlns='urn:xmpp:invisible:1'/></presence>`,
+		`<presence type='invisible' from='alice@example.org/pc' to='presence.test'/>`,
+		`<presence type='unavailable' from='alice@example.org/pc' to='h@presence.test'/>`,
+		`<presence type='subscribe' from='carol@example.net' to='h@presence.test'/>`,
+		`<presence type='probe' from='carol@example.net/x' to='h@presence.test'/>`,
+		`<presence type='unsubscribe' from='carol@example.net' to='h@presence.test'/>`,
+		`<presence type='bogus' from='carol@example.net' to='h@presence.test'/>`,
+		`<iq type='set' id='1' from='alice@example.org/pc' to='presence.test'><command xmlns='http://jabber.org/protocol/commands' node='add-handle' action='complete'><x xmlns='jabber:x:data' type='submit'><field var='handle'><value>h</value></field></x></command></iq>`,
+		`<iq type='set' id='2' from='alice@example.org/pc' to='presence.test'><command xmlns='http://jabber.org/protocol/commands' node='set-status' action='complete'><x xmlns='jabber:x:data' type='submit'><field var='status'><value>hiding</value></field></x></command></iq>`,
+		`<iq type='set' id='3' from='alice@example.org/pc' to='presence.test'><command xmlns='http://jabber.org/protocol/commands' node='remove-handle' sessionid='zz' action='complete'/></iq>`,
+		`<iq type='set' id='4' from='alice@example.org/pc' to='presence.test'><invisible xmlns='urn:xmpp:invisible:0'/></iq>`,
+		`<iq type='get' id='5' from='carol@example.net/x' to='h@presence.test'><query xmlns='jabber:iq:last'/></iq>`,
+		`<iq type='get' id='6' from='carol@example.net/x' to='presence.test'><query xmlns='http://jabber.org/protocol/disco#info' node='add-handle'/></iq>`,
+		`<iq type='get' id='7' from='carol@example.net/x' to='h@presence.test/r'><ping xmlns='urn:xmpp:ping'/></iq>`,
+		`<iq type='get' id='8' from='@@' to='presence.test'><ping xmlns='urn:xmpp:ping'/></iq>`,
+		`<message from='carol@example.net/x' to='h@presence.test'><body>hi</body></message>`,
+		`<iq/>`,
+	}
+	for _, s := range seeds {
+		f.Add(s)
+	}
+	ctx := context.Background()
+	store, err := storage.OpenSQLite(ctx, filepath.Join(f.TempDir(), "fuzz.db"))
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Cleanup(func() { store.Close() })
+	r, err := roster.New(ctx, store, roster.Options{})
+	if err != nil {
+		f.Fatal(err)
+	}
+	c, err := New(Config{Domain: testDomain, Server: "127.0.0.1:1", Secret: "x"}, r, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Fuzz(func(t *testing.T, raw string) {
+		d := xml.NewDecoder(strings.NewReader(raw))
+		var start xml.StartElement
+		for {
+			tok, err := d.Token()
+			if err != nil {
+				return
+			}
+			if st, ok := tok.(xml.StartElement); ok {
+				start = st
+				break
+			}
+		}
+		n, err := readNode(d, start)
+		if err != nil && err != errTooBig {
+			return
+		}
+		w := &recordingWriter{}
+		c.dispatch(&replier{w: w, c: c}, n, err)
+		checkReplies(t, w.toks)
+		r.Outbox().Discard()
+	})
+}
+
+func checkReplies(t *testing.T, toks []xml.Token) {
+	depth := 0
+	for _, tok := range toks {
+		switch el := tok.(type) {
+		case xml.StartElement:
+			if depth == 0 {
+				var from, to string
+				for _, a := range el.Attr {
+					switch a.Name.Local {
+					case "from":
+						from = a.Value
+					case "to":
+						to = a.Value
+					}
+				}
+				fj, err := jid.Parse(from)
+				if to == "" || err != nil || fj.Domainpart() != testDomain {
+					t.Fatalf("reply <%s> from %q to %q: every stanza needs a 'from' on the component's domain and a 'to'", el.Name.Local, from, to)
+				}
+			}
+			depth++
+		case xml.EndElement:
+			depth--
+		}
+	}
+	if depth != 0 {
+		t.Fatalf("unbalanced reply tokens")
+	}
+}
