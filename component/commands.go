@@ -125,14 +125,14 @@ func (c *Component) completeCommand(w *replier, n *node, cmd *command, owner, si
 		w.refuse(n, condBadRequest("The form must be submitted (type 'submit')."))
 		return
 	}
-	f, err := parseForm(x)
-	if err != nil {
-		w.refuse(n, condBadRequest(err.Error()))
-		return
-	}
 	ctx, cancel := context.WithTimeout(context.Background(), storageTimeout)
 	defer cancel()
-	note, result, err := cmd.complete(ctx, c, owner, f)
+	var note string
+	var result *node
+	f, err := parseForm(x)
+	if err == nil {
+		note, result, err = cmd.complete(ctx, c, owner, f)
+	}
 	var ue userError
 	switch {
 	case errors.As(err, &ue):
@@ -175,7 +175,7 @@ func parseForm(x *node) (formValues, error) {
 				continue
 			}
 			if len(v.text) > maxFieldBytes {
-				return nil, fmt.Errorf("The value of field %q is too long (at most %d bytes).", name, maxFieldBytes)
+				return nil, refusal(condBadRequest(fmt.Sprintf("The value of field %q is too long (at most %d bytes).", clip(name), maxFieldBytes)))
 			}
 			f[name] = append(f[name], v.text)
 		}

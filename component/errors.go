@@ -1,11 +1,5 @@
 package component
 
-import (
-	"errors"
-
-	"presenced/roster"
-)
-
 // stanzaError is an RFC 6120 §8.3 stanza error with a human-readable text.
 type stanzaError struct {
 	typ   string // cancel, modify, auth, wait
@@ -37,9 +31,6 @@ func condPolicy(text string) stanzaError    { return stanzaError{"modify", "poli
 func condServiceUnavailable() stanzaError {
 	return stanzaError{"cancel", "service-unavailable", "", nil}
 }
-func condFeatureNotImplemented(text string) stanzaError {
-	return stanzaError{"cancel", "feature-not-implemented", text, nil}
-}
 
 // condInternal is what the peer sees when storage or anything unexpected
 // fails; the detail goes to the log only.
@@ -50,15 +41,4 @@ func condInternal() stanzaError {
 // commandError adds an XEP-0050 application condition to a bad-request.
 func commandError(appCond, text string) stanzaError {
 	return stanzaError{"modify", "bad-request", text, el(qname(nsCommands, appCond))}
-}
-
-// isDomainError reports whether err is a refusal the user caused (as
-// opposed to a failure of the service).
-func isDomainError(err error) bool {
-	for _, e := range []error{roster.ErrHandleTaken, roster.ErrHandleLimit, roster.ErrUnknownHandle, roster.ErrNotOwner, roster.ErrBadStatus} {
-		if errors.Is(err, e) {
-			return true
-		}
-	}
-	return false
 }

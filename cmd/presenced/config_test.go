@@ -1,0 +1,109 @@
+package main
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+func noEnv(string) string { return "" }
+
+func writeConfig(t *testing.T, body string) string {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), "presenced.toml")
+	if err := os.WriteFile(p, []byte(body), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// TestExampleConfigLoads keeps config.example.toml in step with the code.
+func TestExampleConfigLoads(t *testing.T) {
+	cfg, err := LoadConfig("../../config.example.toml", noEnv)
+	if err != nil {
+		t.Fatalf("LoadConfig(config.example.toml) = %v", err)
+	}
+	if cfg.Component.Domain != "presence.example.org" || cfg.Storage.Driver != "sqlite" || cfg.Accounts.MaxHandles != 64 {
+		t.Fatalf("LoadConfig(config.example.toml) = %+v", cfg)
+	}
+}
+
+const minimal = `
+[component]
+domain = "presence.example.org"
+server = "127.0.0.1:5347"
+secret = "s"
+`
+
+func TestConfigDefaultsAndEnv(t *testing.T) {
+	cfg, err := LoadConfig(writeConfig(t, minimal), noEnv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Storage.Driver != "sqlite" || cfg.Storage.DSN != "presence.db" || cfg.Accounts.MaxHandles != 64 || cfg.Component.resyncDelay.String() != "3s" {
+		t.Fatalf("defaults = %+v", cfg)
+	}
+	env := map[string]string{envSecret: "from-env", envDSN: "postgres://u:p@127.0.0.1/db"}
+	cfg, err = LoadConfig(writeConfig(t, `
+[component]
+domain = "presence.example.org"
+server = "127.0.0.1:5347"
+[storage]
+driver = "postgres"
+`), func(k string) string { return env[k] })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Component.Secret != "from-env" || cfg.Storage.DSN != env[envDSN] {
+		t.Fatalf("environment not used: %+v", cfg)
+	}
+}
+
+func TestConfigErrorsNameTheKey(t *testing.T) {
+	cases := []struct {
+		name, body, key string
+	}{
+		{"missing domain", `[component]
+server = "127.0.0.1:5347"
+secret = "s"`, "component.domain"},
+		{"missing server", `[component]
+domain = "p.example.org"
+secret = "s"`, "component.server"},
+		{"missing secret", `[component]
+domain = "p.example.org"
+server = "127.0.0.1:5347"`, "component.secret"},
+		{"bad domain", strings.Replace(minimal, `"presence.example.org"`, `"user@host"`, 1), "component.domain"},
+		{"bad server", strings.Replace(minimal, `"127.0.0.1:5347"`, `"localhost"`, 1), "component.server"},
+		{"unknown key", minimal + "colour = \"blue\"\n", "component.colour"},
+		{"unknown table", minimal + "[extra]\nx = 1\n", "extra"},
+		{"unknown driver", minimal + "[storage]\ndriver = \"mysql\"\n", "storage.driver"},
+		{"postgres without dsn", minimal + "[storage]\ndriver = \"postgres\"\n", "storage.dsn"},
+		{"bad max handles", minimal + "[accounts]\nmax_handles = 0\n", "accounts.max_handles"},
+		{"bad level", minimal + "[log]\nlevel = \"loud\"\n", "log.level"},
+		{"bad duration", strings.Replace(minimal, `secret = "s"`, "secret = \"s\"\nresync_delay = \"soon\"", 1), "component.resync_delay"},
+		{"wrong type", minimal + "[accounts]\nmax_handles = \"many\"\n", "max_handles"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			_, err := LoadConfig(writeConfig(t, c.body), noEnv)
+			if err == nil || !strings.Contains(err.Error(), c.key) {
+				t.Fatalf("LoadConfig = %v, want an error naming %s", err, c.key)
+			}
+		})
+	}
+}
+
+func TestSecretsNotInErrors(t *testing.T) {
+	_, err := LoadConfig(writeConfig(t, `[component]
+domain = "p.example.org"
+server = "127.0.0.1:5347"
+secret = "hunter2"
+[storage]
+driver = "postgres"
+dsn = "mysql://root:hunter2@db"
+`), noEnv)
+	if err == nil || strings.Contains(err.Error(), "hunter2") {
+		t.Fatalf("LoadConfig = %v, want an error without the secret", err)
+	}
+}

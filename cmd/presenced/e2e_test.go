@@ -1,0 +1,722 @@
+package main
+
+// End-to-end tests: the real presenced binary against real Prosody and
+// ejabberd (and a real PostgreSQL), driven by real client connections. They
+// need the servers that `make test` starts (scripts/testenv.sh) and skip
+// without PRESENCED_TESTENV.
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"presenced/internal/testenv"
+	"presenced/internal/xmpptest"
+)
+
+const (
+	// wait bounds every positive expectation; it is generous because CI
+	// machines are slow, and only a failing test waits that long.
+	wait = 15 * time.Second
+	// quiet is how long a negative check listens for a stanza that must
+	// not come. It exceeds the component's round trip by far.
+	quiet = 1500 * time.Millisecond
+)
+
+var (
+	buildOnce sync.Once
+	binary    string
+	buildErr  error
+)
+
+// presencedBinary builds the daemon once per test run.
+func presencedBinary(t *testing.T) string {
+	t.Helper()
+	buildOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "presenced-bin")
+		if err != nil {
+			buildErr = err
+			return
+		}
+		binary = filepath.Join(dir, "presenced")
+		out, err := exec.Command("go", "build", "-race", "-o", binary, ".").CombinedOutput()
+		if err != nil {
+			buildErr = fmt.Errorf("go build: %v\n%s", err, out)
+		}
+	})
+	if buildErr != nil {
+		t.Fatal(buildErr)
+	}
+	return binary
+}
+
+// syncBuffer is a bytes.Buffer safe for the daemon's output and the test.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// daemon is one running presenced process.
+type daemon struct {
+	t    *testing.T
+	cfg  string
+	cmd  *exec.Cmd
+	out  *syncBuffer
+	done chan struct{}
+}
+
+// backend is a storage configuration for the daemon.
+type backend struct {
+	name, driver, dsn string
+}
+
+func backends(t *testing.T, env *testenv.Env) []backend {
+	dir := t.TempDir()
+	return []backend{
+		{"sqlite", "sqlite", filepath.Join(dir, "presence.db")},
+		{"postgres", "postgres", testenv.NewPostgresDB(t, env.Postgres)},
+	}
+}
+
+func writeDaemonConfig(t *testing.T, srv testenv.Server, b backend) string {
+	t.Helper()
+	cfg := fmt.Sprintf(`[component]
+domain = %q
+server = %q
+secret = %q
+resync_delay = "1s"
+max_backoff = "2s"
+
+[storage]
+driver = %q
+dsn = %q
+
+[log]
+level = "debug"
+`, srv.ComponentDomain, srv.Component, srv.Secret, b.driver, b.dsn)
+	p := filepath.Join(t.TempDir(), "presenced.toml")
+	if err := os.WriteFile(p, []byte(cfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// startDaemon runs presenced and waits until it has connected and
+// resynchronised its subscribers. Failures are reported on t; the daemon is
+// stopped when owner ends.
+func startDaemon(t, owner *testing.T, cfg string) *daemon {
+	t.Helper()
+	d := &daemon{t: t, cfg: cfg, out: &syncBuffer{}, done: make(chan struct{})}
+	d.cmd = exec.Command(presencedBinary(t), "-config", cfg)
+	d.cmd.Stdout, d.cmd.Stderr = d.out, d.out
+	if err := d.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		_ = d.cmd.Wait()
+		close(d.done)
+	}()
+	owner.Cleanup(func() {
+		d.t = owner
+		d.stop()
+		if owner.Failed() {
+			owner.Logf("presenced output:\n%s", d.out.String())
+		}
+	})
+	d.waitLog("resynchronised subscribers", 1)
+	return d
+}
+
+// waitLog waits until the log holds n lines containing s.
+func (d *daemon) waitLog(s string, n int) {
+	d.t.Helper()
+	deadline := time.Now().Add(60 * time.Second)
+	for time.Now().Before(deadline) {
+		if strings.Count(d.out.String(), s) >= n {
+			return
+		}
+		select {
+		case <-d.done:
+			d.t.Fatalf("presenced exited while waiting for %q:\n%s", s, d.out.String())
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+	d.t.Fatalf("presenced never logged %q (%d times):\n%s", s, n, d.out.String())
+}
+
+// stop sends SIGTERM and waits for a clean exit.
+func (d *daemon) stop() {
+	select {
+	case <-d.done:
+		return
+	default:
+	}
+	_ = d.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-d.done:
+		if code := d.cmd.ProcessState.ExitCode(); code != 0 {
+			d.t.Errorf("presenced exited with %d after SIGTERM:\n%s", code, d.out.String())
+		}
+	case <-time.After(20 * time.Second):
+		_ = d.cmd.Process.Kill()
+		<-d.done
+		d.t.Errorf("presenced did not stop on SIGTERM:\n%s", d.out.String())
+	}
+}
+
+// kill ends the daemon with SIGKILL.
+func (d *daemon) kill() {
+	_ = d.cmd.Process.Kill()
+	<-d.done
+}
+
+// world is one XMPP server with one storage backend and a running daemon.
+type world struct {
+	t      *testing.T // the running scenario
+	parent *testing.T // owns the daemon
+	srv    testenv.Server
+	cfg    string
+	d      *daemon
+	domain string // the component's JID
+}
+
+func (w *world) handleJID(h string) string { return h + "@" + w.domain }
+
+func randomName(prefix string) string {
+	var b [5]byte
+	_, _ = rand.Read(b[:])
+	return prefix + hex.EncodeToString(b[:])
+}
+
+// user registers a fresh account and logs a resource in.
+func (w *world) user(prefix string) (*xmpptest.Client, string) {
+	w.t.Helper()
+	name := randomName(prefix)
+	ctx, cancel := context.WithTimeout(context.Background(), wait)
+	defer cancel()
+	if err := xmpptest.Register(ctx, w.srv.C2S, w.srv.Domain, name, "pw-"+name); err != nil {
+		w.t.Fatalf("register %s: %v", name, err)
+	}
+	return w.login(name, "pc"), name
+}
+
+// login opens a session for name with resource res; it fetches the roster
+// (so the server delivers subscription results) but sends no presence.
+func (w *world) login(name, res string) *xmpptest.Client {
+	w.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), wait)
+	defer cancel()
+	c, err := xmpptest.Dial(ctx, w.srv.C2S, w.srv.Domain, name, "pw-"+name, res)
+	if err != nil {
+		w.t.Fatalf("login %s/%s: %v", name, res, err)
+	}
+	w.t.Cleanup(func() { c.Close() })
+	c.FetchRoster(w.t)
+	return c
+}
+
+// command runs an ad-hoc command through both stages and returns the final
+// reply (a completed command or an error).
+func (w *world) command(c *xmpptest.Client, node string, fields map[string]string) *xmpptest.Element {
+	w.t.Helper()
+	r := c.IQ(w.t, wait, "set", w.domain, fmt.Sprintf(`<command xmlns='http://jabber.org/protocol/commands' node='%s' action='execute'/>`, node))
+	cmd := r.ChildNS("http://jabber.org/protocol/commands", "command")
+	if r.Attr("type") != "result" || cmd == nil || cmd.Attr("status") != "executing" || cmd.ChildNS("jabber:x:data", "x") == nil {
+		w.t.Fatalf("execute %s: %s", node, r)
+	}
+	if a := cmd.Child("actions"); a == nil || a.Child("complete") == nil {
+		w.t.Fatalf("execute %s: no complete action: %s", node, r)
+	}
+	var f strings.Builder
+	for k, v := range fields {
+		fmt.Fprintf(&f, `<field var='%s'><value>%s</value></field>`, k, xmpptest.Escape(v))
+	}
+	return c.IQ(w.t, wait, "set", w.domain, fmt.Sprintf(
+		`<command xmlns='http://jabber.org/protocol/commands' node='%s' sessionid='%s' action='complete'><x xmlns='jabber:x:data' type='submit'>%s</x></command>`,
+		node, cmd.Attr("sessionid"), f.String()))
+}
+
+func (w *world) mustComplete(c *xmpptest.Client, node string, fields map[string]string) *xmpptest.Element {
+	w.t.Helper()
+	r := w.command(c, node, fields)
+	cmd := r.ChildNS("http://jabber.org/protocol/commands", "command")
+	if r.Attr("type") != "result" || cmd == nil || cmd.Attr("status") != "completed" || cmd.Child("note") == nil {
+		w.t.Fatalf("%s %v: got %s, want completed with a note", node, fields, r)
+	}
+	return cmd
+}
+
+func (w *world) mustRefuse(c *xmpptest.Client, node string, fields map[string]string, cond string) {
+	w.t.Helper()
+	r := w.command(c, node, fields)
+	if r.Attr("type") != "error" || xmpptest.StanzaErrorCondition(r) != cond {
+		w.t.Fatalf("%s %v: got %s, want error %s", node, fields, r, cond)
+	}
+	if e := r.Child("error"); e == nil || strings.TrimSpace(e.ChildText("text")) == "" {
+		w.t.Fatalf("%s %v: error without a text: %s", node, fields, r)
+	}
+}
+
+// owner makes a fresh user an owner of handle: it goes on-line, adds the
+// handle and approves the component's subscription request.
+func (w *world) owner(prefix, handle string) (*xmpptest.Client, string) {
+	w.t.Helper()
+	c, name := w.user(prefix)
+	c.MustSend(w.t, `<presence/>`)
+	w.mustComplete(c, "add-handle", map[string]string{"handle": handle})
+	c.Expect(w.t, wait, "subscription request from the component", xmpptest.IsPresence(w.domain, "subscribe"))
+	c.MustSend(w.t, fmt.Sprintf(`<presence type='subscribed' to='%s'/>`, w.domain))
+	return c, name
+}
+
+// subscriber makes a fresh user subscribe to handle and returns it with the
+// first presence it received from the handle.
+func (w *world) subscriber(prefix, handle string) (*xmpptest.Client, *xmpptest.Element) {
+	w.t.Helper()
+	c, _ := w.user(prefix)
+	c.MustSend(w.t, `<presence/>`)
+	hj := w.handleJID(handle)
+	c.MustSend(w.t, fmt.Sprintf(`<presence type='subscribe' to='%s'/>`, hj))
+	c.Expect(w.t, wait, "subscribed from "+hj, xmpptest.IsPresence(hj, "subscribed"))
+	p := c.Expect(w.t, wait, "first presence of "+hj, isHandlePresence(hj))
+	return c, p
+}
+
+// isHandlePresence matches an available or unavailable presence from hj.
+func isHandlePresence(hj string) xmpptest.Matcher {
+	return func(e *xmpptest.Element) bool {
+		return e.Name.Local == "presence" && (e.Attr("type") == "" || e.Attr("type") == "unavailable") &&
+			strings.EqualFold(xmpptest.Bare(e.Attr("from")), hj)
+	}
+}
+
+// expectView waits for the next presence of hj and checks it: typ "" or
+// "unavailable", and the <show/>.
+func (w *world) expectView(c *xmpptest.Client, hj, typ, show, desc string) *xmpptest.Element {
+	w.t.Helper()
+	p := c.Expect(w.t, wait, desc, isHandlePresence(hj))
+	if p.Attr("type") != typ || p.ChildText("show") != show {
+		w.t.Fatalf("%s: got %s, want type %q show %q", desc, p, typ, show)
+	}
+	if typ == "unavailable" && (p.Child("show") != nil || p.Child("status") != nil) {
+		w.t.Fatalf("%s: unavailable presence leaks a status: %s", desc, p)
+	}
+	return p
+}
+
+// TestEndToEnd runs every scenario on every XMPP server with every storage.
+func TestEndToEnd(t *testing.T) {
+	env := testenv.Load(t)
+	for _, srv := range env.Servers {
+		t.Run(srv.Name, func(t *testing.T) {
+			for _, b := range backends(t, env) {
+				t.Run(b.name, func(t *testing.T) {
+					cfg := writeDaemonConfig(t, srv, b)
+					w := &world{t: t, parent: t, srv: srv, cfg: cfg, domain: srv.ComponentDomain}
+					w.d = startDaemon(t, t, cfg)
+					for _, sc := range scenarios {
+						t.Run(sc.name, func(st *testing.T) {
+							w.t, w.d.t = st, st
+							defer func() { w.t, w.d.t = t, t }()
+							sc.run(w)
+						})
+					}
+					w.d.stop()
+				})
+			}
+		})
+	}
+}
+
+var scenarios = []struct {
+	name string
+	run  func(w *world)
+}{
+	{"Commands", testCommands},
+	{"DiscoAndPing", testDisco},
+	{"OwnerPresence", testOwnerPresence},
+	{"Hiding", testHiding},
+	{"SubscriberLogsInWhileHiding", testSubscriberLogsInWhileHiding},
+	{"TwoResources", testTwoResources},
+	{"UnsubscribeAndRemoval", testUnsubscribeAndRemoval},
+	{"CleanRestart", testCleanRestart},
+	{"KillPersistence", testKillPersistence},
+	{"ServerRestart", testServerRestart},
+}
+
+func testCommands(w *world) {
+	t := w.t
+	alice, _ := w.owner("alice", randomName("h"))
+	bob, _ := w.user("bob")
+
+	// The owner's handles live on the component; a second owner cannot
+	// take one whatever its case.
+	mine := randomName("Mine")
+	w.mustComplete(alice, "add-handle", map[string]string{"handle": mine})
+	w.mustRefuse(bob, "add-handle", map[string]string{"handle": strings.ToUpper(mine)}, "conflict")
+	w.mustRefuse(alice, "add-handle", map[string]string{"handle": mine}, "conflict")
+
+	for _, bad := range []struct{ name, cond string }{
+		{"", "bad-request"},
+		{"two words", "jid-malformed"},
+		{"a@b", "jid-malformed"},
+		{"a/b", "jid-malformed"},
+		{"a:b", "jid-malformed"},
+		{"a'b", "jid-malformed"},
+		{`a"b`, "jid-malformed"},
+		{"a&b", "jid-malformed"},
+		{"a<b", "jid-malformed"},
+		{"a>b", "jid-malformed"},
+		{strings.Repeat("n", 1024), "jid-malformed"},
+	} {
+		w.mustRefuse(alice, "add-handle", map[string]string{"handle": bad.name}, bad.cond)
+	}
+
+	// Up to 64 handles; the 65th is refused.
+	carol, _ := w.user("carol")
+	prefix := randomName("c")
+	for i := 0; i < 64; i++ {
+		w.mustComplete(carol, "add-handle", map[string]string{"handle": fmt.Sprintf("%s-%02d", prefix, i)})
+	}
+	w.mustRefuse(carol, "add-handle", map[string]string{"handle": prefix + "-64"}, "not-allowed")
+	cmd := w.mustComplete(carol, "list-handles", nil)
+	var listed []string
+	if x := cmd.ChildNS("jabber:x:data", "x"); x != nil {
+		for _, f := range x.Children {
+			if f.Attr("var") == "handles" {
+				for _, v := range f.Children {
+					listed = append(listed, v.Text)
+				}
+			}
+		}
+	}
+	if len(listed) != 64 || listed[0] != prefix+"-00" {
+		t.Fatalf("list-handles listed %d handles (%v), want 64", len(listed), listed)
+	}
+
+	// Removing: someone else's handle, an unknown one, then one's own.
+	w.mustRefuse(bob, "remove-handle", map[string]string{"handle": mine}, "not-allowed")
+	w.mustRefuse(alice, "remove-handle", map[string]string{"handle": randomName("none")}, "item-not-found")
+	w.mustComplete(alice, "remove-handle", map[string]string{"handle": mine})
+	w.mustRefuse(alice, "remove-handle", map[string]string{"handle": mine}, "item-not-found")
+
+	// set-status stores every one of the four statuses.
+	for _, s := range []string{"away", "busy", "hiding", "undefined"} {
+		w.mustComplete(alice, "set-status", map[string]string{"status": s})
+	}
+	w.mustRefuse(alice, "set-status", map[string]string{"status": "asleep"}, "bad-request")
+}
+
+func testDisco(w *world) {
+	t := w.t
+	c, _ := w.user("disco")
+	r := c.IQ(t, wait, "get", w.domain, `<query xmlns='http://jabber.org/protocol/disco#info'/>`)
+	q := r.ChildNS("http://jabber.org/protocol/disco#info", "query")
+	if r.Attr("type") != "result" || q == nil {
+		t.Fatalf("disco#info: %s", r)
+	}
+	id := q.Child("identity")
+	if id == nil || id.Attr("category") != "component" || id.Attr("type") != "presence" {
+		t.Fatalf("disco#info identity: %s", r)
+	}
+	features := map[string]bool{}
+	for _, f := range q.Children {
+		if f.Name.Local == "feature" {
+			features[f.Attr("var")] = true
+		}
+	}
+	for _, f := range []string{"http://jabber.org/protocol/disco#info", "http://jabber.org/protocol/commands", "urn:xmpp:ping", "jabber:iq:version"} {
+		if !features[f] {
+			t.Errorf("disco#info lacks %s: %s", f, r)
+		}
+	}
+	r = c.IQ(t, wait, "get", w.domain, `<query xmlns='http://jabber.org/protocol/disco#items' node='http://jabber.org/protocol/commands'/>`)
+	nodes := map[string]bool{}
+	for _, it := range r.ChildNS("http://jabber.org/protocol/disco#items", "query").Children {
+		nodes[it.Attr("node")] = it.Attr("jid") == w.domain
+	}
+	for _, n := range []string{"add-handle", "remove-handle", "list-handles", "set-status"} {
+		if !nodes[n] {
+			t.Errorf("command %s not listed: %s", n, r)
+		}
+	}
+	if r := c.IQ(t, wait, "get", w.domain, `<ping xmlns='urn:xmpp:ping'/>`); r.Attr("type") != "result" {
+		t.Fatalf("ping: %s", r)
+	}
+	r = c.IQ(t, wait, "get", w.domain, `<query xmlns='jabber:iq:version'/>`)
+	if r.Attr("type") != "result" || r.ChildNS("jabber:iq:version", "query").ChildText("name") != "presenced" {
+		t.Fatalf("version: %s", r)
+	}
+}
+
+// testOwnerPresence walks the rows of FIG. 6 and checks what a subscriber
+// sees (FIG. 7), and that a non-subscriber sees nothing.
+func testOwnerPresence(w *world) {
+	h := randomName("p")
+	hj := w.handleJID(h)
+	alice, _ := w.owner("alice", h)
+	bob, first := w.subscriber("bob", h)
+	if first.Attr("type") != "" {
+		w.t.Fatalf("first presence of an on-line owner's handle: %s", first)
+	}
+	eve, _ := w.user("eve") // a contact who never subscribed
+	eve.MustSend(w.t, `<presence/>`)
+
+	rows := []struct{ in, typ, show string }{
+		{`<presence><show>away</show><status>lunch</status></presence>`, "", "away"},
+		{`<presence><show>dnd</show></presence>`, "", "dnd"},
+		{`<presence><show>xa</show></presence>`, "", "away"},
+		{`<presence><show>chat</show></presence>`, "", ""},
+		{`<presence type='unavailable'/>`, "unavailable", ""},
+		{`<presence/>`, "", ""},
+	}
+	for _, r := range rows {
+		alice.MustSend(w.t, r.in)
+		p := w.expectView(bob, hj, r.typ, r.show, "after "+r.in)
+		if strings.Contains(r.in, "lunch") && p.ChildText("status") != "lunch" {
+			w.t.Fatalf("status text not passed on: %s", p)
+		}
+	}
+	// Nothing is sent when nothing visible changed.
+	alice.MustSend(w.t, `<presence><priority>3</priority></presence>`)
+	bob.ExpectNone(w.t, quiet, "presence when nothing visible changed", isHandlePresence(hj))
+	eve.ExpectNone(w.t, quiet, "presence to a non-subscriber", isHandlePresence(hj))
+
+	// Last activity: a subscriber may ask, a non-subscriber may not.
+	if r := bob.IQ(w.t, wait, "get", hj, `<query xmlns='jabber:iq:last'/>`); r.Attr("type") != "result" {
+		w.t.Fatalf("last activity for a subscriber: %s", r)
+	}
+	if r := eve.IQ(w.t, wait, "get", hj, `<query xmlns='jabber:iq:last'/>`); xmpptest.StanzaErrorCondition(r) != "forbidden" {
+		w.t.Fatalf("last activity for a non-subscriber: %s", r)
+	}
+}
+
+// testHiding checks every way in and out of hiding, that hiding is sticky
+// while the client's presence changes, and that a hiding account looks
+// exactly like an off-line one.
+func testHiding(w *world) {
+	t := w.t
+	h := randomName("hide")
+	hj := w.handleJID(h)
+	alice, aliceName := w.owner("alice", h)
+	bob, _ := w.subscriber("bob", h)
+
+	// Off-line first, to compare the shapes.
+	alice.MustSend(t, `<presence type='unavailable'/>`)
+	offline := w.expectView(bob, hj, "unavailable", "", "owner off-line")
+	alice.MustSend(t, `<presence/>`)
+	w.expectView(bob, hj, "", "", "owner back")
+
+	hideWays := []struct {
+		name      string
+		hide      func()
+		show      func()
+		showAfter string
+	}{
+		{"set-status", func() { w.mustComplete(alice, "set-status", map[string]string{"status": "hiding"}) },
+			func() { w.mustComplete(alice, "set-status", map[string]string{"status": "undefined"}) }, ""},
+		{"XEP-0186", func() {
+			if r := alice.IQ(t, wait, "set", w.domain, `<invisible xmlns='urn:xmpp:invisible:0'/>`); r.Attr("type") != "result" {
+				t.Fatalf("invisible: %s", r)
+			}
+		}, func() {
+			if r := alice.IQ(t, wait, "set", w.domain, `<visible xmlns='urn:xmpp:invisible:0'/>`); r.Attr("type") != "result" {
+				t.Fatalf("visible: %s", r)
+			}
+		}, "dnd"},
+		{"invisible child", func() { alice.MustSend(t, `<presence><invisible xmlns='urn:xmpp:invisible:1'/></presence>`) },
+			func() { w.mustComplete(alice, "set-status", map[string]string{"status": "away"}) }, "away"},
+	}
+	for _, way := range hideWays {
+		way.hide()
+		hidden := w.expectView(bob, hj, "unavailable", "", "hiding by "+way.name)
+		if shape(hidden) != shape(offline) {
+			t.Fatalf("hiding by %s looks different from off-line:\n%s\n%s", way.name, hidden, offline)
+		}
+		// The client's own presence changes reveal nothing.
+		alice.MustSend(t, `<presence><show>away</show></presence>`)
+		alice.MustSend(t, `<presence><show>dnd</show><status>secret</status></presence>`)
+		phone := w.login(aliceName, "phone")
+		phone.MustSend(t, `<presence><priority>9</priority></presence>`)
+		phone.Close()
+		bob.ExpectNone(t, quiet, "presence while hiding by "+way.name, isHandlePresence(hj))
+		// Last activity shows the moment it went hiding, like an off-line account.
+		if r := bob.IQ(t, wait, "get", hj, `<query xmlns='jabber:iq:last'/>`); r.Attr("type") != "result" {
+			t.Fatalf("last activity while hiding: %s", r)
+		}
+		way.show()
+		// XEP-0186 <visible/> shows the status underneath (the client's last
+		// show, dnd); set-status sets the status it names.
+		w.expectView(bob, hj, "", way.showAfter, "visible again after "+way.name)
+		alice.MustSend(t, `<presence/>`)
+		if way.showAfter != "" {
+			w.expectView(bob, hj, "", "", "plain available again")
+		}
+	}
+}
+
+// shape renders an element's structure: names and attribute names, with
+// only the type's value.
+func shape(e *xmpptest.Element) string {
+	var b strings.Builder
+	b.WriteString("<" + e.Name.Local)
+	for _, a := range e.Attrs {
+		if a.Name.Local == "id" || a.Name.Local == "to" {
+			continue
+		}
+		b.WriteString(" " + a.Name.Local)
+		if a.Name.Local == "type" {
+			b.WriteString("=" + a.Value)
+		}
+	}
+	b.WriteString(">")
+	for _, c := range e.Children {
+		b.WriteString(shape(c))
+	}
+	return b.String()
+}
+
+// testSubscriberLogsInWhileHiding: a subscriber who logs in while the owner
+// hides is told "off-line" and nothing else.
+func testSubscriberLogsInWhileHiding(w *world) {
+	t := w.t
+	h := randomName("late")
+	hj := w.handleJID(h)
+	alice, _ := w.owner("alice", h)
+	bob, _ := w.subscriber("bob", h)
+	bobName := strings.SplitN(bob.Bare(), "@", 2)[0]
+	bob.Close()
+	w.mustComplete(alice, "set-status", map[string]string{"status": "hiding"})
+	alice.MustSend(t, `<presence><show>away</show></presence>`)
+
+	bob2 := w.login(bobName, "later")
+	bob2.MustSend(t, `<presence/>`) // the server probes the handle now
+	w.expectView(bob2, hj, "unavailable", "", "probe answer while hiding")
+	bob2.ExpectNone(t, quiet, "available presence while hiding", xmpptest.IsPresence(hj, ""))
+
+	w.mustComplete(alice, "set-status", map[string]string{"status": "busy"})
+	w.expectView(bob2, hj, "", "dnd", "visible after hiding")
+}
+
+// testTwoResources: one of two resources logging off keeps the account
+// on-line; the status follows the highest priority.
+func testTwoResources(w *world) {
+	t := w.t
+	h := randomName("two")
+	hj := w.handleJID(h)
+	alice, aliceName := w.owner("alice", h)
+	bob, _ := w.subscriber("bob", h)
+	phone := w.login(aliceName, "phone")
+	phone.MustSend(t, `<presence><show>away</show><priority>10</priority></presence>`)
+	w.expectView(bob, hj, "", "away", "the higher-priority phone is away")
+	alice.MustSend(t, `<presence><show>dnd</show><priority>1</priority></presence>`)
+	bob.ExpectNone(t, quiet, "presence from the lower-priority resource", isHandlePresence(hj))
+	phone.MustSend(t, `<presence type='unavailable'/>`)
+	w.expectView(bob, hj, "", "dnd", "phone gone, the pc remains")
+	alice.MustSend(t, `<presence type='unavailable'/>`)
+	w.expectView(bob, hj, "unavailable", "", "both gone")
+}
+
+func testUnsubscribeAndRemoval(w *world) {
+	t := w.t
+	h := randomName("rm")
+	hj := w.handleJID(h)
+	alice, _ := w.owner("alice", h)
+	bob, _ := w.subscriber("bob", h)
+	carol, _ := w.subscriber("carol", h)
+
+	bob.MustSend(t, fmt.Sprintf(`<presence type='unsubscribe' to='%s'/>`, hj))
+	bob.Drain()
+	alice.MustSend(t, `<presence><show>away</show></presence>`)
+	w.expectView(carol, hj, "", "away", "carol still subscribed")
+	bob.ExpectNone(t, quiet, "presence after unsubscribing", xmpptest.IsPresence(hj, ""))
+
+	// A subscription to a handle that does not exist is refused.
+	nobody := w.handleJID(randomName("nobody"))
+	carol.MustSend(t, fmt.Sprintf(`<presence type='subscribe' to='%s'/>`, nobody))
+	carol.Expect(t, wait, "unsubscribed from an unknown handle", xmpptest.IsPresence(nobody, "unsubscribed"))
+
+	w.mustComplete(alice, "remove-handle", map[string]string{"handle": h})
+	w.expectView(carol, hj, "unavailable", "", "handle removed")
+	carol.Expect(t, wait, "unsubscribed after removal", xmpptest.IsPresence(hj, "unsubscribed"))
+}
+
+// testCleanRestart: on SIGTERM subscribers of visible handles get
+// unavailable; after the restart the owner is probed and subscribers see
+// them again.
+func testCleanRestart(w *world) {
+	t := w.t
+	h := randomName("rs")
+	hj := w.handleJID(h)
+	alice, _ := w.owner("alice", h)
+	alice.MustSend(t, `<presence><show>away</show></presence>`)
+	bob, _ := w.subscriber("bob", h)
+	bob.Drain()
+	w.d.stop()
+	w.expectView(bob, hj, "unavailable", "", "withdrawn at shutdown")
+	w.d = startDaemon(t, w.parent, w.cfg)
+	w.expectView(bob, hj, "", "away", "back after restart")
+}
+
+// testKillPersistence: what a completed command changed survives kill -9
+// right after the reply.
+func testKillPersistence(w *world) {
+	t := w.t
+	alice, _ := w.owner("alice", randomName("k"))
+	h := randomName("kept")
+	w.mustComplete(alice, "add-handle", map[string]string{"handle": h})
+	w.mustComplete(alice, "set-status", map[string]string{"status": "hiding"})
+	w.d.kill()
+	w.d = startDaemon(t, w.parent, w.cfg)
+	cmd := w.mustComplete(alice, "list-handles", nil)
+	if !strings.Contains(cmd.String(), h) {
+		t.Fatalf("handle %s lost after kill -9: %s", h, cmd)
+	}
+	// Hiding survived too: a new subscriber sees the owner off-line.
+	_, first := w.subscriber("bob", h)
+	if first.Attr("type") != "unavailable" {
+		t.Fatalf("hiding lost after kill -9: a subscriber saw %s", first)
+	}
+	w.mustComplete(alice, "set-status", map[string]string{"status": "undefined"})
+}
+
+// testServerRestart: presenced reconnects when the XMPP server restarts,
+// and everything works again.
+func testServerRestart(w *world) {
+	t := w.t
+	before := strings.Count(w.d.out.String(), "resynchronised subscribers")
+	w.srv.Stop(t)
+	w.d.waitLog("not connected to the XMPP server; retrying", 1)
+	w.srv.Start(t)
+	w.d.waitLog("resynchronised subscribers", before+1)
+	h := randomName("after")
+	alice, _ := w.owner("alice", h)
+	bob, first := w.subscriber("bob", h)
+	if first.Attr("type") != "" {
+		t.Fatalf("after the server restart a subscriber saw %s", first)
+	}
+	alice.MustSend(t, `<presence><show>dnd</show></presence>`)
+	w.expectView(bob, w.handleJID(h), "", "dnd", "presence after server restart")
+}
