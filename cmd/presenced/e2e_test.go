@@ -561,6 +561,7 @@ func testHiding(w *world) {
 		phone := w.login(aliceName, "phone")
 		phone.MustSend(t, `<presence><priority>9</priority></presence>`)
 		phone.Close()
+		alice.MustSend(t, `<presence><show>dnd</show></presence>`)
 		bob.ExpectNone(t, quiet, "presence while hiding by "+way.name, isHandlePresence(hj))
 		// Last activity shows the moment it went hiding, like an off-line account.
 		if r := bob.IQ(t, wait, "get", hj, `<query xmlns='jabber:iq:last'/>`); r.Attr("type") != "result" {
@@ -647,8 +648,10 @@ func testUnsubscribeAndRemoval(w *world) {
 	bob, _ := w.subscriber("bob", h)
 	carol, _ := w.subscriber("carol", h)
 
-	bob.MustSend(t, fmt.Sprintf(`<presence type='unsubscribe' to='%s'/>`, hj))
 	bob.Drain()
+	bob.MustSend(t, fmt.Sprintf(`<presence type='unsubscribe' to='%s'/>`, hj))
+	// RFC 6121 §3.3.3: the handle answers with unavailable.
+	w.expectView(bob, hj, "unavailable", "", "unavailable after unsubscribing")
 	alice.MustSend(t, `<presence><show>away</show></presence>`)
 	w.expectView(carol, hj, "", "away", "carol still subscribed")
 	bob.ExpectNone(t, quiet, "presence after unsubscribing", xmpptest.IsPresence(hj, ""))
