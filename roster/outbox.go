@@ -24,13 +24,23 @@ const (
 	jobOne                      // send the current presence of handle to contact
 	jobRemoved                  // handle was removed: unavailable, then unsubscribed
 	jobResendAll                // every subscriber gets a fresh presence
+	jobContinue                 // the rest of an account's pass
 )
+
+// fanOutSlice is how many stanzas one account's pass sends before it goes
+// to the back of the queue, so that one account with 64 handles × 1,000
+// subscribers does not hold up the notifications of every other account.
+const fanOutSlice = 256
+
+// target is one subscription an account's pass visits.
+type target struct{ handle, contact string }
 
 type job struct {
 	kind     jobKind
 	key      string // account JID or handle
 	contact  string
 	contacts []string
+	targets  []target // jobContinue: what is left of the pass
 }
 
 // Outbox is the single writer of notifications. State changes queue work
@@ -183,15 +193,12 @@ func (o *Outbox) do(ctx context.Context, snd Sender, j job) (err error) {
 	}()
 	switch j.kind {
 	case jobAccount:
-		for _, h := range o.s.Handles(j.key) {
-			for _, c := range o.s.subscribers(h) {
-				if err := o.sync(ctx, snd, h, c, false); err != nil {
-					return err
-				}
-			}
-		}
+		return o.fanOut(ctx, snd, j.key, o.s.targets(j.key))
+	case jobContinue:
+		return o.fanOut(ctx, snd, j.key, j.targets)
 	case jobOne:
-		return o.sync(ctx, snd, j.key, j.contact, true)
+		_, err := o.sync(ctx, snd, j.key, j.contact, true)
+		return err
 	case jobRemoved:
 		for _, c := range j.contacts {
 			if err := snd.Presence(ctx, j.key, c, View{Since: o.s.now()}); err != nil {
@@ -210,16 +217,42 @@ func (o *Outbox) do(ctx context.Context, snd Sender, j job) (err error) {
 	return nil
 }
 
+// fanOut brings the targets of an account's pass up to date, at most
+// fanOutSlice stanzas at a time; the rest goes to the back of the queue.
+// A change made meanwhile queues a new pass, which skips the subscribers
+// that are already up to date.
+func (o *Outbox) fanOut(ctx context.Context, snd Sender, account string, targets []target) error {
+	sent := 0
+	for i, tg := range targets {
+		if sent == fanOutSlice {
+			o.push(job{kind: jobContinue, key: account, targets: targets[i:]}, "")
+			return nil
+		}
+		did, err := o.sync(ctx, snd, tg.handle, tg.contact, false)
+		if err != nil {
+			return err
+		}
+		if did {
+			sent++
+		}
+	}
+	return nil
+}
+
 // sync sends contact the current View of handle unless it already has it
-// (or force is set). The account's gate is held while sending, so a state
-// change waits for this one stanza and the next pass carries the new View.
-func (o *Outbox) sync(ctx context.Context, snd Sender, handle, contact string, force bool) error {
+// (or force is set), and reports whether it sent. The account's gate is
+// held while sending, so a state change waits for this one stanza and the
+// next pass carries the new View.
+func (o *Outbox) sync(ctx context.Context, snd Sender, handle, contact string, force bool) (bool, error) {
+	if err := ctx.Err(); err != nil {
+		return false, err
+	}
 	s := o.s
 	s.mu.Lock()
 	owner, ok := s.handles[handle]
 	if !ok {
 		s.mu.Unlock()
-		return nil
+		return false, nil
 	}
 	a := s.accounts[owner]
 	s.mu.Unlock()
@@ -230,12 +263,12 @@ func (o *Outbox) sync(ctx context.Context, snd Sender, handle, contact string, f
 	st := s.subs[handle][contact]
 	if st == nil || s.handles[handle] != owner {
 		s.mu.Unlock()
-		return nil
+		return false, nil
 	}
 	v := ViewOf(a.flags)
 	if !force && st.valid && st.sent == v {
 		s.mu.Unlock()
-		return nil
+		return false, nil
 	}
 	st.sent, st.valid = v, true
 	s.mu.Unlock()
@@ -243,15 +276,26 @@ func (o *Outbox) sync(ctx context.Context, snd Sender, handle, contact string, f
 		s.mu.Lock()
 		st.valid = false
 		s.mu.Unlock()
-		return err
+		return false, err
 	}
-	return nil
+	return true, nil
 }
 
-func (s *Service) subscribers(handle string) []string {
+// targets lists every subscription of every handle of account, in order.
+func (s *Service) targets(account string) []target {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return sortedKeys(s.subs[handle])
+	a := s.accounts[account]
+	if a == nil {
+		return nil
+	}
+	var out []target
+	for _, h := range sortedKeys(a.handles) {
+		for _, c := range sortedKeys(s.subs[h]) {
+			out = append(out, target{h, c})
+		}
+	}
+	return out
 }
 
 func (s *Service) invalidateAll() {

@@ -1,0 +1,111 @@
+package roster
+
+import (
+	"context"
+	"fmt"
+	"testing"
+
+	"presenced/storage"
+)
+
+// orderSender records the order of stanzas by sending account.
+type orderSender struct {
+	owners map[string]string // handle → owner
+	seq    []string          // owner of each stanza sent
+}
+
+func (o *orderSender) Presence(ctx context.Context, handle, contact string, v View) error {
+	o.seq = append(o.seq, o.owners[handle])
+	return nil
+}
+
+func (o *orderSender) Unsubscribed(context.Context, string, string) error { return nil }
+
+// bigAccount gives owner handles × subs subscriptions, straight into the
+// indexes (a test helper; the protocol path is tested elsewhere).
+func bigAccount(t testing.TB, s *Service, owner string, handles, subs int) {
+	t.Helper()
+	ctx := context.Background()
+	for i := 0; i < handles; i++ {
+		h := fmt.Sprintf("%s-h%02d", owner[:1], i)
+		if _, err := s.AddHandle(ctx, owner, h); err != nil {
+			t.Fatal(err)
+		}
+		for j := 0; j < subs; j++ {
+			if err := s.Subscribe(ctx, h, fmt.Sprintf("c%04d@example.net", j)); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+}
+
+// TestBigFanOutDoesNotStallOthers: while one account's 64,000 stanzas go
+// out, another account's change is sent after at most one slice of them.
+func TestBigFanOutDoesNotStallOthers(t *testing.T) {
+	ctx := context.Background()
+	s := newTestService(t, newMemStore())
+	bigAccount(t, s, "alice@example.org", 64, 1000)
+	bigAccount(t, s, "bob@example.org", 1, 1)
+	snd := &orderSender{owners: map[string]string{}}
+	for _, o := range []string{"alice@example.org", "bob@example.org"} {
+		for _, h := range s.Handles(o) {
+			snd.owners[h] = o
+		}
+	}
+	for _, o := range []string{"alice@example.org", "bob@example.org"} {
+		if err := s.OwnerPresence(ctx, o, OwnerPresence{Resource: "r", Available: true, Status: storage.StatusAway}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := s.Outbox().Flush(ctx, snd); err != nil {
+		t.Fatal(err)
+	}
+	if len(snd.seq) != 64001 {
+		t.Fatalf("sent %d stanzas, want 64001", len(snd.seq))
+	}
+	bobAt := -1
+	for i, o := range snd.seq {
+		if o == "bob@example.org" {
+			bobAt = i
+		}
+	}
+	if bobAt < 0 || bobAt > fanOutSlice {
+		t.Fatalf("bob's change went out as stanza %d of %d, want within the first %d", bobAt, len(snd.seq), fanOutSlice+1)
+	}
+}
+
+type discard struct{}
+
+func (discard) Presence(context.Context, string, string, View) error { return nil }
+func (discard) Unsubscribed(context.Context, string, string) error   { return nil }
+
+// benchmarkStatusChange measures one status change of an account with
+// handles × subs subscribers, through the outbox to a sender that discards;
+// it reports the cost per stanza so runs of different sizes compare.
+func benchmarkStatusChange(b *testing.B, handles, subs int) {
+	ctx := context.Background()
+	s, err := New(ctx, newMemStore(), Options{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	const owner = "alice@example.org"
+	bigAccount(b, s, owner, handles, subs)
+	shows := []storage.Status{storage.StatusAway, storage.StatusBusy}
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		if err := s.OwnerPresence(ctx, owner, OwnerPresence{Resource: "r", Available: true, Status: shows[i%2]}); err != nil {
+			b.Fatal(err)
+		}
+		if err := s.Outbox().Flush(ctx, discard{}); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*handles*subs), "ns/stanza")
+}
+
+// BenchmarkStatusChange1 is the baseline: one handle, one subscriber.
+func BenchmarkStatusChange1(b *testing.B) { benchmarkStatusChange(b, 1, 1) }
+
+// BenchmarkStatusChange64x1000 is the patent's worst case: 64 handles with
+// 1,000 subscribers each.
+func BenchmarkStatusChange64x1000(b *testing.B) { benchmarkStatusChange(b, 64, 1000) }
