@@ -117,3 +117,66 @@ func checkReplies(t *testing.T, toks []xml.Token) {
 		t.Fatalf("unbalanced reply tokens")
 	}
 }
+
+// FuzzAddHandle submits arbitrary handle names. Every answer is either a
+// completed command, after which the handle is a valid localpart that the
+// owner holds, or an error with a text, after which nothing changed.
+func FuzzAddHandle(f *testing.F) {
+	for _, s := range []string{"alice", "Alice", "two words", "a@b", "ünïcode", "", " ", "a/b", strings.Repeat("x", 1024), "\u0000", "ＡＢＣ", "a\u200bb"} {
+		f.Add(s)
+	}
+	ctx := context.Background()
+	store, err := storage.OpenSQLite(ctx, filepath.Join(f.TempDir(), "fuzz.db"))
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Cleanup(func() { store.Close() })
+	r, err := roster.New(ctx, store, roster.Options{MaxHandles: 10000})
+	if err != nil {
+		f.Fatal(err)
+	}
+	c, err := New(Config{Domain: testDomain, Server: "127.0.0.1:1", Secret: "x"}, r, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		f.Fatal(err)
+	}
+	const owner = "fuzz@example.org"
+	f.Fuzz(func(t *testing.T, name string) {
+		before := len(r.Handles(owner))
+		iq := el(local("iq"), "type", "set", "id", "f1", "from", owner+"/r", "to", testDomain).add(
+			el(qname(nsCommands, "command"), "node", "add-handle", "action", "complete").add(
+				el(qname(nsData, "x"), "type", "submit").add(
+					el(local("field"), "var", "handle").add(el(local("value")).withText(name)))))
+		w := &recordingWriter{}
+		c.dispatch(&replier{w: w, c: c}, iq, nil)
+		checkReplies(t, w.toks)
+		d := xml.NewTokenDecoder(&sliceReader{toks: w.toks})
+		tok, err := d.Token()
+		if err != nil {
+			t.Fatalf("no reply for %q", name)
+		}
+		reply, err := readNode(d, tok.(xml.StartElement))
+		if err != nil {
+			t.Fatal(err)
+		}
+		after := len(r.Handles(owner))
+		switch reply.get("type") {
+		case "result":
+			if after != before+1 {
+				t.Fatalf("add-handle %q completed but the owner has %d handles, had %d", name, after, before)
+			}
+			if _, err := jid.New(name, testDomain, ""); err != nil {
+				t.Fatalf("add-handle accepted %q, which is not a valid localpart: %v", name, err)
+			}
+		case "error":
+			if after != before {
+				t.Fatalf("add-handle %q refused but the handles changed", name)
+			}
+			if e := reply.child("", "error"); e == nil || e.child(nsStanzas, "text") == nil {
+				t.Fatalf("refusal without a text: %s", reply)
+			}
+		default:
+			t.Fatalf("unexpected reply %s", reply)
+		}
+		r.Outbox().Discard()
+	})
+}
