@@ -39,6 +39,14 @@ var (
 	buildErr  error
 )
 
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if binary != "" {
+		os.RemoveAll(filepath.Dir(binary))
+	}
+	os.Exit(code)
+}
+
 // presencedBinary builds the daemon once per test run.
 func presencedBinary(t *testing.T) string {
 	t.Helper()
@@ -331,6 +339,9 @@ func TestEndToEnd(t *testing.T) {
 	env := testenv.Load(t)
 	for _, srv := range env.Servers {
 		t.Run(srv.Name, func(t *testing.T) {
+			// The scenarios restart the server: no other test may use it
+			// meanwhile.
+			srv.Exclusive(t)
 			for _, b := range backends(t, env) {
 				t.Run(b.name, func(t *testing.T) {
 					cfg := writeDaemonConfig(t, srv, b)

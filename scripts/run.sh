@@ -1,0 +1,167 @@
+#!/usr/bin/env bash
+# run.sh runs presenced locally for a try-out (`make run`): it installs
+# Prosody from Debian if needed, starts a throwaway Prosody on 127.0.0.1 with
+# two demo accounts (alice@localhost, bob@localhost), builds presenced and
+# runs it in the foreground. Ctrl-C stops presenced and Prosody and deletes
+# everything they wrote.
+#
+#   scripts/run.sh [-p|--port C2S_PORT] [--component-port PORT]
+#
+# The client port is PORT (environment) or -p, else 5222, else the next free
+# port above it; the component port is COMPONENT_PORT or --component-port,
+# else 5347 or the next free one.
+set -euo pipefail
+
+cd "$(dirname "$(readlink -f "${BASH_SOURCE[0]}")")/.."
+# shellcheck source=scripts/lib.sh
+. scripts/lib.sh
+
+usage() {
+	echo "usage: $0 [-p|--port C2S_PORT] [--component-port PORT]" >&2
+	exit 2
+}
+
+c2s=${PORT:-}
+comp=${COMPONENT_PORT:-}
+while (($#)); do
+	case $1 in
+	-p | --port)
+		(($# >= 2)) || usage
+		c2s=$2
+		shift 2
+		;;
+	--component-port)
+		(($# >= 2)) || usage
+		comp=$2
+		shift 2
+		;;
+	-h | --help) usage ;;
+	*) usage ;;
+	esac
+done
+
+# pick_port WANTED DEFAULT WHAT [AVOID] prints WANTED if given (and free),
+# else the first free port from DEFAULT on, never AVOID.
+pick_port() {
+	local wanted=$1 port=$2 what=$3 avoid=${4:-}
+	if [[ -n $wanted ]]; then
+		if ! [[ $wanted =~ ^[0-9]+$ ]] || ((wanted < 1 || wanted > 65535)); then
+			die "$what port $wanted is not a port number"
+		fi
+		[[ $wanted != "$avoid" ]] || die "the client and component ports must differ"
+		require_port_free "$wanted" "$what" || die "choose another $what port"
+		echo "$wanted"
+		return
+	fi
+	while [[ $port == "$avoid" ]] || port_open "$port"; do
+		((port < $2 + 50)) || die "no free $what port in $2..$port"
+		port=$((port + 1))
+	done
+	echo "$port"
+}
+
+[[ $EUID -eq 0 ]] || die "run as root: Prosody is started under its own user with runuser"
+command -v go >/dev/null || die "go is not on PATH"
+ensure_packages prosody:/usr/bin/prosody
+
+c2s=$(pick_port "$c2s" 5222 client)
+comp=$(pick_port "$comp" 5347 component "$c2s")
+
+dir=$(mktemp -d "${TMPDIR:-/tmp}/presenced-run.XXXXXX")
+chmod 0755 "$dir" # the prosody user must reach its folder inside
+pid=
+
+# shellcheck disable=SC2317 # run by the traps below
+cleanup() {
+	local rc=$?
+	trap - EXIT INT TERM
+	if [[ -n $pid ]] && kill -0 "$pid" 2>/dev/null; then
+		log "stopping presenced"
+		kill -INT "$pid" 2>/dev/null || true
+		local i
+		for ((i = 0; i < 50; i++)); do
+			kill -0 "$pid" 2>/dev/null || break
+			sleep 0.2
+		done
+		kill -KILL "$pid" 2>/dev/null || true
+		wait "$pid" 2>/dev/null || true
+	fi
+	log "stopping prosody and removing $dir"
+	prosody_stop "$dir/prosody" || true
+	rm -rf "$dir"
+	exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+secret=$(random_secret)
+prosody_config "$dir/prosody" "$dir" "$c2s" "$comp" "$secret"
+prosody_start "$dir/prosody" "$c2s" "$comp" || {
+	tail_logs "$dir/prosody-error.log" "$dir/prosody.log"
+	die "prosody did not start"
+}
+
+alice_pass=$(random_secret | cut -c1-12)
+bob_pass=$(random_secret | cut -c1-12)
+prosody_register "$dir/prosody" alice "$alice_pass" || die "could not create alice@localhost"
+prosody_register "$dir/prosody" bob "$bob_pass" || die "could not create bob@localhost"
+
+log "building presenced"
+go build -o "$dir/presenced" ./cmd/presenced
+
+cat >"$dir/presenced.toml" <<EOF
+# Written by scripts/run.sh for a local try-out.
+[component]
+domain = "presence.localhost"
+server = "127.0.0.1:$comp"
+secret = "$secret"
+
+[storage]
+driver = "sqlite"
+dsn = "$dir/presence.db"
+EOF
+
+cat <<EOF
+
+================================================================================
+ presenced runs against a throwaway Prosody (files in $dir).
+
+ 1. Log in with an XMPP client (Gajim, Profanity, Dino, ...), twice:
+      alice@localhost   password $alice_pass
+      bob@localhost     password $bob_pass
+    Server 127.0.0.1, port $c2s. There is no TLS: allow an unencrypted
+    connection (and plain-text authentication if the client asks).
+      Gajim:     Add account > Advanced > custom host 127.0.0.1 port $c2s,
+                 connection type "plain".
+      Profanity: /connect alice@localhost server 127.0.0.1 port $c2s tls disable
+
+ 2. As alice, run the ad-hoc command "Add a handle" (node add-handle) on
+    presence.localhost, e.g. handle "alice-work":
+      Gajim:     Accounts > Discover Services, enter presence.localhost,
+                 select it, then "Execute Command".
+      Profanity: /cmd list presence.localhost
+                 /cmd exec add-handle presence.localhost
+    (Dino has no ad-hoc commands.) presence.localhost then asks to see
+    alice's presence: accept its subscription request.
+
+ 3. As bob, add the contact alice-work@presence.localhost and ask for its
+    presence (Gajim: Add Contact; Profanity: /sub request
+    alice-work@presence.localhost). Bob now sees alice's status through the
+    handle: change alice's status (away, busy, offline) and watch it move.
+
+ Ctrl-C stops presenced and Prosody and deletes $dir.
+================================================================================
+
+EOF
+
+log "starting presenced: $dir/presenced -config $dir/presenced.toml"
+# Run in the background and wait, so that a SIGTERM to this script is
+# handled at once (bash runs traps only between foreground commands).
+"$dir/presenced" -config "$dir/presenced.toml" &
+pid=$!
+rc=0
+wait "$pid" || rc=$?
+pid=
+log "presenced exited with status $rc"
+exit "$rc"
