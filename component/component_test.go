@@ -295,3 +295,30 @@ func TestReconnect(t *testing.T) {
 	}
 	tc.expect("probe of the owner after reconnecting", isStanza("presence", "probe", testDomain, alice))
 }
+
+// TestStorageDown: with the database gone, commands get
+// internal-server-error with a text, nothing changes in memory, and the
+// component keeps answering.
+func TestStorageDown(t *testing.T) {
+	tc := startTestComponent(t, "")
+	wantCompleted(t, tc.run(t, alice+"/pc", "add-handle", map[string]string{"handle": "before"}))
+	tc.store.Close()
+	wantError(t, tc.run(t, alice+"/pc", "add-handle", map[string]string{"handle": "after"}), "internal-server-error")
+	wantError(t, tc.run(t, alice+"/pc", "set-status", map[string]string{"status": "hiding"}), "internal-server-error")
+	if f, _ := tc.r.Flags(alice); f.Hiding {
+		t.Fatal("hiding applied although it could not be stored")
+	}
+	if hs := tc.r.Handles(alice); fmt.Sprint(hs) != "[before]" {
+		t.Fatalf("handles = %v, want [before]", hs)
+	}
+	id := nextID()
+	tc.send(`<presence type='subscribe' id='%s' from='%s' to='before@%s'/>`, id, carol, testDomain)
+	if r := tc.expect("subscribe error", isStanza("presence", "error", "", carol)); errorCondition(r) != "internal-server-error" {
+		t.Fatalf("subscribe with storage down: %s", r)
+	}
+	id = nextID()
+	tc.send(`<iq type='get' id='%s' from='%s/pc' to='%s'><ping xmlns='%s'/></iq>`, id, alice, testDomain, nsPing)
+	if r := tc.expect("ping", isReplyTo(id)); r.get("type") != "result" {
+		t.Fatalf("ping with storage down: %s", r)
+	}
+}
