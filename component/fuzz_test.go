@@ -23,6 +23,26 @@ func (w *recordingWriter) EncodeToken(t xml.Token) error {
 	return nil
 }
 
+// newOfflineComponent returns a component that is never connected, with a
+// SQLite store of its own, for feeding stanzas straight to its handler.
+func newOfflineComponent(f *testing.F, maxHandles int) (*Component, *roster.Service) {
+	ctx := context.Background()
+	store, err := storage.OpenSQLite(ctx, filepath.Join(f.TempDir(), "fuzz.db"))
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Cleanup(func() { store.Close() })
+	r, err := roster.New(ctx, store, roster.Options{MaxHandles: maxHandles})
+	if err != nil {
+		f.Fatal(err)
+	}
+	c, err := New(Config{Domain: testDomain, Server: "127.0.0.1:1", Secret: "x"}, r, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		f.Fatal(err)
+	}
+	return c, r
+}
+
 // FuzzStanza feeds arbitrary stanzas to the component's handler. It must
 // never panic, and every reply must be a well-formed stanza with 'from' on
 // the component's domain and a 'to'.
@@ -50,20 +70,7 @@ func FuzzStanza(f *testing.F) {
 	for _, s := range seeds {
 		f.Add(s)
 	}
-	ctx := context.Background()
-	store, err := storage.OpenSQLite(ctx, filepath.Join(f.TempDir(), "fuzz.db"))
-	if err != nil {
-		f.Fatal(err)
-	}
-	f.Cleanup(func() { store.Close() })
-	r, err := roster.New(ctx, store, roster.Options{})
-	if err != nil {
-		f.Fatal(err)
-	}
-	c, err := New(Config{Domain: testDomain, Server: "127.0.0.1:1", Secret: "x"}, r, slog.New(slog.NewTextHandler(io.Discard, nil)))
-	if err != nil {
-		f.Fatal(err)
-	}
+	c, r := newOfflineComponent(f, 0)
 	f.Fuzz(func(t *testing.T, raw string) {
 		d := xml.NewDecoder(strings.NewReader(raw))
 		var start xml.StartElement
@@ -125,20 +132,7 @@ func FuzzAddHandle(f *testing.F) {
 	for _, s := range []string{"alice", "Alice", "two words", "a@b", "ünïcode", "", " ", "a/b", strings.Repeat("x", 1024), "\u0000", "ＡＢＣ", "a\u200bb"} {
 		f.Add(s)
 	}
-	ctx := context.Background()
-	store, err := storage.OpenSQLite(ctx, filepath.Join(f.TempDir(), "fuzz.db"))
-	if err != nil {
-		f.Fatal(err)
-	}
-	f.Cleanup(func() { store.Close() })
-	r, err := roster.New(ctx, store, roster.Options{MaxHandles: 10000})
-	if err != nil {
-		f.Fatal(err)
-	}
-	c, err := New(Config{Domain: testDomain, Server: "127.0.0.1:1", Secret: "x"}, r, slog.New(slog.NewTextHandler(io.Discard, nil)))
-	if err != nil {
-		f.Fatal(err)
-	}
+	c, r := newOfflineComponent(f, 10000)
 	const owner = "fuzz@example.org"
 	f.Fuzz(func(t *testing.T, name string) {
 		before := len(r.Handles(owner))
