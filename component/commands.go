@@ -105,11 +105,12 @@ func (c *Component) handleCommand(w *replier, n *node, a address, q *node) {
 		))
 		return
 	}
-	if !c.cmds.take(sid, cmd.node, requester) {
+	if !c.cmds.valid(sid, cmd.node, requester) {
 		w.refuse(n, commandError("bad-sessionid", "The command session is unknown or has expired; start the command again."))
 		return
 	}
 	if action == "cancel" {
+		c.cmds.end(sid)
 		w.result(n, el(qname(nsCommands, "command"), "node", cmd.node, "sessionid", sid, "status", "canceled"))
 		return
 	}
@@ -117,13 +118,18 @@ func (c *Component) handleCommand(w *replier, n *node, a address, q *node) {
 		w.refuse(n, condBadRequest("The command needs its form filled in."))
 		return
 	}
-	c.completeCommand(w, n, cmd, a.bare, sid, submitted)
+	// A refused step keeps the session, so the user can correct the form.
+	if c.completeCommand(w, n, cmd, a.bare, sid, submitted) {
+		c.cmds.end(sid)
+	}
 }
 
-func (c *Component) completeCommand(w *replier, n *node, cmd *command, owner, sid string, x *node) {
+// completeCommand does the work of a submitted form and reports whether it
+// completed.
+func (c *Component) completeCommand(w *replier, n *node, cmd *command, owner, sid string, x *node) bool {
 	if t := x.get("type"); t != "submit" {
 		w.refuse(n, condBadRequest("The form must be submitted (type 'submit')."))
-		return
+		return false
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), storageTimeout)
 	defer cancel()
@@ -137,11 +143,11 @@ func (c *Component) completeCommand(w *replier, n *node, cmd *command, owner, si
 	switch {
 	case errors.As(err, &ue):
 		w.refuse(n, ue.e)
-		return
+		return false
 	case err != nil:
 		c.log.Error("command failed", "command", cmd.node, "owner", owner, "err", err)
 		w.refuse(n, condInternal())
-		return
+		return false
 	}
 	c.log.Info("command completed", "command", cmd.node, "owner", owner)
 	if sid == "" {
@@ -151,6 +157,7 @@ func (c *Component) completeCommand(w *replier, n *node, cmd *command, owner, si
 		el(local("note"), "type", "info").withText(note),
 		result,
 	))
+	return true
 }
 
 // formValues are the values of a submitted form, by field name.
@@ -343,7 +350,9 @@ func setStatus(ctx context.Context, c *Component, owner string, f formValues) (s
 	default:
 		return "", nil, refusal(condBadRequest(fmt.Sprintf("Unknown status %q: choose away, busy, hiding or undefined.", clip(v))))
 	}
-	if err := c.roster.Instruct(ctx, owner, in); err != nil {
+	if err := c.roster.Instruct(ctx, owner, in); errors.Is(err, roster.ErrNoAccount) {
+		return "", nil, refusal(errNoAccount)
+	} else if err != nil {
 		return "", nil, err
 	}
 	if in == roster.InstructHide {
@@ -392,15 +401,18 @@ func (s *commandSessions) open(node, requester string) string {
 	return id
 }
 
-// take ends the session if it exists, is for node and requester, and has
-// not expired.
-func (s *commandSessions) take(id, node, requester string) bool {
+// valid reports whether the session exists, is for node and requester, and
+// has not expired.
+func (s *commandSessions) valid(id, node, requester string) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	cs, ok := s.sessions[id]
-	if !ok || cs.node != node || cs.requester != requester || time.Now().After(cs.expires) {
-		return false
-	}
+	return ok && cs.node == node && cs.requester == requester && time.Now().Before(cs.expires)
+}
+
+// end forgets the session.
+func (s *commandSessions) end(id string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
 	delete(s.sessions, id)
-	return true
 }

@@ -189,8 +189,15 @@ func (c *Component) serveOnce(ctx context.Context, stopOutbox func()) error {
 	go func() { served <- sess.Serve(xmpp.HandlerFunc(c.handleXMPP)) }()
 
 	syncCtx, stopSync := context.WithCancel(ctx)
-	defer stopSync()
-	go c.resync(syncCtx)
+	synced := make(chan struct{})
+	defer func() {
+		stopSync()
+		<-synced
+	}()
+	go func() {
+		defer close(synced)
+		c.resync(syncCtx)
+	}()
 
 	select {
 	case err := <-served:
@@ -203,6 +210,7 @@ func (c *Component) serveOnce(ctx context.Context, stopOutbox func()) error {
 		return fmt.Errorf("connection lost: %w", err)
 	case <-ctx.Done():
 		stopSync()
+		<-synced
 		stopOutbox()
 		c.withdraw()
 		c.sess.Store(nil)
@@ -232,9 +240,8 @@ func (c *Component) resync(ctx context.Context) {
 		return
 	case <-time.After(c.cfg.ResyncDelay):
 	}
-	sctx, cancel := context.WithTimeout(ctx, storageTimeout)
-	defer cancel()
-	if err := c.roster.DropStale(sctx); err != nil {
+	// Each storage write has its own deadline inside the store.
+	if err := c.roster.DropStale(context.Background()); err != nil {
 		c.log.Error("flags not stored after resync", "err", err)
 	}
 	c.log.Info("resynchronised subscribers", "owners", len(c.roster.Owners()))
@@ -251,6 +258,7 @@ func (c *Component) withdraw() {
 	vis := c.roster.Visible()
 	now := time.Now()
 	n := 0
+send:
 	for handle, contacts := range vis {
 		for _, contact := range contacts {
 			ctx, cancel := context.WithTimeout(context.Background(), sendTimeout)
@@ -258,17 +266,16 @@ func (c *Component) withdraw() {
 			cancel()
 			if err != nil {
 				c.log.Warn("unavailable not sent at shutdown", "err", err)
-				return
+				break send
 			}
 			n++
 		}
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), storageTimeout)
-	defer cancel()
-	if err := c.roster.GoOffline(ctx); err != nil {
+	c.log.Info("withdrew presence of visible handles", "stanzas", n)
+	// Each storage write has its own deadline inside the store.
+	if err := c.roster.GoOffline(context.Background()); err != nil {
 		c.log.Error("off-line flags not stored at shutdown", "err", err)
 	}
-	c.log.Info("withdrew presence of visible handles", "stanzas", n)
 }
 
 // send writes one stanza on the current session.

@@ -322,3 +322,28 @@ func TestStorageDown(t *testing.T) {
 		t.Fatalf("ping with storage down: %s", r)
 	}
 }
+
+// TestNoAccountNoInstruction: set-status or XEP-0186 from someone without a
+// handle is refused and creates nothing; a later add-handle still asks the
+// new owner for their presence.
+func TestNoAccountNoInstruction(t *testing.T) {
+	tc := startTestComponent(t, "")
+	wantError(t, tc.run(t, bob+"/pc", "set-status", map[string]string{"status": "busy"}), "item-not-found")
+	id := nextID()
+	tc.send(`<iq type='set' id='%s' from='%s/pc' to='%s'><invisible xmlns='%s'/></iq>`, id, bob, testDomain, nsInvis0)
+	wantError(t, tc.expect("invisible from a stranger", isReplyTo(id)), "item-not-found")
+	if tc.r.IsOwner(bob) {
+		t.Fatal("an instruction created an account")
+	}
+	wantCompleted(t, tc.run(t, bob+"/pc", "add-handle", map[string]string{"handle": "bobby"}))
+	tc.expect("subscribe to the new owner", isStanza("presence", "subscribe", testDomain, bob))
+}
+
+// TestRefusedStepKeepsSession: a refused submission can be corrected in the
+// same command session.
+func TestRefusedStepKeepsSession(t *testing.T) {
+	tc := startTestComponent(t, "")
+	sid := tc.execute(t, alice+"/pc", "add-handle")
+	wantError(t, tc.complete(t, alice+"/pc", "add-handle", sid, map[string]string{"handle": "no good"}), "jid-malformed")
+	wantCompleted(t, tc.complete(t, alice+"/pc", "add-handle", sid, map[string]string{"handle": "good"}))
+}

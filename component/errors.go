@@ -32,6 +32,9 @@ func condServiceUnavailable() stanzaError {
 	return stanzaError{"cancel", "service-unavailable", "", nil}
 }
 
+// errNoAccount answers an instruction from someone who holds no handle.
+var errNoAccount = stanzaError{"cancel", "item-not-found", "You have no account here yet: add a handle first.", nil}
+
 // condInternal is what the peer sees when storage or anything unexpected
 // fails; the detail goes to the log only.
 func condInternal() stanzaError {

@@ -2,6 +2,7 @@ package component
 
 import (
 	"context"
+	"errors"
 	"runtime"
 	"strconv"
 	"time"
@@ -89,7 +90,10 @@ func (c *Component) invisibleIQ(w *replier, n *node, a address, q *node) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), storageTimeout)
 	defer cancel()
-	if err := c.roster.Instruct(ctx, a.bare, in); err != nil {
+	if err := c.roster.Instruct(ctx, a.bare, in); errors.Is(err, roster.ErrNoAccount) {
+		w.refuse(n, errNoAccount)
+		return
+	} else if err != nil {
 		c.log.Error("invisible command failed", "owner", a.bare, "err", err)
 		w.refuse(n, condInternal())
 		return
@@ -146,7 +150,9 @@ func (c *Component) handleIQToHandle(w *replier, n *node, a address, typ string,
 		return
 	}
 	switch {
-	case typ == "get" && q.ns() == nsDiscoInf && q.name.Local == "query" && q.get("node") == "":
+	case typ == "get" && q.ns() == nsDiscoInf && q.name.Local == "query" && q.get("node") != "":
+		w.refuse(n, condItemNotFound("No such node."))
+	case typ == "get" && q.ns() == nsDiscoInf && q.name.Local == "query":
 		res := el(qname(nsDiscoInf, "query"))
 		res.add(el(local("identity"), "category", "account", "type", "registered"))
 		for _, f := range handleFeatures {

@@ -199,8 +199,9 @@ func (c *Component) unsubscribe(ctx context.Context, w *replier, a address, typ 
 	}
 	was, err := c.roster.Unsubscribe(ctx, a.handle, a.bare)
 	if err != nil {
+		// The subscription ended in memory all the same: the contact's
+		// server has ended it, and nothing more is sent to the contact.
 		c.log.Error("unsubscription not stored", "handle", a.handle, "contact", a.bare, "err", err)
-		return
 	}
 	if was && typ == "unsubscribe" {
 		// RFC 6121 §3.3.3: the contact no longer sees the handle.

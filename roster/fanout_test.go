@@ -110,3 +110,38 @@ func BenchmarkStatusChange1(b *testing.B) { benchmarkStatusChange(b, 1, 1) }
 // BenchmarkStatusChange64x1000 is the patent's worst case: 64 handles with
 // 1,000 subscribers each.
 func BenchmarkStatusChange64x1000(b *testing.B) { benchmarkStatusChange(b, 64, 1000) }
+
+// TestOneContinuationPerAccount: an owner who changes status while a big
+// pass is under way keeps one pass, not a chain per change.
+func TestOneContinuationPerAccount(t *testing.T) {
+	ctx := context.Background()
+	s := newTestService(t, newMemStore())
+	const owner = "alice@example.org"
+	bigAccount(t, s, owner, 64, 100)
+	o := s.Outbox()
+	shows := []storage.Status{storage.StatusAway, storage.StatusBusy}
+	for i := 0; i < 20; i++ {
+		if err := s.OwnerPresence(ctx, owner, OwnerPresence{Resource: "r", Available: true, Status: shows[i%2]}); err != nil {
+			t.Fatal(err)
+		}
+		// Send one job, as the writer would between changes.
+		if j, ok := o.next(); ok {
+			err := o.do(ctx, discard{}, j)
+			o.done()
+			if err != nil {
+				t.Fatal(err)
+			}
+		}
+		o.mu.Lock()
+		conts := 0
+		for _, j := range o.queue {
+			if j.kind == jobContinue {
+				conts++
+			}
+		}
+		o.mu.Unlock()
+		if conts > 1 {
+			t.Fatalf("after %d changes %d continuations are queued, want at most 1", i+1, conts)
+		}
+	}
+}

@@ -55,7 +55,8 @@ type model struct {
 	removedSubs map[[2]string]bool         // subscriptions ended by a handle removal
 	resources   map[string][]modelResource // owner → available resources, oldest first
 	hiding      map[string]bool
-	status      map[string]storage.Status // status with no resource
+	accounts    map[string]bool           // owners that added a handle once
+	explicit    map[string]storage.Status // explicit status in force, if any
 }
 
 type modelResource struct {
@@ -83,7 +84,11 @@ func (m *model) view(owner string) View {
 			top, found = r, true
 		}
 	}
-	return View{Available: true, Status: top.status, Text: top.text}
+	st := top.status
+	if e := m.explicit[owner]; e != "" {
+		st = e
+	}
+	return View{Available: true, Status: st, Text: top.text}
 }
 
 func (m *model) setResource(owner string, r modelResource) {
@@ -121,7 +126,8 @@ func TestModel(t *testing.T) {
 		store := newMemStore()
 		m := &model{
 			handles: map[string]string{}, subs: map[[2]string]bool{}, removedSubs: map[[2]string]bool{},
-			resources: map[string][]modelResource{}, hiding: map[string]bool{}, status: map[string]storage.Status{},
+			resources: map[string][]modelResource{}, hiding: map[string]bool{},
+			accounts: map[string]bool{}, explicit: map[string]storage.Status{},
 		}
 		rec := &recorder{t: rt, m: m, last: map[[2]string]View{}, unsub: map[[2]string]bool{}}
 		svc, err := New(ctx, store, Options{MaxHandles: 3})
@@ -166,6 +172,7 @@ func TestModel(t *testing.T) {
 						t.Fatalf("AddHandle(%s, %s) = %v", o, h, err)
 					}
 					m.handles[h] = o
+					m.accounts[o] = true
 				}
 			},
 			"removeHandle": func(t *rapid.T) {
@@ -256,7 +263,20 @@ func TestModel(t *testing.T) {
 				if err != nil {
 					t.Fatal(err)
 				}
-				if svc.IsOwner(o) {
+				if svc.IsOwner(o) != m.accounts[o] {
+					t.Fatalf("IsOwner(%s) = %v, want %v", o, svc.IsOwner(o), m.accounts[o])
+				}
+				if m.accounts[o] {
+					// The client changing its own status ends an explicit one.
+					changed := true
+					for _, x := range m.resources[o] {
+						if x.name == r.name {
+							changed = x.status != r.status
+						}
+					}
+					if changed {
+						m.explicit[o] = ""
+					}
 					m.setResource(o, r)
 					if hide {
 						m.hiding[o] = true
@@ -273,7 +293,14 @@ func TestModel(t *testing.T) {
 			"instruct": func(t *rapid.T) {
 				o := ownerGen.Draw(t, "owner")
 				in := rapid.SampledFrom([]Instruction{InstructAway, InstructBusy, InstructUndefined, InstructHide, InstructVisible}).Draw(t, "instruction")
-				if err := svc.Instruct(ctx, o, in); err != nil {
+				err := svc.Instruct(ctx, o, in)
+				if !m.accounts[o] {
+					if err != ErrNoAccount {
+						t.Fatalf("Instruct(%s) without an account = %v, want ErrNoAccount", o, err)
+					}
+					return
+				}
+				if err != nil {
 					t.Fatal(err)
 				}
 				switch in {
@@ -281,14 +308,10 @@ func TestModel(t *testing.T) {
 					m.hiding[o] = true
 				case InstructVisible:
 					m.hiding[o] = false
+					m.explicit[o] = ""
 				default:
 					m.hiding[o] = false
-					m.status[o] = storage.Status(in)
-					// An explicit status replaces the status of the top resource
-					// until the client's next presence.
-					if rs := m.resources[o]; len(rs) > 0 {
-						m.applyInstructedStatus(o, storage.Status(in))
-					}
+					m.explicit[o] = storage.Status(in)
 				}
 			},
 			"restart": func(t *rapid.T) {
@@ -319,19 +342,6 @@ func TestModel(t *testing.T) {
 			},
 		})
 	})
-}
-
-// applyInstructedStatus mirrors what the roster does with an explicit
-// status while resources are available: the account shows that status (the
-// resources keep theirs, so the next presence of any resource decides again).
-func (m *model) applyInstructedStatus(owner string, s storage.Status) {
-	rs := m.resources[owner]
-	// The roster keeps the status until the next derived change: model it as
-	// every resource now showing s, since until a resource speaks again the
-	// flags hold s.
-	for i := range rs {
-		rs[i].status = s
-	}
 }
 
 func checkViews(t *rapid.T, m *model, rec *recorder) {

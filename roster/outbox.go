@@ -56,17 +56,20 @@ type Outbox struct {
 	s *Service
 
 	mu      sync.Mutex
-	queue   []job               // guarded by mu
+	queue   []*job              // guarded by mu
 	working int                 // guarded by mu; jobs taken but not finished
 	pending map[string]struct{} // guarded by mu; dedupe keys of queued jobs
-	wake    chan struct{}
+	// cont holds the queued continuation of each account's pass, at most
+	// one per account: a new pass refreshes it instead of starting another.
+	cont map[string]*job // guarded by mu
+	wake chan struct{}
 }
 
 func newOutbox(s *Service) *Outbox {
-	return &Outbox{s: s, pending: make(map[string]struct{}), wake: make(chan struct{}, 1)}
+	return &Outbox{s: s, pending: make(map[string]struct{}), cont: make(map[string]*job), wake: make(chan struct{}, 1)}
 }
 
-func (o *Outbox) push(j job, dedupe string) {
+func (o *Outbox) push(j *job, dedupe string) {
 	o.mu.Lock()
 	if dedupe != "" {
 		if _, ok := o.pending[dedupe]; ok {
@@ -84,19 +87,19 @@ func (o *Outbox) push(j job, dedupe string) {
 }
 
 func (o *Outbox) account(jid string) {
-	o.push(job{kind: jobAccount, key: jid}, "a\x00"+jid)
+	o.push(&job{kind: jobAccount, key: jid}, "a\x00"+jid)
 }
 
 func (o *Outbox) one(handle, contact string) {
-	o.push(job{kind: jobOne, key: handle, contact: contact}, "o\x00"+handle+"\x00"+contact)
+	o.push(&job{kind: jobOne, key: handle, contact: contact}, "o\x00"+handle+"\x00"+contact)
 }
 
 func (o *Outbox) removed(handle string, contacts []string) {
-	o.push(job{kind: jobRemoved, key: handle, contacts: contacts}, "")
+	o.push(&job{kind: jobRemoved, key: handle, contacts: contacts}, "")
 }
 
 func (o *Outbox) resendAll() {
-	o.push(job{kind: jobResendAll}, "all")
+	o.push(&job{kind: jobResendAll}, "all")
 }
 
 // Len returns the number of jobs queued or being sent.
@@ -112,26 +115,38 @@ func (o *Outbox) done() {
 	o.mu.Unlock()
 }
 
-// Discard drops every queued job; it is used when the connection is lost,
-// since a full resend follows the next connection.
+// Discard drops the queued jobs that the next connection's full resend
+// makes again; it is used when the connection is lost. The notices of
+// removed handles are kept: their subscriptions are gone, so no resend
+// could rebuild them.
 func (o *Outbox) Discard() {
 	o.mu.Lock()
-	o.queue = nil
+	kept := o.queue[:0]
+	for _, j := range o.queue {
+		if j.kind == jobRemoved {
+			kept = append(kept, j)
+		}
+	}
+	clear(o.queue[len(kept):])
+	o.queue = kept
 	clear(o.pending)
+	clear(o.cont)
 	o.mu.Unlock()
 }
 
-func (o *Outbox) next() (job, bool) {
+func (o *Outbox) next() (*job, bool) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	if len(o.queue) == 0 {
-		return job{}, false
+		return nil, false
 	}
 	j := o.queue[0]
 	o.working++
-	o.queue[0] = job{}
+	o.queue[0] = nil
 	o.queue = o.queue[1:]
 	switch j.kind {
+	case jobContinue:
+		delete(o.cont, j.key)
 	case jobAccount:
 		delete(o.pending, "a\x00"+j.key)
 	case jobOne:
@@ -185,7 +200,7 @@ func (o *Outbox) Flush(ctx context.Context, snd Sender) error {
 	}
 }
 
-func (o *Outbox) do(ctx context.Context, snd Sender, j job) (err error) {
+func (o *Outbox) do(ctx context.Context, snd Sender, j *job) (err error) {
 	defer func() {
 		if r := recover(); r != nil {
 			err = fmt.Errorf("roster: panic in outbox: %v\n%s", r, debug.Stack())
@@ -193,7 +208,19 @@ func (o *Outbox) do(ctx context.Context, snd Sender, j job) (err error) {
 	}()
 	switch j.kind {
 	case jobAccount:
-		return o.fanOut(ctx, snd, j.key, o.s.targets(j.key))
+		targets := o.s.targets(j.key)
+		o.mu.Lock()
+		c := o.cont[j.key]
+		if c != nil {
+			// A pass is under way: give it the fresh list. Subscribers it
+			// already brought up to date are skipped cheaply.
+			c.targets = targets
+		}
+		o.mu.Unlock()
+		if c != nil {
+			return nil
+		}
+		return o.fanOut(ctx, snd, j.key, targets)
 	case jobContinue:
 		return o.fanOut(ctx, snd, j.key, j.targets)
 	case jobOne:
@@ -201,6 +228,9 @@ func (o *Outbox) do(ctx context.Context, snd Sender, j job) (err error) {
 		return err
 	case jobRemoved:
 		for _, c := range j.contacts {
+			if o.s.IsSubscribed(j.key, c) {
+				continue // the handle was added again and c subscribed anew
+			}
 			if err := snd.Presence(ctx, j.key, c, View{Since: o.s.now()}); err != nil {
 				return err
 			}
@@ -225,7 +255,11 @@ func (o *Outbox) fanOut(ctx context.Context, snd Sender, account string, targets
 	sent := 0
 	for i, tg := range targets {
 		if sent == fanOutSlice {
-			o.push(job{kind: jobContinue, key: account, targets: targets[i:]}, "")
+			c := &job{kind: jobContinue, key: account, targets: targets[i:]}
+			o.mu.Lock()
+			o.cont[account] = c
+			o.mu.Unlock()
+			o.push(c, "")
 			return nil
 		}
 		did, err := o.sync(ctx, snd, tg.handle, tg.contact, false)

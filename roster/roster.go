@@ -29,6 +29,7 @@ var (
 	ErrUnknownHandle = errors.New("roster: unknown handle")
 	ErrNotOwner      = errors.New("roster: handle belongs to another account")
 	ErrBadStatus     = errors.New("roster: unknown status")
+	ErrNoAccount     = errors.New("roster: no such account")
 )
 
 // Instruction is an explicit status instruction from the owner (the patent's
@@ -125,6 +126,9 @@ type Service struct {
 	handles  map[string]string          // guarded by mu; handle → account JID
 	subs     map[string]map[string]*sub // guarded by mu; handle → contact → state
 	seq      uint64                     // guarded by mu
+	// resyncing is set between MarkStale and DropStale, while the owners'
+	// servers answer the probes with presences the owners sent before.
+	resyncing bool // guarded by mu
 }
 
 // Options configure a Service.
@@ -166,8 +170,12 @@ func New(ctx context.Context, store storage.Store, opts Options) (*Service, erro
 		acct.flags = a.Flags
 		if acct.flags.Online {
 			// Nobody vouches for the old on-line flag any more: the owner is
-			// probed again after connecting. What subscribers saw before the
-			// restart was withdrawn at shutdown, so Since is not moved.
+			// probed again after connecting. An account that was visible
+			// stopped being visible now (after a crash, nothing withdrew it);
+			// a hiding one keeps the moment it went hiding.
+			if !acct.flags.Hiding {
+				acct.flags.Since = s.now()
+			}
 			acct.flags.Online = false
 		}
 	}
@@ -365,24 +373,33 @@ func (s *Service) Subscribe(ctx context.Context, handle, contact string) error {
 	return nil
 }
 
-// Unsubscribe forgets that contact subscribes to handle. It reports whether
-// there was such a subscription.
+// Unsubscribe forgets that contact subscribes to handle and reports
+// whether it did. The contact's server has already ended the subscription
+// (RFC 6121 §3.3), so it ends in memory even if storage fails; the error is
+// returned for logging. It waits for a notification of the handle that is
+// being sent, so nothing from the handle follows the caller's answer.
 func (s *Service) Unsubscribe(ctx context.Context, handle, contact string) (bool, error) {
 	s.change.Lock()
 	defer s.change.Unlock()
 	s.mu.Lock()
 	_, ok := s.subs[handle][contact]
+	a := s.accounts[s.handles[handle]]
 	s.mu.Unlock()
 	if !ok {
 		return false, nil
 	}
-	if err := s.store.RemoveSubscription(ctx, handle, contact); err != nil {
-		return false, fmt.Errorf("roster: unsubscribe: %w", err)
+	err := s.store.RemoveSubscription(ctx, handle, contact)
+	if err != nil {
+		err = fmt.Errorf("roster: unsubscribe: %w", err)
+	}
+	if a != nil {
+		a.gate.Lock()
+		defer a.gate.Unlock()
 	}
 	s.mu.Lock()
 	delete(s.subs[handle], contact)
 	s.mu.Unlock()
-	return true, nil
+	return true, err
 }
 
 // Probe answers a presence probe from contact to handle: a subscriber gets
@@ -409,13 +426,21 @@ func (s *Service) OwnerPresence(ctx context.Context, owner string, p OwnerPresen
 		s.mu.Unlock()
 		return nil
 	}
+	f := a.flags
 	if p.Available {
+		// The owner's client changing its own status ends an explicit
+		// status. During a resync the servers only repeat what the clients
+		// said before, so that changes nothing.
+		old, had := a.resources[p.Resource]
+		if (had && old.status != p.Status) || (!had && !s.resyncing) {
+			f.Explicit = false
+		}
 		s.seq++
 		a.resources[p.Resource] = &resource{priority: p.Priority, status: p.Status, text: p.Text, seq: s.seq}
 	} else {
 		delete(a.resources, p.Resource)
 	}
-	f := s.derivedLocked(a)
+	f = s.derivedFrom(a, f)
 	if p.Hide {
 		f.Hiding = true
 	}
@@ -425,59 +450,49 @@ func (s *Service) OwnerPresence(ctx context.Context, owner string, p OwnerPresen
 	return s.commit(ctx, a, f, true)
 }
 
-// Instruct applies an explicit instruction for every handle of owner,
-// creating the account if needed. On error nothing changed.
+// Instruct applies an explicit instruction for every handle of owner. It
+// returns ErrNoAccount if owner holds no account (one is created by adding
+// a handle). On error nothing changed.
 func (s *Service) Instruct(ctx context.Context, owner string, in Instruction) error {
 	s.change.Lock()
 	defer s.change.Unlock()
 	s.mu.Lock()
 	a := s.accounts[owner]
-	var f storage.Flags
 	if a == nil {
-		f = storage.Flags{Status: storage.StatusUndefined, Since: s.now()}
-	} else {
-		f = a.flags
+		s.mu.Unlock()
+		return ErrNoAccount
 	}
+	f := a.flags
 	switch in {
 	case InstructHide:
 		f.Hiding = true
 	case InstructVisible:
 		f.Hiding = false
-		if a != nil {
-			f = s.derivedLocked(a)
-			f.Hiding = false
-		}
+		f.Explicit = false
+		f = s.derivedFrom(a, f)
 	case InstructAway, InstructBusy, InstructUndefined:
 		f.Hiding = false
 		f.Status = storage.Status(in)
+		f.Explicit = true
 	default:
 		s.mu.Unlock()
 		return ErrBadStatus
 	}
-	if a == nil {
-		a = &account{jid: owner, handles: map[string]struct{}{}, resources: map[string]*resource{}}
-	}
 	s.mu.Unlock()
-	if err := s.commit(ctx, a, f, false); err != nil {
-		return err
-	}
-	if in != InstructHide && in != InstructVisible {
-		// The explicit status holds until a resource sends a new presence.
-		s.mu.Lock()
-		for _, r := range a.resources {
-			r.status = f.Status
-		}
-		s.mu.Unlock()
-	}
-	return nil
+	return s.commit(ctx, a, f, false)
 }
 
 // derivedLocked returns a's flags with the on-line flag, status and text
-// taken from its resources: on-line while any resource is available, the
-// status of the highest-priority one (ties to the most recent). With no
-// resource the status is kept.
+// taken from its resources; see derivedFrom.
 func (s *Service) derivedLocked(a *account) storage.Flags {
-	f := a.flags
+	return s.derivedFrom(a, a.flags)
+}
+
+// derivedFrom returns f with the on-line flag, status and text taken from
+// a's resources: on-line while any resource is available, the status of the
+// highest-priority one (ties to the most recent) unless an explicit status
+// holds. With no resource the status is kept.
+func (s *Service) derivedFrom(a *account, f storage.Flags) storage.Flags {
 	var top *resource
 	for _, r := range a.resources {
 		if top == nil || r.priority > top.priority || (r.priority == top.priority && r.seq > top.seq) {
@@ -486,7 +501,9 @@ func (s *Service) derivedLocked(a *account) storage.Flags {
 	}
 	f.Online = top != nil
 	if top != nil {
-		f.Status = top.status
+		if !f.Explicit {
+			f.Status = top.status
+		}
 		f.StatusText = top.text
 	}
 	return f
@@ -514,9 +531,6 @@ func (s *Service) commit(ctx context.Context, a *account, f storage.Flags, keepO
 	}
 	a.gate.Lock()
 	s.mu.Lock()
-	if s.accounts[a.jid] == nil {
-		s.accounts[a.jid] = a
-	}
 	a.flags = f
 	changed := ViewOf(old) != ViewOf(f)
 	s.mu.Unlock()
@@ -534,6 +548,7 @@ func (s *Service) commit(ctx context.Context, a *account, f storage.Flags, keepO
 func (s *Service) MarkStale() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	s.resyncing = true
 	for _, a := range s.accounts {
 		for _, r := range a.resources {
 			r.stale = true
@@ -546,6 +561,9 @@ func (s *Service) MarkStale() {
 // so that after a (re)connection every subscriber is told the current
 // state.
 func (s *Service) DropStale(ctx context.Context) error {
+	s.mu.Lock()
+	s.resyncing = false
+	s.mu.Unlock()
 	var firstErr error
 	for _, owner := range s.Owners() {
 		s.change.Lock()
@@ -568,19 +586,18 @@ func (s *Service) DropStale(ctx context.Context) error {
 	return firstErr
 }
 
-// Visible returns, for every handle of every account that subscribers now
-// see as available, its subscribers. It is used at shutdown to withdraw
-// what the component can no longer vouch for.
+// Visible returns, for every handle, the subscribers that may see it as
+// available: those last sent an available presence and those whose last
+// presence is unknown (after a reconnect, before the resend reached them).
+// It is used at shutdown to withdraw what the component can no longer vouch
+// for, including changes to hiding or off-line not yet sent.
 func (s *Service) Visible() map[string][]string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	out := make(map[string][]string)
-	for h, owner := range s.handles {
-		if !ViewOf(s.accounts[owner].flags).Available {
-			continue
-		}
-		for c, st := range s.subs[h] {
-			if st.valid && st.sent.Available {
+	for h, m := range s.subs {
+		for c, st := range m {
+			if !st.valid || st.sent.Available {
 				out[h] = append(out[h], c)
 			}
 		}

@@ -143,3 +143,124 @@ func TestSinceMarksVisibilityChanges(t *testing.T) {
 		t.Fatalf("Since moved going off-line while hiding: %v, want %v", off, hid)
 	}
 }
+
+// online makes owner an account with handle h subscribed by contact, on-line
+// and visible, with everything sent.
+func online(t *testing.T, s *Service, owner, h, contact string) *sink {
+	t.Helper()
+	ctx := context.Background()
+	if _, err := s.AddHandle(ctx, owner, h); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Subscribe(ctx, h, contact); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.OwnerPresence(ctx, owner, OwnerPresence{Resource: "pc", Available: true, Status: storage.StatusUndefined}); err != nil {
+		t.Fatal(err)
+	}
+	var out sink
+	if err := s.Outbox().Flush(ctx, &out); err != nil {
+		t.Fatal(err)
+	}
+	return &out
+}
+
+// TestShutdownWithdrawsPendingHide: a change to hiding that the outbox has
+// not sent yet must still be withdrawn at shutdown.
+func TestShutdownWithdrawsPendingHide(t *testing.T) {
+	s := newTestService(t, newMemStore())
+	online(t, s, "alice@example.org", "h", "carol@example.net")
+	if err := s.Instruct(context.Background(), "alice@example.org", InstructHide); err != nil {
+		t.Fatal(err)
+	}
+	if got := s.Visible(); fmt.Sprint(got) != "map[h:[carol@example.net]]" {
+		t.Fatalf("Visible() = %v, want carol, who last saw alice available", got)
+	}
+}
+
+// TestUnsubscribeWhenStorageFails: the contact's server has ended the
+// subscription, so it ends in memory and nothing more is sent.
+func TestUnsubscribeWhenStorageFails(t *testing.T) {
+	store := newMemStore()
+	s := newTestService(t, store)
+	online(t, s, "alice@example.org", "h", "carol@example.net")
+	store.setDown(true)
+	was, err := s.Unsubscribe(context.Background(), "h", "carol@example.net")
+	if !was || err == nil {
+		t.Fatalf("Unsubscribe = %v, %v; want true and the storage error", was, err)
+	}
+	if s.IsSubscribed("h", "carol@example.net") {
+		t.Fatal("subscription kept in memory")
+	}
+}
+
+// TestDiscardKeepsRemovals: losing the connection must not lose the notice
+// that a handle was removed, since no resend could rebuild it.
+func TestDiscardKeepsRemovals(t *testing.T) {
+	ctx := context.Background()
+	s := newTestService(t, newMemStore())
+	online(t, s, "alice@example.org", "h", "carol@example.net")
+	if err := s.RemoveHandle(ctx, "alice@example.org", "h"); err != nil {
+		t.Fatal(err)
+	}
+	s.Outbox().Discard()
+	var out sink
+	if err := s.Outbox().Flush(ctx, &out); err != nil {
+		t.Fatal(err)
+	}
+	if out.presences != 1 || out.unsubscribed != 1 {
+		t.Fatalf("after Discard the removal sent %d presences and %d unsubscribed, want 1 and 1", out.presences, out.unsubscribed)
+	}
+}
+
+// TestInstructNeedsAccount: nobody becomes an account by an instruction.
+func TestInstructNeedsAccount(t *testing.T) {
+	s := newTestService(t, newMemStore())
+	if err := s.Instruct(context.Background(), "mallory@example.com", InstructHide); err != ErrNoAccount {
+		t.Fatalf("Instruct by a stranger = %v, want ErrNoAccount", err)
+	}
+	if s.IsOwner("mallory@example.com") {
+		t.Fatal("a stranger became an account")
+	}
+}
+
+// TestExplicitStatusSurvivesResync: after a reconnect the owners' servers
+// repeat the clients' old presence; an explicit status stays until the
+// client changes its own.
+func TestExplicitStatusSurvivesResync(t *testing.T) {
+	ctx := context.Background()
+	store := newMemStore()
+	s := newTestService(t, store)
+	const owner = "alice@example.org"
+	online(t, s, owner, "h", "carol@example.net")
+	if err := s.Instruct(ctx, owner, InstructBusy); err != nil {
+		t.Fatal(err)
+	}
+	probeAnswer := OwnerPresence{Resource: "pc", Available: true, Status: storage.StatusUndefined}
+	resync := func(s *Service) {
+		t.Helper()
+		s.MarkStale()
+		if err := s.OwnerPresence(ctx, owner, probeAnswer); err != nil {
+			t.Fatal(err)
+		}
+		if err := s.DropStale(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	resync(s)
+	if f, _ := s.Flags(owner); f.Status != storage.StatusBusy || !f.Online {
+		t.Fatalf("after a reconnect: %+v, want busy and on-line", f)
+	}
+	// And after a restart, from storage.
+	s2 := newTestService(t, store)
+	resync(s2)
+	if f, _ := s2.Flags(owner); f.Status != storage.StatusBusy || !f.Online {
+		t.Fatalf("after a restart: %+v, want busy and on-line", f)
+	}
+	if err := s2.OwnerPresence(ctx, owner, OwnerPresence{Resource: "pc", Available: true, Status: storage.StatusAway}); err != nil {
+		t.Fatal(err)
+	}
+	if f, _ := s2.Flags(owner); f.Status != storage.StatusAway || f.Explicit {
+		t.Fatalf("after the client changed its status: %+v, want away, not explicit", f)
+	}
+}

@@ -108,11 +108,11 @@ func (s *postgresStore) Load(ctx context.Context) (*Snapshot, error) {
 	opts := pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly}
 	err := pgx.BeginTxFunc(ctx, s.pool, opts, func(tx pgx.Tx) error {
 		rows, _ := tx.Query(ctx, `
-			SELECT jid, online, status, hiding, status_text, since
+			SELECT jid, online, status, explicit, hiding, status_text, since
 			FROM accounts ORDER BY jid`)
 		var a Account
 		var status string
-		_, err := pgx.ForEachRow(rows, []any{&a.JID, &a.Flags.Online, &status, &a.Flags.Hiding, &a.Flags.StatusText, &a.Flags.Since}, func() error {
+		_, err := pgx.ForEachRow(rows, []any{&a.JID, &a.Flags.Online, &status, &a.Flags.Explicit, &a.Flags.Hiding, &a.Flags.StatusText, &a.Flags.Since}, func() error {
 			a.Flags.Status = Status(status)
 			a.Flags.Since = a.Flags.Since.UTC()
 			snap.Accounts = append(snap.Accounts, a)
@@ -245,9 +245,9 @@ func (s *postgresStore) Account(ctx context.Context, account string) (Account, e
 	a := Account{JID: account}
 	var status string
 	err := s.pool.QueryRow(ctx, `
-		SELECT online, status, hiding, status_text, since
+		SELECT online, status, explicit, hiding, status_text, since
 		FROM accounts WHERE jid = $1`, account).
-		Scan(&a.Flags.Online, &status, &a.Flags.Hiding, &a.Flags.StatusText, &a.Flags.Since)
+		Scan(&a.Flags.Online, &status, &a.Flags.Explicit, &a.Flags.Hiding, &a.Flags.StatusText, &a.Flags.Since)
 	if err != nil {
 		return Account{}, postgresError("account", err)
 	}
@@ -265,15 +265,16 @@ func (s *postgresStore) SetFlags(ctx context.Context, account string, f Flags) e
 	defer cancel()
 
 	_, err := s.pool.Exec(ctx, `
-		INSERT INTO accounts (jid, online, status, hiding, status_text, since)
-		VALUES ($1, $2, $3, $4, $5, $6)
+		INSERT INTO accounts (jid, online, status, explicit, hiding, status_text, since)
+		VALUES ($1, $2, $3, $4, $5, $6, $7)
 		ON CONFLICT (jid) DO UPDATE SET
 			online = excluded.online,
 			status = excluded.status,
+			explicit = excluded.explicit,
 			hiding = excluded.hiding,
 			status_text = excluded.status_text,
 			since = excluded.since`,
-		account, f.Online, string(f.Status), f.Hiding, f.StatusText, storedTime(f.Since))
+		account, f.Online, string(f.Status), f.Explicit, f.Hiding, f.StatusText, storedTime(f.Since))
 	if err != nil {
 		return fmt.Errorf("storage: set flags: %w", err)
 	}

@@ -67,6 +67,10 @@ var sqliteMigrations = []string{
 		PRIMARY KEY (handle, contact)
 	) STRICT;
 	`,
+	// 2: whether the status was set by an explicit instruction.
+	`
+	ALTER TABLE accounts ADD COLUMN explicit INTEGER NOT NULL DEFAULT 0 CHECK (explicit IN (0, 1));
+	`,
 }
 
 // postgresSchemaVersionTable creates the version table if needed.
@@ -101,6 +105,10 @@ var postgresMigrations = []string{
 		contact TEXT COLLATE "C" NOT NULL,
 		PRIMARY KEY (handle, contact)
 	);
+	`,
+	// 2: whether the status was set by an explicit instruction.
+	`
+	ALTER TABLE accounts ADD COLUMN explicit BOOLEAN NOT NULL DEFAULT false;
 	`,
 }
 

@@ -142,7 +142,7 @@ func (s *sqliteStore) Load(ctx context.Context) (*Snapshot, error) {
 	var snap Snapshot
 	err := s.inTx(ctx, func(tx *sql.Tx) error {
 		rows, err := tx.QueryContext(ctx, `
-			SELECT jid, online, status, hiding, status_text, since
+			SELECT jid, online, status, explicit, hiding, status_text, since
 			FROM accounts ORDER BY jid`)
 		if err != nil {
 			return err
@@ -151,7 +151,7 @@ func (s *sqliteStore) Load(ctx context.Context) (*Snapshot, error) {
 			var a Account
 			var status string
 			var since int64
-			if err := rows.Scan(&a.JID, &a.Flags.Online, &status, &a.Flags.Hiding, &a.Flags.StatusText, &since); err != nil {
+			if err := rows.Scan(&a.JID, &a.Flags.Online, &status, &a.Flags.Explicit, &a.Flags.Hiding, &a.Flags.StatusText, &since); err != nil {
 				rows.Close()
 				return err
 			}
@@ -316,9 +316,9 @@ func (s *sqliteStore) Account(ctx context.Context, account string) (Account, err
 	var status string
 	var since int64
 	err := s.db.QueryRowContext(ctx, `
-		SELECT online, status, hiding, status_text, since
+		SELECT online, status, explicit, hiding, status_text, since
 		FROM accounts WHERE jid = ?`, account).
-		Scan(&a.Flags.Online, &status, &a.Flags.Hiding, &a.Flags.StatusText, &since)
+		Scan(&a.Flags.Online, &status, &a.Flags.Explicit, &a.Flags.Hiding, &a.Flags.StatusText, &since)
 	if errors.Is(err, sql.ErrNoRows) {
 		return Account{}, ErrNotFound
 	} else if err != nil {
@@ -338,15 +338,16 @@ func (s *sqliteStore) SetFlags(ctx context.Context, account string, f Flags) err
 	defer cancel()
 
 	_, err := s.db.ExecContext(ctx, `
-		INSERT INTO accounts (jid, online, status, hiding, status_text, since, created_at)
-		VALUES (?, ?, ?, ?, ?, ?, ?)
+		INSERT INTO accounts (jid, online, status, explicit, hiding, status_text, since, created_at)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?)
 		ON CONFLICT (jid) DO UPDATE SET
 			online = excluded.online,
 			status = excluded.status,
+			explicit = excluded.explicit,
 			hiding = excluded.hiding,
 			status_text = excluded.status_text,
 			since = excluded.since`,
-		account, f.Online, string(f.Status), f.Hiding, f.StatusText,
+		account, f.Online, string(f.Status), f.Explicit, f.Hiding, f.StatusText,
 		storedTime(f.Since).UnixMicro(), storedTime(time.Now()).UnixMicro())
 	if err != nil {
 		return fmt.Errorf("storage: set flags: %w", err)

@@ -480,7 +480,7 @@ func runConformance(t *testing.T, driver string, freshDSN func(t testing.TB) str
 		zone := time.FixedZone("UTC+5:30", 5*3600+1800)
 		for _, f := range []Flags{
 			{Online: true, Status: StatusAway, StatusText: "lunch", Since: time.Date(2024, 3, 1, 12, 30, 45, 123456789, zone)},
-			{Online: true, Status: StatusBusy, Hiding: true, StatusText: "héllo\nwörld ✓", Since: time.Date(2030, 1, 2, 3, 4, 5, 999999999, time.UTC)},
+			{Online: true, Status: StatusBusy, Explicit: true, Hiding: true, StatusText: "héllo\nwörld ✓", Since: time.Date(2030, 1, 2, 3, 4, 5, 999999999, time.UTC)},
 			{Online: false, Status: StatusUndefined, Since: time.Date(1999, 12, 31, 23, 59, 59, 1000, time.Local)},
 			{Online: false, Status: StatusAway, Hiding: true, Since: time.Date(1960, 6, 1, 0, 0, 0, 1500, time.UTC)},
 			{Status: StatusUndefined, Since: time.Time{}},
@@ -489,7 +489,7 @@ func runConformance(t *testing.T, driver string, freshDSN func(t testing.TB) str
 			a, err := s.Account(ctx, "a@example.org")
 			must(t, "Account", err)
 			got := a.Flags
-			if got.Online != f.Online || got.Status != f.Status || got.Hiding != f.Hiding || got.StatusText != f.StatusText {
+			if got.Online != f.Online || got.Status != f.Status || got.Explicit != f.Explicit || got.Hiding != f.Hiding || got.StatusText != f.StatusText {
 				t.Errorf("flags %+v, want %+v", got, f)
 			}
 			if want := f.Since.Truncate(time.Microsecond); !got.Since.Equal(want) {
@@ -771,7 +771,7 @@ func populate(t testing.TB, s Store) *Snapshot {
 	t.Helper()
 	ctx := context.Background()
 	fa := Flags{Online: true, Status: StatusAway, StatusText: "out", Since: time.Date(2025, 5, 6, 7, 8, 9, 123456789, time.UTC)}
-	fb := Flags{Status: StatusBusy, Hiding: true, Since: time.Date(2025, 1, 1, 0, 0, 0, 0, time.FixedZone("x", -7200))}
+	fb := Flags{Status: StatusBusy, Explicit: true, Hiding: true, Since: time.Date(2025, 1, 1, 0, 0, 0, 0, time.FixedZone("x", -7200))}
 	mustAdd(t, s, "b@example.org", "b2", 5)
 	mustAdd(t, s, "b@example.org", "b1", 5)
 	mustAdd(t, s, "a@example.org", "a1", 5)

@@ -62,6 +62,10 @@ type Flags struct {
 	Online bool
 	// Status is the status flag shown while the account is visible.
 	Status Status
+	// Explicit is true when Status was set by an explicit instruction
+	// (set-status) rather than derived from the owner's client presence; it
+	// holds until the client changes its own status.
+	Explicit bool
 	// Hiding is true when notification is not allowed: subscribers see the
 	// account as off-line. It is sticky: only an explicit instruction lifts it.
 	Hiding bool
