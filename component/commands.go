@@ -279,7 +279,7 @@ func addHandle(ctx context.Context, c *Component, owner string, f formValues) (s
 	if err != nil {
 		return "", nil, err
 	}
-	created, err := c.roster.AddHandle(ctx, owner, h)
+	_, err = c.roster.AddHandle(ctx, owner, h)
 	switch {
 	case errors.Is(err, roster.ErrHandleTaken):
 		return "", nil, refusal(condConflict(fmt.Sprintf("The handle name %q is already taken.", h)))
@@ -288,10 +288,11 @@ func addHandle(ctx context.Context, c *Component, owner string, f formValues) (s
 	case err != nil:
 		return "", nil, err
 	}
-	if created {
-		// Ask the owner for their presence, so that their server forwards it.
-		c.askOwnerPresence(owner)
-	}
+	// Ask the owner for their presence, so that their server forwards it.
+	// Asking again is harmless: a server whose user already approved
+	// answers by itself (RFC 6121 §3.1.3), and one who declined before is
+	// asked once more by the act of adding a handle.
+	c.askOwnerPresence(owner)
 	return fmt.Sprintf("Added the handle %s@%s.", h, c.domain), nil, nil
 }
 
