@@ -20,11 +20,10 @@ type Sender interface {
 type jobKind int
 
 const (
-	jobAccount   jobKind = iota // bring every subscriber of the account up to date
-	jobOne                      // send the current presence of handle to contact
-	jobRemoved                  // handle was removed: unavailable, then unsubscribed
-	jobResendAll                // every subscriber gets a fresh presence
-	jobContinue                 // the rest of an account's pass
+	jobAccount  jobKind = iota // bring every subscriber of the account up to date
+	jobOne                     // send the current presence of handle to contact
+	jobRemoved                 // handle was removed: unavailable, then unsubscribed
+	jobContinue                // the rest of an account's pass
 )
 
 // fanOutSlice is how many stanzas one account's pass sends before it goes
@@ -98,10 +97,6 @@ func (o *Outbox) removed(handle string, contacts []string) {
 	o.push(&job{kind: jobRemoved, key: handle, contacts: contacts}, "")
 }
 
-func (o *Outbox) resendAll() {
-	o.push(&job{kind: jobResendAll}, "all")
-}
-
 // Len returns the number of jobs queued or being sent.
 func (o *Outbox) Len() int {
 	o.mu.Lock()
@@ -151,8 +146,6 @@ func (o *Outbox) next() (*job, bool) {
 		delete(o.pending, "a\x00"+j.key)
 	case jobOne:
 		delete(o.pending, "o\x00"+j.key+"\x00"+j.contact)
-	case jobResendAll:
-		delete(o.pending, "all")
 	}
 	return j, true
 }
@@ -237,11 +230,6 @@ func (o *Outbox) do(ctx context.Context, snd Sender, j *job) (err error) {
 			if err := snd.Unsubscribed(ctx, j.key, c); err != nil {
 				return err
 			}
-		}
-	case jobResendAll:
-		o.s.invalidateAll()
-		for _, owner := range o.s.Owners() {
-			o.account(owner)
 		}
 	}
 	return nil
@@ -330,14 +318,4 @@ func (s *Service) targets(account string) []target {
 		}
 	}
 	return out
-}
-
-func (s *Service) invalidateAll() {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	for _, m := range s.subs {
-		for _, st := range m {
-			st.valid = false
-		}
-	}
 }

@@ -549,6 +549,13 @@ func (s *Service) MarkStale() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.resyncing = true
+	// What the subscribers last received over an earlier connection is not
+	// known any more: everything sent from now on counts.
+	for _, m := range s.subs {
+		for _, st := range m {
+			st.valid = false
+		}
+	}
 	for _, a := range s.accounts {
 		for _, r := range a.resources {
 			r.stale = true
@@ -557,9 +564,9 @@ func (s *Service) MarkStale() {
 }
 
 // DropStale removes resources not confirmed since MarkStale, updates the
-// flags, and queues every subscriber of every handle for a fresh presence,
-// so that after a (re)connection every subscriber is told the current
-// state.
+// flags, and queues a pass for every account, which tells every subscriber
+// not yet told since MarkStale the current state: after a (re)connection
+// every subscriber hears it once.
 func (s *Service) DropStale(ctx context.Context) error {
 	s.mu.Lock()
 	s.resyncing = false
@@ -582,7 +589,9 @@ func (s *Service) DropStale(ctx context.Context) error {
 			firstErr = err
 		}
 	}
-	s.out.resendAll()
+	for _, owner := range s.Owners() {
+		s.out.account(owner)
+	}
 	return firstErr
 }
 

@@ -11,6 +11,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -19,6 +20,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/jackc/pgx/v5"
 
 	"presenced/internal/testenv"
 	"presenced/internal/xmpptest"
@@ -202,12 +205,14 @@ func (d *daemon) kill() {
 
 // world is one XMPP server with one storage backend and a running daemon.
 type world struct {
-	t      *testing.T // the running scenario
-	parent *testing.T // owns the daemon
-	srv    testenv.Server
-	cfg    string
-	d      *daemon
-	domain string // the component's JID
+	t       *testing.T // the running scenario
+	parent  *testing.T // owns the daemon
+	env     *testenv.Env
+	backend backend
+	srv     testenv.Server
+	cfg     string
+	d       *daemon
+	domain  string // the component's JID
 }
 
 func (w *world) handleJID(h string) string { return h + "@" + w.domain }
@@ -345,7 +350,7 @@ func TestEndToEnd(t *testing.T) {
 			for _, b := range backends(t, env) {
 				t.Run(b.name, func(t *testing.T) {
 					cfg := writeDaemonConfig(t, srv, b)
-					w := &world{t: t, parent: t, srv: srv, cfg: cfg, domain: srv.ComponentDomain}
+					w := &world{t: t, parent: t, env: env, backend: b, srv: srv, cfg: cfg, domain: srv.ComponentDomain}
 					w.d = startDaemon(t, t, cfg)
 					for _, sc := range scenarios {
 						t.Run(sc.name, func(st *testing.T) {
@@ -374,6 +379,7 @@ var scenarios = []struct {
 	{"UnsubscribeAndRemoval", testUnsubscribeAndRemoval},
 	{"CleanRestart", testCleanRestart},
 	{"KillPersistence", testKillPersistence},
+	{"DatabaseDown", testDatabaseDown},
 	{"ServerRestart", testServerRestart},
 }
 
@@ -692,6 +698,68 @@ func testCleanRestart(w *world) {
 	w.expectView(bob, hj, "unavailable", "", "withdrawn at shutdown")
 	w.d = startDaemon(t, w.parent, w.cfg)
 	w.expectView(bob, hj, "", "away", "back after restart")
+	bob.ExpectNone(t, quiet, "a repeat of the same presence after restart", isHandlePresence(hj))
+
+	// An explicit status holds across a restart although the client still
+	// says away, until the client changes its own status.
+	w.mustComplete(alice, "set-status", map[string]string{"status": "busy"})
+	w.expectView(bob, hj, "", "dnd", "explicit busy")
+	w.d.stop()
+	w.expectView(bob, hj, "unavailable", "", "withdrawn at the second shutdown")
+	w.d = startDaemon(t, w.parent, w.cfg)
+	w.expectView(bob, hj, "", "dnd", "explicit busy after restart")
+	alice.MustSend(t, `<presence><show>chat</show></presence>`)
+	w.expectView(bob, hj, "", "", "the client's own change ends the explicit status")
+}
+
+// testDatabaseDown: while PostgreSQL refuses the daemon's database, a
+// command is refused with internal-server-error and changes nothing, the
+// daemon keeps answering, and it works again once the database is back.
+func testDatabaseDown(w *world) {
+	t := w.t
+	if w.backend.driver != "postgres" {
+		t.Skip("the SQLite store is a local file; there is no server to go down")
+	}
+	alice, _ := w.owner("alice", randomName("db"))
+	u, err := url.Parse(w.backend.dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	db := pgx.Identifier{strings.TrimPrefix(u.Path, "/")}
+	ctx, cancel := context.WithTimeout(context.Background(), wait)
+	defer cancel()
+	admin, err := pgx.Connect(ctx, w.env.Postgres)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer admin.Close(context.Background())
+	allow := func(on bool) {
+		t.Helper()
+		if _, err := admin.Exec(ctx, fmt.Sprintf("ALTER DATABASE %s ALLOW_CONNECTIONS %v", db.Sanitize(), on)); err != nil {
+			t.Fatal(err)
+		}
+		if !on {
+			if _, err := admin.Exec(ctx, "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1", db[0]); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	allow(false)
+	t.Cleanup(func() {
+		_, _ = admin.Exec(context.Background(), fmt.Sprintf("ALTER DATABASE %s ALLOW_CONNECTIONS true", db.Sanitize()))
+	})
+
+	h := randomName("down")
+	w.mustRefuse(alice, "add-handle", map[string]string{"handle": h}, "internal-server-error")
+	if r := alice.IQ(t, wait, "get", w.domain, `<ping xmlns='urn:xmpp:ping'/>`); r.Attr("type") != "result" {
+		t.Fatalf("ping while the database is down: %s", r)
+	}
+	allow(true)
+	w.mustComplete(alice, "add-handle", map[string]string{"handle": h})
+	listed := w.mustComplete(alice, "list-handles", nil).String()
+	if strings.Count(listed, h) != 1 {
+		t.Fatalf("after the outage list-handles shows %s %d times: %s", h, strings.Count(listed, h), listed)
+	}
 }
 
 // testKillPersistence: what a completed command changed survives kill -9
