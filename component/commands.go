@@ -279,7 +279,7 @@ func addHandle(ctx context.Context, c *Component, owner string, f formValues) (s
 	if err != nil {
 		return "", nil, err
 	}
-	_, err = c.roster.AddHandle(ctx, owner, h)
+	err = c.roster.AddHandle(ctx, owner, h)
 	switch {
 	case errors.Is(err, roster.ErrHandleTaken):
 		return "", nil, refusal(condConflict(fmt.Sprintf("The handle name %q is already taken.", h)))

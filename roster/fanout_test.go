@@ -28,7 +28,7 @@ func bigAccount(t testing.TB, s *Service, owner string, handles, subs int) {
 	ctx := context.Background()
 	for i := 0; i < handles; i++ {
 		h := fmt.Sprintf("%s-h%02d", owner[:1], i)
-		if _, err := s.AddHandle(ctx, owner, h); err != nil {
+		if err := s.AddHandle(ctx, owner, h); err != nil {
 			t.Fatal(err)
 		}
 		for j := 0; j < subs; j++ {

@@ -150,7 +150,7 @@ func TestModel(t *testing.T) {
 		rt.Repeat(map[string]func(*rapid.T){
 			"addHandle": func(t *rapid.T) {
 				o, h := ownerGen.Draw(t, "owner"), handleGen.Draw(t, "handle")
-				_, err := svc.AddHandle(ctx, o, h)
+				err := svc.AddHandle(ctx, o, h)
 				_, taken := m.handles[h]
 				n := 0
 				for _, x := range m.handles {

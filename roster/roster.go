@@ -284,18 +284,18 @@ func (s *Service) IsSubscribed(handle, contact string) bool {
 }
 
 // AddHandle gives handle (already prepared) to owner, creating the account
-// on first use; it reports whether the account was created.
-func (s *Service) AddHandle(ctx context.Context, owner, handle string) (created bool, err error) {
+// on first use.
+func (s *Service) AddHandle(ctx context.Context, owner, handle string) error {
 	s.change.Lock()
 	defer s.change.Unlock()
-	created, err = s.store.AddHandle(ctx, owner, handle, s.maxHandles)
+	_, err := s.store.AddHandle(ctx, owner, handle, s.maxHandles)
 	switch {
 	case errors.Is(err, storage.ErrExists):
-		return false, ErrHandleTaken
+		return ErrHandleTaken
 	case errors.Is(err, storage.ErrLimit):
-		return false, ErrHandleLimit
+		return ErrHandleLimit
 	case err != nil:
-		return false, fmt.Errorf("roster: add handle: %w", err)
+		return fmt.Errorf("roster: add handle: %w", err)
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -307,7 +307,7 @@ func (s *Service) AddHandle(ctx context.Context, owner, handle string) (created 
 	a.handles[handle] = struct{}{}
 	s.handles[handle] = owner
 	s.subs[handle] = make(map[string]*sub)
-	return created, nil
+	return nil
 }
 
 // RemoveHandle takes handle from owner. Its subscribers are told the handle

@@ -35,7 +35,7 @@ func TestOneWritePerChange(t *testing.T) {
 	const owner = "alice@example.org"
 	for i := 0; i < DefaultMaxHandles; i++ {
 		h := fmt.Sprintf("h%02d", i)
-		if _, err := s.AddHandle(ctx, owner, h); err != nil {
+		if err := s.AddHandle(ctx, owner, h); err != nil {
 			t.Fatal(err)
 		}
 		for j := 0; j < 3; j++ {
@@ -44,7 +44,7 @@ func TestOneWritePerChange(t *testing.T) {
 			}
 		}
 	}
-	if _, err := s.AddHandle(ctx, owner, "one-too-many"); err != ErrHandleLimit {
+	if err := s.AddHandle(ctx, owner, "one-too-many"); err != ErrHandleLimit {
 		t.Fatalf("AddHandle(65th) = %v, want ErrHandleLimit", err)
 	}
 	before := store.writeCount()
@@ -70,7 +70,7 @@ func TestStorageDownChangesNothing(t *testing.T) {
 	store := newMemStore()
 	s := newTestService(t, store)
 	const owner = "alice@example.org"
-	if _, err := s.AddHandle(ctx, owner, "h"); err != nil {
+	if err := s.AddHandle(ctx, owner, "h"); err != nil {
 		t.Fatal(err)
 	}
 	before, _ := s.Flags(owner)
@@ -81,7 +81,7 @@ func TestStorageDownChangesNothing(t *testing.T) {
 	if after, _ := s.Flags(owner); after != before {
 		t.Fatalf("flags changed although storage failed: %+v, was %+v", after, before)
 	}
-	if _, err := s.AddHandle(ctx, owner, "h2"); err == nil {
+	if err := s.AddHandle(ctx, owner, "h2"); err == nil {
 		t.Fatal("AddHandle with storage down succeeded")
 	}
 	if hs := s.Handles(owner); len(hs) != 1 {
@@ -110,7 +110,7 @@ func TestSinceMarksVisibilityChanges(t *testing.T) {
 		t.Fatal(err)
 	}
 	const owner = "alice@example.org"
-	if _, err := s.AddHandle(ctx, owner, "h"); err != nil {
+	if err := s.AddHandle(ctx, owner, "h"); err != nil {
 		t.Fatal(err)
 	}
 	step := func(d time.Duration, f func() error) time.Time {
@@ -149,7 +149,7 @@ func TestSinceMarksVisibilityChanges(t *testing.T) {
 func online(t *testing.T, s *Service, owner, h, contact string) *sink {
 	t.Helper()
 	ctx := context.Background()
-	if _, err := s.AddHandle(ctx, owner, h); err != nil {
+	if err := s.AddHandle(ctx, owner, h); err != nil {
 		t.Fatal(err)
 	}
 	if err := s.Subscribe(ctx, h, contact); err != nil {
