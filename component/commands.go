@@ -399,6 +399,17 @@ func (s *commandSessions) open(node, requester string) string {
 	}
 	s.sessions[id] = commandSession{node: node, requester: requester, expires: now.Add(commandSessionTTL)}
 	s.order = append(s.order, id)
+	if len(s.order) > 2*len(s.sessions)+16 {
+		// Ended sessions leave their ids behind; drop them.
+		live := s.order[:0]
+		for _, id := range s.order {
+			if _, ok := s.sessions[id]; ok {
+				live = append(live, id)
+			}
+		}
+		clear(s.order[len(live):])
+		s.order = live
+	}
 	return id
 }
 

@@ -185,6 +185,9 @@ func (c *Component) serveOnce(ctx context.Context, stopOutbox func()) error {
 	c.connected = make(chan struct{})
 	c.mu.Unlock()
 
+	// Before reading anything on the new stream: what subscribers were told
+	// over the last one no longer counts.
+	c.roster.MarkStale()
 	served := make(chan error, 1)
 	go func() { served <- sess.Serve(xmpp.HandlerFunc(c.handleXMPP)) }()
 
@@ -227,12 +230,13 @@ func (c *Component) serveOnce(ctx context.Context, stopOutbox func()) error {
 // settles the flags and tells every subscriber the resulting state.
 func (c *Component) resync(ctx context.Context) {
 	defer c.recoverLog("resync")
-	c.roster.MarkStale()
 	for _, owner := range c.roster.Owners() {
 		p := el(local("presence"), "type", "probe", "from", c.domain.String(), "to", owner)
 		if err := c.send(ctx, p); err != nil {
+			// Settle all the same below: the connection is going or gone,
+			// and the next one resyncs again.
 			c.log.Warn("probe not sent", "owner", owner, "err", err)
-			return
+			break
 		}
 	}
 	select {
@@ -255,25 +259,36 @@ func (c *Component) resync(ctx context.Context) {
 // unavailable, since the component can no longer vouch for it, and stores
 // the accounts as off-line.
 func (c *Component) withdraw() {
-	vis := c.roster.Visible()
-	now := time.Now()
-	n := 0
-send:
-	for handle, contacts := range vis {
+	snd := sender{c}
+	ctx := context.Background() // each send has its own deadline
+	gone := roster.View{Since: time.Now()}
+	n, err := 0, error(nil)
+	for handle, contacts := range c.roster.Visible() {
 		for _, contact := range contacts {
-			ctx, cancel := context.WithTimeout(context.Background(), sendTimeout)
-			err := c.send(ctx, presenceStanza(c.domain, handle, contact, roster.View{Since: now}))
-			cancel()
 			if err != nil {
-				c.log.Warn("unavailable not sent at shutdown", "err", err)
-				break send
+				break
+			}
+			err = snd.Presence(ctx, handle, contact, gone)
+			n++
+		}
+	}
+	// Removed handles whose notices were not sent yet.
+	for handle, contacts := range c.roster.Outbox().TakeRemovals() {
+		for _, contact := range contacts {
+			if err != nil {
+				break
+			}
+			if err = snd.Presence(ctx, handle, contact, gone); err == nil {
+				err = snd.Unsubscribed(ctx, handle, contact)
 			}
 			n++
 		}
 	}
+	if err != nil {
+		c.log.Warn("not everything withdrawn at shutdown", "err", err)
+	}
 	c.log.Info("withdrew presence of visible handles", "stanzas", n)
-	// Each storage write has its own deadline inside the store.
-	if err := c.roster.GoOffline(context.Background()); err != nil {
+	if err := c.roster.GoOffline(ctx); err != nil {
 		c.log.Error("off-line flags not stored at shutdown", "err", err)
 	}
 }

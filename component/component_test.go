@@ -347,3 +347,16 @@ func TestRefusedStepKeepsSession(t *testing.T) {
 	wantError(t, tc.complete(t, alice+"/pc", "add-handle", sid, map[string]string{"handle": "no good"}), "jid-malformed")
 	wantCompleted(t, tc.complete(t, alice+"/pc", "add-handle", sid, map[string]string{"handle": "good"}))
 }
+
+// TestCommandSessionsBounded: ended sessions do not pile up behind a live
+// one.
+func TestCommandSessionsBounded(t *testing.T) {
+	s := newCommandSessions()
+	s.open("add-handle", "a@example.org/r") // stays open
+	for i := 0; i < 1000; i++ {
+		s.end(s.open("set-status", "a@example.org/r"))
+	}
+	if len(s.order) > 100 {
+		t.Fatalf("%d session ids kept for 1 live session", len(s.order))
+	}
+}

@@ -33,7 +33,7 @@ func condServiceUnavailable() stanzaError {
 }
 
 // errNoAccount answers an instruction from someone who holds no handle.
-var errNoAccount = stanzaError{"cancel", "item-not-found", "You have no account here yet: add a handle first.", nil}
+var errNoAccount = stanzaError{"cancel", "item-not-found", "You have never added a handle here: add one first.", nil}
 
 // condInternal is what the peer sees when storage or anything unexpected
 // fails; the detail goes to the log only.

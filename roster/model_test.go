@@ -57,6 +57,7 @@ type model struct {
 	hiding      map[string]bool
 	accounts    map[string]bool           // owners that added a handle once
 	explicit    map[string]storage.Status // explicit status in force, if any
+	client      map[string]storage.Status // status the clients last reported; "" unknown
 }
 
 type modelResource struct {
@@ -73,10 +74,7 @@ func (m *model) visible(owner string) bool {
 }
 
 // view is what the model says subscribers of owner's handles see.
-func (m *model) view(owner string) View {
-	if !m.visible(owner) {
-		return View{}
-	}
+func (m *model) top(owner string) (modelResource, bool) {
 	var top modelResource
 	found := false
 	for _, r := range m.resources[owner] { // later is more recent: >= keeps the newest tie
@@ -84,6 +82,28 @@ func (m *model) view(owner string) View {
 			top, found = r, true
 		}
 	}
+	return top, found
+}
+
+// clientSpoke applies the rule for explicit statuses after a presence of
+// the owner's clients: it ends when the top resource's status differs from
+// the one they last reported.
+func (m *model) clientSpoke(owner string) {
+	top, ok := m.top(owner)
+	if !ok {
+		return
+	}
+	if c := m.client[owner]; c != "" && c != top.status {
+		m.explicit[owner] = ""
+	}
+	m.client[owner] = top.status
+}
+
+func (m *model) view(owner string) View {
+	if !m.visible(owner) {
+		return View{}
+	}
+	top, _ := m.top(owner)
 	st := top.status
 	if e := m.explicit[owner]; e != "" {
 		st = e
@@ -127,7 +147,7 @@ func TestModel(t *testing.T) {
 		m := &model{
 			handles: map[string]string{}, subs: map[[2]string]bool{}, removedSubs: map[[2]string]bool{},
 			resources: map[string][]modelResource{}, hiding: map[string]bool{},
-			accounts: map[string]bool{}, explicit: map[string]storage.Status{},
+			accounts: map[string]bool{}, explicit: map[string]storage.Status{}, client: map[string]storage.Status{},
 		}
 		rec := &recorder{t: rt, m: m, last: map[[2]string]View{}, unsub: map[[2]string]bool{}}
 		svc, err := New(ctx, store, Options{MaxHandles: 3})
@@ -267,17 +287,8 @@ func TestModel(t *testing.T) {
 					t.Fatalf("IsOwner(%s) = %v, want %v", o, svc.IsOwner(o), m.accounts[o])
 				}
 				if m.accounts[o] {
-					// The client changing its own status ends an explicit one.
-					changed := true
-					for _, x := range m.resources[o] {
-						if x.name == r.name {
-							changed = x.status != r.status
-						}
-					}
-					if changed {
-						m.explicit[o] = ""
-					}
 					m.setResource(o, r)
+					m.clientSpoke(o)
 					if hide {
 						m.hiding[o] = true
 					}
@@ -288,7 +299,10 @@ func TestModel(t *testing.T) {
 				if err := svc.OwnerPresence(ctx, o, OwnerPresence{Resource: res}); err != nil {
 					t.Fatal(err)
 				}
-				m.dropResource(o, res)
+				if m.accounts[o] {
+					m.dropResource(o, res)
+					m.clientSpoke(o)
+				}
 			},
 			"instruct": func(t *rapid.T) {
 				o := ownerGen.Draw(t, "owner")
@@ -330,7 +344,9 @@ func TestModel(t *testing.T) {
 					t.Fatal(err)
 				}
 				// The owners answer no probe: they went off-line meanwhile.
+				// What their clients last reported is forgotten.
 				clear(m.resources)
+				clear(m.client)
 				svc.MarkStale()
 				if err := svc.DropStale(ctx); err != nil {
 					t.Fatal(err)

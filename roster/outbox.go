@@ -61,7 +61,10 @@ type Outbox struct {
 	// cont holds the queued continuation of each account's pass, at most
 	// one per account: a new pass refreshes it instead of starting another.
 	cont map[string]*job // guarded by mu
-	wake chan struct{}
+	// parked holds removal notices whose sending failed; they go out
+	// again after the next connection, or at shutdown.
+	parked []*job // guarded by mu
+	wake   chan struct{}
 }
 
 func newOutbox(s *Service) *Outbox {
@@ -95,6 +98,47 @@ func (o *Outbox) one(handle, contact string) {
 
 func (o *Outbox) removed(handle string, contacts []string) {
 	o.push(&job{kind: jobRemoved, key: handle, contacts: contacts}, "")
+}
+
+func (o *Outbox) park(j *job) {
+	o.mu.Lock()
+	o.parked = append(o.parked, j)
+	o.mu.Unlock()
+}
+
+// unpark queues the parked removal notices again.
+func (o *Outbox) unpark() {
+	o.mu.Lock()
+	parked := o.parked
+	o.parked = nil
+	o.mu.Unlock()
+	for _, j := range parked {
+		o.push(j, "")
+	}
+}
+
+// TakeRemovals returns, by handle, the contacts still to be told that a
+// removed handle is gone, queued or parked, and forgets them. It is used
+// at shutdown, once the outbox has stopped.
+func (o *Outbox) TakeRemovals() map[string][]string {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	out := make(map[string][]string)
+	kept := o.queue[:0]
+	for _, j := range o.queue {
+		if j.kind == jobRemoved {
+			out[j.key] = append(out[j.key], j.contacts...)
+		} else {
+			kept = append(kept, j)
+		}
+	}
+	clear(o.queue[len(kept):])
+	o.queue = kept
+	for _, j := range o.parked {
+		out[j.key] = append(out[j.key], j.contacts...)
+	}
+	o.parked = nil
+	return out
 }
 
 // Len returns the number of jobs queued or being sent.
@@ -220,14 +264,17 @@ func (o *Outbox) do(ctx context.Context, snd Sender, j *job) (err error) {
 		_, err := o.sync(ctx, snd, j.key, j.contact, true)
 		return err
 	case jobRemoved:
-		for _, c := range j.contacts {
+		for i, c := range j.contacts {
 			if o.s.IsSubscribed(j.key, c) {
 				continue // the handle was added again and c subscribed anew
 			}
-			if err := snd.Presence(ctx, j.key, c, View{Since: o.s.now()}); err != nil {
-				return err
+			err := snd.Presence(ctx, j.key, c, View{Since: o.s.now()})
+			if err == nil {
+				err = snd.Unsubscribed(ctx, j.key, c)
 			}
-			if err := snd.Unsubscribed(ctx, j.key, c); err != nil {
+			if err != nil {
+				// Nothing could rebuild this notice: keep what is left.
+				o.park(&job{kind: jobRemoved, key: j.key, contacts: j.contacts[i:]})
 				return err
 			}
 		}

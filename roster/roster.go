@@ -98,6 +98,10 @@ type account struct {
 	flags     storage.Flags
 	handles   map[string]struct{}
 	resources map[string]*resource
+	// client is the status the owner's clients last reported (that of the
+	// top resource), or "" when unknown, as after a restart. An explicit
+	// status ends when it changes.
+	client storage.Status
 	// gate is held by the Outbox while it sends one stanza for this account
 	// and by a state change while it replaces the flags, so no stanza built
 	// from an old View can leave after the new View was set.
@@ -127,7 +131,8 @@ type Service struct {
 	subs     map[string]map[string]*sub // guarded by mu; handle → contact → state
 	seq      uint64                     // guarded by mu
 	// resyncing is set between MarkStale and DropStale, while the owners'
-	// servers answer the probes with presences the owners sent before.
+	// servers answer the probes: passes that would show an account are held
+	// until DropStale, so subscribers are told the settled state once.
 	resyncing bool // guarded by mu
 }
 
@@ -428,17 +433,18 @@ func (s *Service) OwnerPresence(ctx context.Context, owner string, p OwnerPresen
 	}
 	f := a.flags
 	if p.Available {
-		// The owner's client changing its own status ends an explicit
-		// status. During a resync the servers only repeat what the clients
-		// said before, so that changes nothing.
-		old, had := a.resources[p.Resource]
-		if (had && old.status != p.Status) || (!had && !s.resyncing) {
-			f.Explicit = false
-		}
 		s.seq++
 		a.resources[p.Resource] = &resource{priority: p.Priority, status: p.Status, text: p.Text, seq: s.seq}
 	} else {
 		delete(a.resources, p.Resource)
+	}
+	// The owner's clients changing their own status ends an explicit
+	// status; repeating it (a reconnect, an answer to a probe) does not.
+	if top := topResource(a); top != nil {
+		if a.client != "" && top.status != a.client {
+			f.Explicit = false
+		}
+		a.client = top.status
 	}
 	f = s.derivedFrom(a, f)
 	if p.Hide {
@@ -493,12 +499,7 @@ func (s *Service) derivedLocked(a *account) storage.Flags {
 // highest-priority one (ties to the most recent) unless an explicit status
 // holds. With no resource the status is kept.
 func (s *Service) derivedFrom(a *account, f storage.Flags) storage.Flags {
-	var top *resource
-	for _, r := range a.resources {
-		if top == nil || r.priority > top.priority || (r.priority == top.priority && r.seq > top.seq) {
-			top = r
-		}
-	}
+	top := topResource(a)
 	f.Online = top != nil
 	if top != nil {
 		if !f.Explicit {
@@ -507,6 +508,18 @@ func (s *Service) derivedFrom(a *account, f storage.Flags) storage.Flags {
 		f.StatusText = top.text
 	}
 	return f
+}
+
+// topResource returns a's highest-priority resource, ties to the most
+// recent, or nil.
+func topResource(a *account) *resource {
+	var top *resource
+	for _, r := range a.resources {
+		if top == nil || r.priority > top.priority || (r.priority == top.priority && r.seq > top.seq) {
+			top = r
+		}
+	}
+	return top
 }
 
 // commit stores f as a's flags and publishes the change. Since moves when
@@ -533,9 +546,12 @@ func (s *Service) commit(ctx context.Context, a *account, f storage.Flags, keepO
 	s.mu.Lock()
 	a.flags = f
 	changed := ViewOf(old) != ViewOf(f)
+	// While resyncing, showing an account waits for DropStale; hiding it or
+	// taking it off-line never waits.
+	hold := s.resyncing && ViewOf(f).Available
 	s.mu.Unlock()
 	a.gate.Unlock()
-	if changed {
+	if changed && !hold {
 		s.out.account(a.jid)
 	}
 	return err
@@ -592,6 +608,7 @@ func (s *Service) DropStale(ctx context.Context) error {
 	for _, owner := range s.Owners() {
 		s.out.account(owner)
 	}
+	s.out.unpark()
 	return firstErr
 }
 

@@ -264,3 +264,106 @@ func TestExplicitStatusSurvivesResync(t *testing.T) {
 		t.Fatalf("after the client changed its status: %+v, want away, not explicit", f)
 	}
 }
+
+// failing is a Sender whose connection is gone.
+type failing struct{}
+
+func (failing) Presence(context.Context, string, string, View) error {
+	return errors.New("not connected")
+}
+func (failing) Unsubscribed(context.Context, string, string) error {
+	return errors.New("not connected")
+}
+
+// TestRemovalNoticeSurvivesFailedSend: a removal notice that could not be
+// sent is kept and goes out after the next connection; at shutdown it can
+// be taken for a last try.
+func TestRemovalNoticeSurvivesFailedSend(t *testing.T) {
+	ctx := context.Background()
+	s := newTestService(t, newMemStore())
+	online(t, s, "alice@example.org", "h", "carol@example.net")
+	if err := s.RemoveHandle(ctx, "alice@example.org", "h"); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Outbox().Flush(ctx, failing{}); err == nil {
+		t.Fatal("Flush through a failing sender succeeded")
+	}
+	if got := s.Outbox().TakeRemovals(); fmt.Sprint(got) != "map[h:[carol@example.net]]" {
+		t.Fatalf("TakeRemovals() = %v", got)
+	}
+	// Once more, now reconnecting instead of shutting down.
+	s2 := newTestService(t, newMemStore())
+	online(t, s2, "alice@example.org", "h", "carol@example.net")
+	if err := s2.RemoveHandle(ctx, "alice@example.org", "h"); err != nil {
+		t.Fatal(err)
+	}
+	_ = s2.Outbox().Flush(ctx, failing{})
+	s2.MarkStale()
+	if err := s2.DropStale(ctx); err != nil {
+		t.Fatal(err)
+	}
+	var out sink
+	if err := s2.Outbox().Flush(ctx, &out); err != nil {
+		t.Fatal(err)
+	}
+	if out.unsubscribed != 1 {
+		t.Fatalf("after reconnecting the removal sent %d unsubscribed, want 1", out.unsubscribed)
+	}
+}
+
+// TestExplicitStatusKeptWhileClientRepeats: a client that reconnects with
+// the same status, or answers a probe late, does not end an explicit
+// status; a new status does.
+func TestExplicitStatusKeptWhileClientRepeats(t *testing.T) {
+	ctx := context.Background()
+	s := newTestService(t, newMemStore())
+	const owner = "alice@example.org"
+	online(t, s, owner, "h", "carol@example.net")
+	if err := s.Instruct(ctx, owner, InstructBusy); err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range []OwnerPresence{
+		{Resource: "pc"}, // log-off
+		{Resource: "pc", Available: true, Status: storage.StatusUndefined}, // back, same status
+		{Resource: "phone", Available: true, Status: storage.StatusUndefined, Priority: -1},
+	} {
+		if err := s.OwnerPresence(ctx, owner, p); err != nil {
+			t.Fatal(err)
+		}
+		if f, _ := s.Flags(owner); f.Status != storage.StatusBusy || !f.Explicit {
+			t.Fatalf("after %+v: %+v, want explicit busy", p, f)
+		}
+	}
+	if err := s.OwnerPresence(ctx, owner, OwnerPresence{Resource: "pc", Available: true, Status: storage.StatusAway}); err != nil {
+		t.Fatal(err)
+	}
+	if f, _ := s.Flags(owner); f.Status != storage.StatusAway || f.Explicit {
+		t.Fatalf("after the client went away: %+v", f)
+	}
+}
+
+// TestResyncHoldsOnlyShowing: during a resync, a pass that would show an
+// account waits for DropStale, but hiding goes out at once.
+func TestResyncHoldsOnlyShowing(t *testing.T) {
+	ctx := context.Background()
+	s := newTestService(t, newMemStore())
+	const owner = "alice@example.org"
+	online(t, s, owner, "h", "carol@example.net")
+	if err := s.OwnerPresence(ctx, owner, OwnerPresence{Resource: "pc"}); err != nil {
+		t.Fatal(err)
+	}
+	_ = s.Outbox().Flush(ctx, discard{})
+	s.MarkStale()
+	if err := s.OwnerPresence(ctx, owner, OwnerPresence{Resource: "pc", Available: true, Status: storage.StatusAway}); err != nil {
+		t.Fatal(err)
+	}
+	if n := s.Outbox().Len(); n != 0 {
+		t.Fatalf("a showing pass was queued during the resync (%d jobs)", n)
+	}
+	if err := s.Instruct(ctx, owner, InstructHide); err != nil {
+		t.Fatal(err)
+	}
+	if n := s.Outbox().Len(); n != 1 {
+		t.Fatalf("hiding during the resync queued %d jobs, want 1", n)
+	}
+}
