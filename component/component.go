@@ -12,7 +12,6 @@ import (
 	"encoding/xml"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"math/rand/v2"
 	"net"
@@ -167,17 +166,18 @@ func (c *Component) serveOnce(ctx context.Context, stopOutbox func()) error {
 	if err != nil {
 		return err
 	}
-	var rw io.ReadWriter = conn
-	if c.cfg.TraceXML {
-		rw = traceConn{conn, c.log}
-	}
-	hctx, cancel := context.WithTimeout(ctx, handshakeTimeout)
-	sess, err := xcomponent.NewSession(hctx, c.domain, []byte(c.cfg.Secret), rw)
-	cancel()
+	// mellium gets a plain io.ReadWriter, not the net.Conn: it would turn
+	// the end of each Send's context into a write deadline from a goroutine
+	// that can fire after the Send returned and break a later write. The
+	// wire sets its own deadline on every write instead.
+	rw := &wire{conn: conn, log: c.log, trace: c.cfg.TraceXML}
+	_ = conn.SetDeadline(time.Now().Add(handshakeTimeout))
+	sess, err := xcomponent.NewSession(ctx, c.domain, []byte(c.cfg.Secret), rw)
 	if err != nil {
 		conn.Close()
 		return fmt.Errorf("handshake: %w", err)
 	}
+	_ = conn.SetDeadline(time.Time{})
 	c.log.Info("connected to the XMPP server", "server", c.cfg.Server, "domain", c.domain.String())
 	c.sess.Store(sess)
 	c.mu.Lock()
@@ -416,21 +416,32 @@ func (r *replier) refuse(n *node, e stanzaError) {
 	r.write(reply)
 }
 
-// traceConn logs the raw XML of a connection at debug level.
-type traceConn struct {
-	net.Conn
-	log *slog.Logger
+// wire is the connection as mellium sees it. Every write has a deadline; a
+// write that fails closes the connection, since a stanza cut short leaves
+// the stream unusable, and the reconnect loop takes over. With trace set it
+// logs the raw XML at debug level.
+type wire struct {
+	conn  net.Conn
+	log   *slog.Logger
+	trace bool
 }
 
-func (t traceConn) Read(p []byte) (int, error) {
-	n, err := t.Conn.Read(p)
-	if n > 0 {
-		t.log.Debug("xml in", "data", string(p[:n]))
+func (w *wire) Read(p []byte) (int, error) {
+	n, err := w.conn.Read(p)
+	if w.trace && n > 0 {
+		w.log.Debug("xml in", "data", string(p[:n]))
 	}
 	return n, err
 }
 
-func (t traceConn) Write(p []byte) (int, error) {
-	t.log.Debug("xml out", "data", string(p))
-	return t.Conn.Write(p)
+func (w *wire) Write(p []byte) (int, error) {
+	if w.trace {
+		w.log.Debug("xml out", "data", string(p))
+	}
+	_ = w.conn.SetWriteDeadline(time.Now().Add(sendTimeout))
+	n, err := w.conn.Write(p)
+	if err != nil {
+		w.conn.Close()
+	}
+	return n, err
 }

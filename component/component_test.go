@@ -360,3 +360,23 @@ func TestCommandSessionsBounded(t *testing.T) {
 		t.Fatalf("%d session ids kept for 1 live session", len(s.order))
 	}
 }
+
+// TestConcurrentSendsKeepTheStream sends many stanzas from the handler and
+// from other goroutines at once (each add-handle asks the owner for
+// presence from a goroutine) and checks the stream survives: a write
+// deadline set by one finished send must never break another.
+func TestConcurrentSendsKeepTheStream(t *testing.T) {
+	tc := startTestComponent(t, "")
+	reconnected := tc.c.Connected()
+	for i := 0; i < 300; i++ {
+		id := nextID()
+		tc.send(`<iq type='set' id='%s' from='%s/pc' to='%s'><command xmlns='%s' node='add-handle' action='complete'><x xmlns='jabber:x:data' type='submit'><field var='handle'><value>h%d</value></field></x></command></iq>`,
+			id, fmt.Sprintf("u%d@example.org", i), testDomain, nsCommands, i)
+		tc.expect("reply", isReplyTo(id))
+		select {
+		case <-reconnected:
+			t.Fatalf("the stream broke after %d commands", i+1)
+		default:
+		}
+	}
+}
