@@ -488,12 +488,6 @@ func (s *Service) Instruct(ctx context.Context, owner string, in Instruction) er
 	return s.commit(ctx, a, f, false)
 }
 
-// derivedLocked returns a's flags with the on-line flag, status and text
-// taken from its resources; see derivedFrom.
-func (s *Service) derivedLocked(a *account) storage.Flags {
-	return s.derivedFrom(a, a.flags)
-}
-
 // derivedFrom returns f with the on-line flag, status and text taken from
 // a's resources: on-line while any resource is available, the status of the
 // highest-priority one (ties to the most recent) unless an explicit status
@@ -587,17 +581,29 @@ func (s *Service) DropStale(ctx context.Context) error {
 	s.mu.Lock()
 	s.resyncing = false
 	s.mu.Unlock()
+	err := s.dropResources(ctx, func(r *resource) bool { return r.stale })
+	for _, owner := range s.Owners() {
+		s.out.account(owner)
+	}
+	s.out.unpark()
+	return err
+}
+
+// dropResources removes, account by account, the resources for which drop
+// is true and commits the resulting flags. A storage failure does not stop
+// it; the first error is returned.
+func (s *Service) dropResources(ctx context.Context, drop func(*resource) bool) error {
 	var firstErr error
 	for _, owner := range s.Owners() {
 		s.change.Lock()
 		s.mu.Lock()
 		a := s.accounts[owner]
 		for res, r := range a.resources {
-			if r.stale {
+			if drop(r) {
 				delete(a.resources, res)
 			}
 		}
-		f := s.derivedLocked(a)
+		f := s.derivedFrom(a, a.flags)
 		s.mu.Unlock()
 		err := s.commit(ctx, a, f, true)
 		s.change.Unlock()
@@ -605,10 +611,6 @@ func (s *Service) DropStale(ctx context.Context) error {
 			firstErr = err
 		}
 	}
-	for _, owner := range s.Owners() {
-		s.out.account(owner)
-	}
-	s.out.unpark()
 	return firstErr
 }
 
@@ -644,19 +646,5 @@ func sortedKeys[V any](m map[string]V) []string {
 // as of now. It is called at shutdown, after the component withdrew the
 // presence of the visible handles; the outbox is no longer running.
 func (s *Service) GoOffline(ctx context.Context) error {
-	var firstErr error
-	for _, owner := range s.Owners() {
-		s.change.Lock()
-		s.mu.Lock()
-		a := s.accounts[owner]
-		clear(a.resources)
-		f := s.derivedLocked(a)
-		s.mu.Unlock()
-		err := s.commit(ctx, a, f, true)
-		s.change.Unlock()
-		if err != nil && firstErr == nil {
-			firstErr = err
-		}
-	}
-	return firstErr
+	return s.dropResources(ctx, func(*resource) bool { return true })
 }
