@@ -124,21 +124,30 @@ func (o *Outbox) TakeRemovals() map[string][]string {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	out := make(map[string][]string)
+	for _, j := range append(o.removeLocked(isRemoval), o.parked...) {
+		out[j.key] = append(out[j.key], j.contacts...)
+	}
+	o.parked = nil
+	return out
+}
+
+func isRemoval(j *job) bool { return j.kind == jobRemoved }
+
+// removeLocked takes the queued jobs for which take is true out of the
+// queue, in order, and returns them.
+func (o *Outbox) removeLocked(take func(*job) bool) []*job {
+	var taken []*job
 	kept := o.queue[:0]
 	for _, j := range o.queue {
-		if j.kind == jobRemoved {
-			out[j.key] = append(out[j.key], j.contacts...)
+		if take(j) {
+			taken = append(taken, j)
 		} else {
 			kept = append(kept, j)
 		}
 	}
 	clear(o.queue[len(kept):])
 	o.queue = kept
-	for _, j := range o.parked {
-		out[j.key] = append(out[j.key], j.contacts...)
-	}
-	o.parked = nil
-	return out
+	return taken
 }
 
 // Len returns the number of jobs queued or being sent.
@@ -160,14 +169,7 @@ func (o *Outbox) done() {
 // could rebuild them.
 func (o *Outbox) Discard() {
 	o.mu.Lock()
-	kept := o.queue[:0]
-	for _, j := range o.queue {
-		if j.kind == jobRemoved {
-			kept = append(kept, j)
-		}
-	}
-	clear(o.queue[len(kept):])
-	o.queue = kept
+	o.removeLocked(func(j *job) bool { return !isRemoval(j) })
 	clear(o.pending)
 	clear(o.cont)
 	o.mu.Unlock()
@@ -195,8 +197,9 @@ func (o *Outbox) next() (*job, bool) {
 }
 
 // Run sends queued notifications through snd until ctx ends. A send error
-// is logged and the job dropped: the sender's connection is gone and the
-// next connection resends everything.
+// is logged and the job dropped, since the sender's connection is gone and
+// the next connection resends everything, except a removal notice, which
+// is parked until then.
 func (o *Outbox) Run(ctx context.Context, snd Sender, log *slog.Logger) {
 	for {
 		for {
@@ -350,7 +353,8 @@ func (o *Outbox) sync(ctx context.Context, snd Sender, handle, contact string, f
 	return true, nil
 }
 
-// targets lists every subscription of every handle of account, in order.
+// targets lists every subscription of every handle of account. The order
+// does not matter: every pass visits them all.
 func (s *Service) targets(account string) []target {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -358,9 +362,13 @@ func (s *Service) targets(account string) []target {
 	if a == nil {
 		return nil
 	}
-	var out []target
-	for _, h := range sortedKeys(a.handles) {
-		for _, c := range sortedKeys(s.subs[h]) {
+	n := 0
+	for h := range a.handles {
+		n += len(s.subs[h])
+	}
+	out := make([]target, 0, n)
+	for h := range a.handles {
+		for c := range s.subs[h] {
 			out = append(out, target{h, c})
 		}
 	}
