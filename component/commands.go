@@ -304,7 +304,7 @@ func (c *Component) askOwnerPresence(owner string) {
 		defer c.recoverLog("subscribe owner")
 		ctx, cancel := context.WithTimeout(context.Background(), sendTimeout)
 		defer cancel()
-		p := el(local("presence"), "type", "subscribe", "from", c.domain.String(), "to", owner)
+		p := presence("subscribe", c.domain.String(), owner)
 		if err := c.send(ctx, p); err != nil {
 			c.log.Warn("subscription request not sent", "owner", owner, "err", err)
 		}

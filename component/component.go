@@ -65,14 +65,35 @@ type Component struct {
 	roster *roster.Service
 	log    *slog.Logger
 	cmds   *commandSessions
-	start  time.Time
 
-	sess atomic.Pointer[xmpp.Session] // nil while disconnected
-	// connected is closed and replaced on every successful handshake; tests
-	// and the run loop use it.
-	mu        sync.Mutex
-	connected chan struct{} // guarded by mu
-	synced    chan struct{} // guarded by mu; closed after each resync
+	sess      atomic.Pointer[xmpp.Session] // nil while disconnected
+	connected signal                       // fired at every successful handshake
+	synced    signal                       // fired after every resync
+}
+
+// signal lets waiters learn that something happened (again): Wait returns
+// a channel that the next Fire closes.
+type signal struct {
+	mu sync.Mutex
+	ch chan struct{} // guarded by mu; nil until first used
+}
+
+func (s *signal) Wait() <-chan struct{} {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.ch == nil {
+		s.ch = make(chan struct{})
+	}
+	return s.ch
+}
+
+func (s *signal) Fire() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.ch != nil {
+		close(s.ch)
+	}
+	s.ch = make(chan struct{})
 }
 
 // New returns a component for r.
@@ -94,14 +115,11 @@ func New(cfg Config, r *roster.Service, log *slog.Logger) (*Component, error) {
 		cfg.Version = "dev"
 	}
 	return &Component{
-		cfg:       cfg,
-		domain:    d,
-		roster:    r,
-		log:       log,
-		cmds:      newCommandSessions(),
-		start:     time.Now(),
-		connected: make(chan struct{}),
-		synced:    make(chan struct{}),
+		cfg:    cfg,
+		domain: d,
+		roster: r,
+		log:    log,
+		cmds:   newCommandSessions(),
 	}, nil
 }
 
@@ -146,19 +164,11 @@ func (c *Component) Run(ctx context.Context) error {
 
 // Synced returns a channel that is closed when the next resync after a
 // connection has queued the resulting state for every subscriber.
-func (c *Component) Synced() <-chan struct{} {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.synced
-}
+func (c *Component) Synced() <-chan struct{} { return c.synced.Wait() }
 
 // Connected returns a channel that is closed at the next successful
 // handshake.
-func (c *Component) Connected() <-chan struct{} {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.connected
-}
+func (c *Component) Connected() <-chan struct{} { return c.connected.Wait() }
 
 func (c *Component) serveOnce(ctx context.Context, stopOutbox func()) error {
 	d := net.Dialer{Timeout: dialTimeout}
@@ -180,10 +190,7 @@ func (c *Component) serveOnce(ctx context.Context, stopOutbox func()) error {
 	_ = conn.SetDeadline(time.Time{})
 	c.log.Info("connected to the XMPP server", "server", c.cfg.Server, "domain", c.domain.String())
 	c.sess.Store(sess)
-	c.mu.Lock()
-	close(c.connected)
-	c.connected = make(chan struct{})
-	c.mu.Unlock()
+	c.connected.Fire()
 
 	// Before reading anything on the new stream: what subscribers were told
 	// over the last one no longer counts.
@@ -231,7 +238,7 @@ func (c *Component) serveOnce(ctx context.Context, stopOutbox func()) error {
 func (c *Component) resync(ctx context.Context) {
 	defer c.recoverLog("resync")
 	for _, owner := range c.roster.Owners() {
-		p := el(local("presence"), "type", "probe", "from", c.domain.String(), "to", owner)
+		p := presence("probe", c.domain.String(), owner)
 		if err := c.send(ctx, p); err != nil {
 			// Settle all the same below: the connection is going or gone,
 			// and the next one resyncs again.
@@ -249,10 +256,7 @@ func (c *Component) resync(ctx context.Context) {
 		c.log.Error("flags not stored after resync", "err", err)
 	}
 	c.log.Info("resynchronised subscribers", "owners", len(c.roster.Owners()))
-	c.mu.Lock()
-	close(c.synced)
-	c.synced = make(chan struct{})
-	c.mu.Unlock()
+	c.synced.Fire()
 }
 
 // withdraw tells every subscriber of a visible handle that it is
@@ -314,7 +318,7 @@ func (s sender) Presence(ctx context.Context, handle, contact string, v roster.V
 }
 
 func (s sender) Unsubscribed(ctx context.Context, handle, contact string) error {
-	return s.c.send(context.Background(), el(local("presence"), "type", "unsubscribed", "from", handleJID(s.c.domain, handle), "to", contact))
+	return s.c.send(context.Background(), presence("unsubscribed", handleJID(s.c.domain, handle), contact))
 }
 
 func handleJID(domain jid.JID, handle string) string {
@@ -326,10 +330,10 @@ func handleJID(domain jid.JID, handle string) string {
 func presenceStanza(domain jid.JID, handle, contact string, v roster.View) *node {
 	from := handleJID(domain, handle)
 	if !v.Available {
-		return el(local("presence"), "type", "unavailable", "from", from, "to", contact).add(
+		return presence("unavailable", from, contact).add(
 			el(qname(nsDelay, "delay"), "from", domain.String(), "stamp", stamp(v.Since)))
 	}
-	p := el(local("presence"), "from", from, "to", contact)
+	p := presence("", from, contact)
 	switch v.Status {
 	case "away":
 		p.add(el(local("show")).withText("away"))

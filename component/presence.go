@@ -160,27 +160,27 @@ func truncate(s string, n int) string {
 // and any probe of an unknown handle, gets unsubscribed (RFC 6121 §4.3.2).
 func (c *Component) probe(w *replier, a address) {
 	if a.handle == "" {
-		w.write(el(local("presence"), "from", c.domain.String(), "to", a.from.String()))
+		w.write(presence("", c.domain.String(), a.from.String()))
 		return
 	}
 	if c.roster.Probe(a.handle, a.bare) {
 		return
 	}
-	w.write(el(local("presence"), "type", "unsubscribed", "from", handleJID(c.domain, a.handle), "to", a.bare))
+	w.write(presence("unsubscribed", handleJID(c.domain, a.handle), a.bare))
 }
 
 // subscribe approves subscriptions to the component and to existing handles.
 func (c *Component) subscribe(ctx context.Context, w *replier, n *node, a address) {
 	if a.handle == "" {
-		w.write(el(local("presence"), "type", "subscribed", "from", c.domain.String(), "to", a.bare))
-		w.write(el(local("presence"), "from", c.domain.String(), "to", a.bare))
+		w.write(presence("subscribed", c.domain.String(), a.bare))
+		w.write(presence("", c.domain.String(), a.bare))
 		return
 	}
 	from := handleJID(c.domain, a.handle)
 	err := c.roster.Subscribe(ctx, a.handle, a.bare)
 	switch {
 	case errors.Is(err, roster.ErrUnknownHandle):
-		w.write(el(local("presence"), "type", "unsubscribed", "from", from, "to", a.bare))
+		w.write(presence("unsubscribed", from, a.bare))
 		return
 	case err != nil:
 		c.log.Error("subscription not stored", "handle", a.handle, "contact", a.bare, "err", err)
@@ -189,7 +189,7 @@ func (c *Component) subscribe(ctx context.Context, w *replier, n *node, a addres
 	}
 	// 'subscribed' is written before the presence is queued, and the outbox
 	// cannot write until this handler has flushed, so it arrives first.
-	w.write(el(local("presence"), "type", "subscribed", "from", from, "to", a.bare))
+	w.write(presence("subscribed", from, a.bare))
 	c.roster.Probe(a.handle, a.bare)
 }
 

@@ -132,6 +132,11 @@ func el(name xml.Name, attrs ...string) *node {
 	return n
 }
 
+// presence builds a presence stanza of type typ ("" for available).
+func presence(typ, from, to string) *node {
+	return el(local("presence"), "type", typ, "from", from, "to", to)
+}
+
 func local(name string) xml.Name     { return xml.Name{Local: name} }
 func qname(space, l string) xml.Name { return xml.Name{Space: space, Local: l} }
 
