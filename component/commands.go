@@ -231,12 +231,17 @@ func listHandlesForm(c *Component, owner string) *node {
 	return dataForm("form", "List my handles", "Complete to list the handles of your account.")
 }
 
-var statusOptions = []struct{ value, label string }{
-	{"undefined", "Available (no particular status)"},
-	{"away", "Away"},
-	{"busy", "Busy (do not disturb)"},
-	{"hiding", "Hiding (appear off-line to everyone)"},
+// statusOptions are the choices of set-status: the value sent, the label
+// shown in the form, and the words every other text uses for it.
+var statusOptions = []struct{ value, label, words string }{
+	{"undefined", "Available (no particular status)", "available"},
+	{"away", "Away", "away"},
+	{"busy", "Busy (do not disturb)", "busy"},
+	{"hiding", "Hiding (appear off-line to everyone)", "hiding"},
 }
+
+// statusChoices lists the statuses in the user's words, for error texts.
+const statusChoices = `available (value "undefined"), away, busy or hiding`
 
 func setStatusForm(c *Component, owner string) *node {
 	current := "undefined"
@@ -281,6 +286,8 @@ func addHandle(ctx context.Context, c *Component, owner string, f formValues) (s
 	}
 	err = c.roster.AddHandle(ctx, owner, h)
 	switch {
+	case errors.Is(err, roster.ErrHandleOwned):
+		return fmt.Sprintf("The handle %s is already yours; nothing changed.", c.handleBare(h)), nil, nil
 	case errors.Is(err, roster.ErrHandleTaken):
 		return "", nil, refusal(condConflict(fmt.Sprintf("The handle name %q is already taken.", h)))
 	case errors.Is(err, roster.ErrHandleLimit):
@@ -293,18 +300,25 @@ func addHandle(ctx context.Context, c *Component, owner string, f formValues) (s
 	// answers by itself (RFC 6121 §3.1.3), and one who declined before is
 	// asked once more by the act of adding a handle.
 	c.askOwnerPresence(owner)
-	return fmt.Sprintf("Added the handle %s@%s.", h, c.domain), nil, nil
+	note := fmt.Sprintf("Added the handle %s: your contacts can now add it to their rosters.", c.handleBare(h))
+	if fl, _ := c.roster.Flags(owner); fl.Online {
+		return note + " It follows your status.", nil, nil
+	}
+	return note + fmt.Sprintf(" So that it follows your status, %s now asks to see your presence: accept that request."+
+		" (If you accepted it before, your server answers for you and you see no request.)", c.domain), nil, nil
 }
 
 // askOwnerPresence sends the component's subscription request to a new
-// owner. It runs after the handler has returned, since a handler may not
-// use the session's Send after writing its reply.
+// owner, with a <status/> that says why. It runs after the handler has
+// returned, since a handler may not use the session's Send after writing
+// its reply.
 func (c *Component) askOwnerPresence(owner string) {
 	go func() {
 		defer c.recoverLog("subscribe owner")
 		ctx, cancel := context.WithTimeout(context.Background(), sendTimeout)
 		defer cancel()
-		p := presence("subscribe", c.domain.String(), owner)
+		p := presence("subscribe", c.domain.String(), owner).add(el(local("status")).withText(fmt.Sprintf(
+			"Please accept: %s needs to see your presence so that your handles show your status to their subscribers.", c.domain)))
 		if err := c.send(ctx, p); err != nil {
 			c.log.Warn("subscription request not sent", "owner", owner, "err", err)
 		}
@@ -325,7 +339,7 @@ func removeHandle(ctx context.Context, c *Component, owner string, f formValues)
 	case err != nil:
 		return "", nil, err
 	}
-	return fmt.Sprintf("Removed the handle %s@%s.", h, c.domain), nil, nil
+	return fmt.Sprintf("Removed the handle %s.", c.handleBare(h)), nil, nil
 }
 
 func listHandles(ctx context.Context, c *Component, owner string, f formValues) (string, *node, error) {
@@ -342,15 +356,19 @@ func listHandles(ctx context.Context, c *Component, owner string, f formValues) 
 
 func setStatus(ctx context.Context, c *Component, owner string, f formValues) (string, *node, error) {
 	v := strings.TrimSpace(f.single("status"))
-	var in roster.Instruction
-	switch v {
-	case "away", "busy", "undefined", "hiding":
-		in = roster.Instruction(v)
-	case "":
-		return "", nil, refusal(condBadRequest("Choose a status: away, busy, hiding or undefined."))
-	default:
-		return "", nil, refusal(condBadRequest(fmt.Sprintf("Unknown status %q: choose away, busy, hiding or undefined.", clip(v))))
+	words := ""
+	for _, o := range statusOptions {
+		if o.value == v {
+			words = o.words
+		}
 	}
+	switch {
+	case v == "":
+		return "", nil, refusal(condBadRequest("Choose a status: " + statusChoices + "."))
+	case words == "":
+		return "", nil, refusal(condBadRequest(fmt.Sprintf("Unknown status %q: choose %s.", clip(v), statusChoices)))
+	}
+	in := roster.Instruction(v)
 	if err := c.roster.Instruct(ctx, owner, in); errors.Is(err, roster.ErrNoAccount) {
 		return "", nil, refusal(errNoAccount)
 	} else if err != nil {
@@ -359,7 +377,11 @@ func setStatus(ctx context.Context, c *Component, owner string, f formValues) (s
 	if in == roster.InstructHide {
 		return "You are hiding: all of your handles appear off-line.", nil, nil
 	}
-	return fmt.Sprintf("Your status is now %s on all of your handles.", v), nil, nil
+	note := fmt.Sprintf("Your status is now %s on all of your handles.", words)
+	if fl, _ := c.roster.Flags(owner); !fl.Online {
+		note += " They show it while one of your clients is on-line; until then they appear off-line."
+	}
+	return note, nil, nil
 }
 
 // commandSessions are the command sessions waiting for their form.

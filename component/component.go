@@ -36,6 +36,12 @@ type Config struct {
 	Server string
 	// Secret is the XEP-0114 shared secret.
 	Secret string
+	// Resource is the resourcepart of the full JIDs from which the
+	// component (domain/Resource) and every handle (handle@domain/Resource)
+	// send their presence: clients such as Gajim show a contact on-line
+	// only from a full JID. The same one serves every state, so off-line
+	// and hiding look the same. Empty means DefaultResource.
+	Resource string
 	// ResyncDelay is how long to wait for owners to answer the probes sent
 	// after each connection before telling subscribers the resulting state.
 	ResyncDelay time.Duration
@@ -46,6 +52,9 @@ type Config struct {
 	// TraceXML logs every byte read and written at debug level.
 	TraceXML bool
 }
+
+// DefaultResource is the resource of Config.Resource when none is set.
+const DefaultResource = "presenced"
 
 const (
 	dialTimeout      = 10 * time.Second
@@ -62,6 +71,7 @@ const (
 type Component struct {
 	cfg    Config
 	domain jid.JID
+	self   string // the component's full JID, domain/resource
 	roster *roster.Service
 	log    *slog.Logger
 	cmds   *commandSessions
@@ -102,6 +112,14 @@ func New(cfg Config, r *roster.Service, log *slog.Logger) (*Component, error) {
 	if err != nil || d.Localpart() != "" || d.Resourcepart() != "" {
 		return nil, fmt.Errorf("component: domain %q is not a bare domain JID", cfg.Domain)
 	}
+	if cfg.Resource == "" {
+		cfg.Resource = DefaultResource
+	}
+	self, err := d.WithResource(cfg.Resource)
+	if err != nil {
+		return nil, fmt.Errorf("component: resource %q is not a valid resourcepart", cfg.Resource)
+	}
+	cfg.Resource = self.Resourcepart()
 	if cfg.MinBackoff <= 0 {
 		cfg.MinBackoff = 500 * time.Millisecond
 	}
@@ -117,6 +135,7 @@ func New(cfg Config, r *roster.Service, log *slog.Logger) (*Component, error) {
 	return &Component{
 		cfg:    cfg,
 		domain: d,
+		self:   self.String(),
 		roster: r,
 		log:    log,
 		cmds:   newCommandSessions(),
@@ -233,13 +252,17 @@ func (c *Component) serveOnce(ctx context.Context, stopOutbox func()) error {
 	}
 }
 
-// resync probes every owner, waits for their servers to answer, then
-// settles the flags and tells every subscriber the resulting state.
+// resync shows the component on-line to every owner and probes them, waits
+// for their servers to answer, then settles the flags and tells every
+// subscriber the resulting state.
 func (c *Component) resync(ctx context.Context) {
 	defer c.recoverLog("resync")
 	for _, owner := range c.roster.Owners() {
-		p := presence("probe", c.domain.String(), owner)
-		if err := c.send(ctx, p); err != nil {
+		err := c.send(ctx, c.selfPresence("", owner))
+		if err == nil {
+			err = c.send(ctx, presence("probe", c.domain.String(), owner))
+		}
+		if err != nil {
 			// Settle all the same below: the connection is going or gone,
 			// and the next one resyncs again.
 			c.log.Warn("probe not sent", "owner", owner, "err", err)
@@ -260,39 +283,38 @@ func (c *Component) resync(ctx context.Context) {
 }
 
 // withdraw tells every subscriber of a visible handle that it is
-// unavailable, since the component can no longer vouch for it, and stores
-// the accounts as off-line.
+// unavailable, since the component can no longer vouch for it, sends the
+// notices of removed handles still due, shows the component off-line to its
+// owners, and stores the accounts as off-line.
 func (c *Component) withdraw() {
 	snd := sender{c}
 	ctx := context.Background() // each send has its own deadline
-	gone := roster.View{Since: time.Now()}
+	at := time.Now()
 	n, err := 0, error(nil)
-	for handle, contacts := range c.roster.Visible() {
-		for _, contact := range contacts {
+	for _, wd := range c.roster.Withdrawals(at) {
+		for _, contact := range wd.Contacts {
 			if err != nil {
 				break
 			}
-			err = snd.Presence(ctx, handle, contact, gone)
+			err = snd.Presence(ctx, wd.Handle, contact, wd.View)
+			if err == nil && wd.Removed {
+				err = snd.Unsubscribed(ctx, wd.Handle, contact)
+			}
 			n++
 		}
 	}
-	// Removed handles whose notices were not sent yet.
-	for handle, contacts := range c.roster.Outbox().TakeRemovals() {
-		for _, contact := range contacts {
-			if err != nil {
-				break
-			}
-			if err = snd.Presence(ctx, handle, contact, gone); err == nil {
-				err = snd.Unsubscribed(ctx, handle, contact)
-			}
-			n++
+	for _, owner := range c.roster.Owners() {
+		if err != nil {
+			break
 		}
+		err = c.send(ctx, c.selfPresence("unavailable", owner))
+		n++
 	}
 	if err != nil {
 		c.log.Warn("not everything withdrawn at shutdown", "err", err)
 	}
 	c.log.Info("withdrew presence of visible handles", "stanzas", n)
-	if err := c.roster.GoOffline(ctx); err != nil {
+	if err := c.roster.GoOffline(ctx, at); err != nil {
 		c.log.Error("off-line flags not stored at shutdown", "err", err)
 	}
 }
@@ -314,24 +336,34 @@ type sender struct{ c *Component }
 func (s sender) Presence(ctx context.Context, handle, contact string, v roster.View) error {
 	// The write itself is not cancelled with ctx: a stanza cut in half would
 	// break the stream. The outbox checks ctx between stanzas.
-	return s.c.send(context.Background(), presenceStanza(s.c.domain, handle, contact, v))
+	return s.c.send(context.Background(), s.c.viewStanza(handle, contact, v))
 }
 
 func (s sender) Unsubscribed(ctx context.Context, handle, contact string) error {
-	return s.c.send(context.Background(), presence("unsubscribed", handleJID(s.c.domain, handle), contact))
+	return s.c.send(context.Background(), presence("unsubscribed", s.c.handleBare(handle), contact))
 }
 
-func handleJID(domain jid.JID, handle string) string {
-	return handle + "@" + domain.String()
+// handleBare is the bare JID of handle, from which subscription answers
+// come (RFC 6121 §3).
+func (c *Component) handleBare(handle string) string {
+	return handle + "@" + c.domain.String()
 }
 
-// presenceStanza renders v as the presence of handle for contact. Hiding
-// and off-line accounts render identically.
-func presenceStanza(domain jid.JID, handle, contact string, v roster.View) *node {
-	from := handleJID(domain, handle)
+// handleFull is the full JID of handle, from which its presence comes.
+func (c *Component) handleFull(handle string) string {
+	return c.handleBare(handle) + "/" + c.cfg.Resource
+}
+
+// viewStanza renders v as the presence of handle for contact, from the
+// handle's full JID. Hiding and off-line accounts render identically: an
+// unavailable presence whose <delay/> is the moment the account stopped
+// being visible. Available presence carries the handles' capabilities
+// (XEP-0115), the same for every handle and every status.
+func (c *Component) viewStanza(handle, contact string, v roster.View) *node {
+	from := c.handleFull(handle)
 	if !v.Available {
 		return presence("unavailable", from, contact).add(
-			el(qname(nsDelay, "delay"), "from", domain.String(), "stamp", stamp(v.Since)))
+			el(qname(nsDelay, "delay"), "from", c.domain.String(), "stamp", stamp(v.Since)))
 	}
 	p := presence("", from, contact)
 	switch v.Status {
@@ -342,6 +374,17 @@ func presenceStanza(domain jid.JID, handle, contact string, v roster.View) *node
 	}
 	if v.Text != "" {
 		p.add(el(local("status")).withText(v.Text))
+	}
+	return p.add(handleInfo.caps(c.domain.String()))
+}
+
+// selfPresence is the component's own presence (typ "" or "unavailable")
+// for one of its owners, from its full JID, so that it shows on-line in
+// their rosters while it serves them.
+func (c *Component) selfPresence(typ, to string) *node {
+	p := presence(typ, c.self, to)
+	if typ == "" {
+		p.add(componentInfo.caps(c.domain.String()))
 	}
 	return p
 }

@@ -101,13 +101,18 @@ func TestAddHandleAndRefusals(t *testing.T) {
 		{"angle", alice, "a<b>", "jid-malformed"},
 		{"too long", alice, strings.Repeat("x", 1024), "jid-malformed"},
 		{"taken, other case", bob, "alice.work", "conflict"},
-		{"taken by self", alice, "ALICE.WORK", "conflict"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			wantError(t, tc.run(t, c.from+"/r", "add-handle", map[string]string{"handle": c.handle}), c.cond)
 		})
 	}
+	// Adding one's own handle again, in any case, changes nothing and says so.
+	again := wantCompleted(t, tc.run(t, alice+"/r", "add-handle", map[string]string{"handle": "ALICE.WORK"}))
+	if note := again.child("", "note").text; !strings.Contains(note, "already yours") {
+		t.Fatalf("re-adding one's own handle: note %q, want it to say the handle is already yours", note)
+	}
+	tc.expectNone(quiet, "a new subscription request for a handle already held", isStanza("presence", "subscribe", testDomain, alice))
 	wantCompleted(t, tc.run(t, alice+"/pc", "add-handle", map[string]string{"handle": "a2"}))
 	wantCompleted(t, tc.run(t, alice+"/pc", "add-handle", map[string]string{"handle": "a3"}))
 	// The limit is 3 in these tests.

@@ -33,8 +33,9 @@ func (c *Component) handleIQ(w *replier, n *node) {
 	}
 	q := n.firstChild()
 	switch {
-	case a.full:
-		// Handles have no resources: the same answer whatever the state.
+	case a.resource != "" && a.resource != c.cfg.Resource:
+		// The one resource of the component and of every handle answers as
+		// the bare JID does; any other is absent, whatever the state.
 		w.refuse(n, condServiceUnavailable())
 	case a.handle != "":
 		c.handleIQToHandle(w, n, a, typ, q)
@@ -48,11 +49,12 @@ func (w *replier) result(n *node, payload *node) {
 	w.write(el(local("iq"), "type", "result", "id", n.get("id"), "from", n.get("to"), "to", n.get("from")).add(payload))
 }
 
-// features the component's JID answers.
-var componentFeatures = []string{nsDiscoInf, nsDiscoIt, nsCommands, nsPing, nsVersion, nsInvis0}
+// What the component's JID answers to disco#info.
+var componentInfo = newDiscoInfo("component", "presence", "presenced",
+	nsDiscoInf, nsDiscoIt, nsCommands, nsPing, nsVersion, nsInvis0)
 
-// features every handle JID answers, whatever its owner's state.
-var handleFeatures = []string{nsDiscoInf, nsPing, nsLast}
+// What every handle's JID answers to disco#info, whatever its owner's state.
+var handleInfo = newDiscoInfo("account", "registered", "", nsDiscoInf, nsPing, nsLast)
 
 func (c *Component) handleIQToComponent(w *replier, n *node, a address, typ string, q *node) {
 	switch {
@@ -103,13 +105,12 @@ func (c *Component) invisibleIQ(w *replier, n *node, a address, q *node) {
 
 func (c *Component) discoInfo(w *replier, n *node, q *node) {
 	node := q.get("node")
+	if componentInfo.answersNode(c.domain.String(), node) {
+		w.result(n, componentInfo.query(node))
+		return
+	}
 	res := el(qname(nsDiscoInf, "query"), "node", node)
 	switch {
-	case node == "":
-		res.add(el(local("identity"), "category", "component", "type", "presence", "name", "presenced"))
-		for _, f := range componentFeatures {
-			res.add(el(local("feature"), "var", f))
-		}
 	case node == nsCommands:
 		res.add(el(local("identity"), "category", "automation", "type", "command-list", "name", "Commands"))
 	case commandByNode(node) != nil:
@@ -150,15 +151,12 @@ func (c *Component) handleIQToHandle(w *replier, n *node, a address, typ string,
 		return
 	}
 	switch {
-	case typ == "get" && q.ns() == nsDiscoInf && q.name.Local == "query" && q.get("node") != "":
-		w.refuse(n, condItemNotFound("No such node."))
 	case typ == "get" && q.ns() == nsDiscoInf && q.name.Local == "query":
-		res := el(qname(nsDiscoInf, "query"))
-		res.add(el(local("identity"), "category", "account", "type", "registered"))
-		for _, f := range handleFeatures {
-			res.add(el(local("feature"), "var", f))
+		if !handleInfo.answersNode(c.domain.String(), q.get("node")) {
+			w.refuse(n, condItemNotFound("No such node."))
+			return
 		}
-		w.result(n, res)
+		w.result(n, handleInfo.query(q.get("node")))
 	case typ == "get" && q.ns() == nsPing && q.name.Local == "ping":
 		w.result(n, nil)
 	case typ == "get" && q.ns() == nsLast && q.name.Local == "query":

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"strconv"
 	"strings"
-	"time"
 	"unicode/utf8"
 
 	"mellium.im/xmpp/jid"
@@ -21,10 +20,10 @@ const maxStatusText = 1024
 // address is the parsed 'from' and 'to' of a stanza addressed to the
 // component's domain.
 type address struct {
-	from   jid.JID
-	bare   string // from, bare
-	handle string // localpart of 'to'; empty when addressed to the component
-	full   bool   // 'to' had a resourcepart
+	from     jid.JID
+	bare     string // from, bare
+	handle   string // localpart of 'to'; empty when addressed to the component
+	resource string // resourcepart of 'to', if any
 }
 
 // parseAddress checks the stanza's addresses. It refuses a stanza that is
@@ -45,10 +44,10 @@ func (c *Component) parseAddress(w *replier, n *node) (address, bool) {
 		return address{}, false
 	}
 	return address{
-		from:   from,
-		bare:   from.Bare().String(),
-		handle: to.Localpart(),
-		full:   to.Resourcepart() != "",
+		from:     from,
+		bare:     from.Bare().String(),
+		handle:   to.Localpart(),
+		resource: to.Resourcepart(),
 	}, true
 }
 
@@ -61,7 +60,7 @@ func (c *Component) handlePresence(w *replier, n *node) {
 	defer cancel()
 	switch typ := n.get("type"); typ {
 	case "", "unavailable":
-		c.ownerPresence(ctx, a, n)
+		c.ownerPresence(ctx, w, a, n)
 	case "invisible":
 		// Servers refuse this type, but a stanza test may send it straight
 		// to the component: it hides, like XEP-0186 <invisible/>.
@@ -75,8 +74,9 @@ func (c *Component) handlePresence(w *replier, n *node) {
 	case "unsubscribe", "unsubscribed":
 		c.unsubscribe(ctx, w, a, typ)
 	case "subscribed":
-		if a.handle == "" {
+		if a.handle == "" && c.roster.IsOwner(a.bare) {
 			c.log.Info("owner approved the component's subscription", "owner", a.bare)
+			w.write(c.selfPresence("", a.bare))
 		}
 	case "error":
 		c.log.Debug("presence error received", "from", a.from.String())
@@ -99,12 +99,17 @@ func (c *Component) isOwnerInput(a address) bool {
 }
 
 // ownerPresence maps a client presence to the flags (the patent's FIG. 6).
-func (c *Component) ownerPresence(ctx context.Context, a address, n *node) {
+// A client that comes on-line is shown the component on-line: its server
+// does not probe the component unless the owner subscribed to it too.
+func (c *Component) ownerPresence(ctx context.Context, w *replier, a address, n *node) {
 	if !c.isOwnerInput(a) {
 		return
 	}
 	p := parseOwnerPresence(n)
 	p.Resource = a.from.Resourcepart()
+	if p.Available && !c.roster.HasResource(a.bare, p.Resource) {
+		w.write(c.selfPresence("", a.from.String()))
+	}
 	if err := c.roster.OwnerPresence(ctx, a.bare, p); err != nil {
 		c.log.Error("owner presence not stored", "owner", a.bare, "err", err)
 	}
@@ -160,23 +165,23 @@ func truncate(s string, n int) string {
 // and any probe of an unknown handle, gets unsubscribed (RFC 6121 §4.3.2).
 func (c *Component) probe(w *replier, a address) {
 	if a.handle == "" {
-		w.write(presence("", c.domain.String(), a.from.String()))
+		w.write(c.selfPresence("", a.from.String()))
 		return
 	}
 	if c.roster.Probe(a.handle, a.bare) {
 		return
 	}
-	w.write(presence("unsubscribed", handleJID(c.domain, a.handle), a.bare))
+	w.write(presence("unsubscribed", c.handleBare(a.handle), a.bare))
 }
 
 // subscribe approves subscriptions to the component and to existing handles.
 func (c *Component) subscribe(ctx context.Context, w *replier, n *node, a address) {
 	if a.handle == "" {
 		w.write(presence("subscribed", c.domain.String(), a.bare))
-		w.write(presence("", c.domain.String(), a.bare))
+		w.write(c.selfPresence("", a.bare))
 		return
 	}
-	from := handleJID(c.domain, a.handle)
+	from := c.handleBare(a.handle)
 	err := c.roster.Subscribe(ctx, a.handle, a.bare)
 	switch {
 	case errors.Is(err, roster.ErrUnknownHandle):
@@ -204,8 +209,9 @@ func (c *Component) unsubscribe(ctx context.Context, w *replier, a address, typ 
 		c.log.Error("unsubscription not stored", "handle", a.handle, "contact", a.bare, "err", err)
 	}
 	if was && typ == "unsubscribe" {
-		// RFC 6121 §3.3.3: the contact no longer sees the handle.
-		w.write(presenceStanza(c.domain, a.handle, a.bare, roster.View{Since: time.Now()}))
+		// RFC 6121 §3.3.3: the contact no longer sees the handle. While the
+		// owner hides, the stamp is the one the contact already has.
+		w.write(c.viewStanza(a.handle, a.bare, c.roster.GoneView(a.handle)))
 	}
 }
 

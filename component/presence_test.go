@@ -10,6 +10,9 @@ import (
 // quiet is how long a negative check waits for a stanza that must not come.
 const quiet = 200 * time.Millisecond
 
+// full is the full JID from which handle JID h sends its presence.
+func full(h string) string { return h + "/" + DefaultResource }
+
 func isPresenceOf(from, to string) func(*node) bool {
 	return func(n *node) bool {
 		return n.name.Local == "presence" && n.get("from") == from && n.get("to") == to &&
@@ -30,7 +33,7 @@ func setupSubscribedDB(t *testing.T, db string) (*testComponent, string) {
 	h := "al@" + testDomain
 	tc.send(`<presence type='subscribe' from='%s' to='%s'/>`, carol, h)
 	tc.expect("subscribed", isStanza("presence", "subscribed", h, carol))
-	p := tc.expect("initial presence", isPresenceOf(h, carol))
+	p := tc.expect("initial presence", isPresenceOf(full(h), carol))
 	if p.get("type") != "unavailable" {
 		t.Fatalf("initial presence of an off-line owner: %s", p)
 	}
@@ -51,7 +54,7 @@ func TestOwnerPresenceFansOut(t *testing.T) {
 	}
 	for _, c := range cases {
 		tc.send(c.in, alice, testDomain)
-		p := tc.expect(c.name, isPresenceOf(h, carol))
+		p := tc.expect(c.name, isPresenceOf(full(h), carol))
 		show := ""
 		if s := p.child("", "show"); s != nil {
 			show = s.text
@@ -62,17 +65,17 @@ func TestOwnerPresenceFansOut(t *testing.T) {
 	}
 	// Directed to the handle counts too; to someone else's handle it does not.
 	tc.send(`<presence from='%s/pc' to='%s'/>`, alice, h)
-	tc.expect("directed presence", isPresenceOf(h, carol))
+	tc.expect("directed presence", isPresenceOf(full(h), carol))
 	tc.send(`<presence from='%s/pc' to='%s'/>`, bob, h)
-	tc.expectNone(quiet, "effect of a non-owner's presence", isPresenceOf(h, carol))
+	tc.expectNone(quiet, "effect of a non-owner's presence", isPresenceOf(full(h), carol))
 }
 
 func TestNothingSentWhenNothingVisibleChanged(t *testing.T) {
 	tc, h := setupSubscribed(t)
 	tc.send(`<presence from='%s/pc' to='%s'><show>away</show></presence>`, alice, testDomain)
-	tc.expect("away", isPresenceOf(h, carol))
+	tc.expect("away", isPresenceOf(full(h), carol))
 	tc.send(`<presence from='%s/pc' to='%s'><show>away</show><priority>1</priority></presence>`, alice, testDomain)
-	tc.expectNone(quiet, "repeat of an unchanged presence", isPresenceOf(h, carol))
+	tc.expectNone(quiet, "repeat of an unchanged presence", isPresenceOf(full(h), carol))
 }
 
 // TestHidingLooksOffline checks that a hiding account answers probes, last
@@ -82,12 +85,12 @@ func TestHidingLooksOffline(t *testing.T) {
 	tc, h := setupSubscribed(t)
 	probe := func() *node {
 		tc.send(`<presence type='probe' from='%s' to='%s'/>`, carol, h)
-		return tc.expect("probe answer", isPresenceOf(h, carol))
+		return tc.expect("probe answer", isPresenceOf(full(h), carol))
 	}
 	offline := probe()
 
 	tc.send(`<presence from='%s/pc' to='%s'/>`, alice, testDomain)
-	if p := tc.expect("online", isPresenceOf(h, carol)); p.get("type") != "" {
+	if p := tc.expect("online", isPresenceOf(full(h), carol)); p.get("type") != "" {
 		t.Fatalf("online: %s", p)
 	}
 	id := nextID()
@@ -95,7 +98,7 @@ func TestHidingLooksOffline(t *testing.T) {
 	if r := tc.expect("invisible result", isReplyTo(id)); r.get("type") != "result" {
 		t.Fatalf("invisible: %s", r)
 	}
-	hidden := tc.expect("going hiding", isPresenceOf(h, carol))
+	hidden := tc.expect("going hiding", isPresenceOf(full(h), carol))
 	if hidden.get("type") != "unavailable" {
 		t.Fatalf("going hiding: %s", hidden)
 	}
@@ -108,7 +111,7 @@ func TestHidingLooksOffline(t *testing.T) {
 	} {
 		tc.send(in, alice, testDomain)
 	}
-	tc.expectNone(quiet, "presence while hiding", isPresenceOf(h, carol))
+	tc.expectNone(quiet, "presence while hiding", isPresenceOf(full(h), carol))
 	whileHiding := probe()
 	if shape(whileHiding) != shape(offline) {
 		t.Fatalf("probe while hiding\n%s\ndiffers in shape from off-line\n%s", whileHiding, offline)
@@ -128,7 +131,7 @@ func TestHidingLooksOffline(t *testing.T) {
 	id = nextID()
 	tc.send(`<iq type='set' id='%s' from='%s/pc' to='%s'><visible xmlns='%s'/></iq>`, id, alice, testDomain, nsInvis0)
 	tc.expect("visible result", isReplyTo(id))
-	if p := tc.expect("visible again", isPresenceOf(h, carol)); p.get("type") != "" {
+	if p := tc.expect("visible again", isPresenceOf(full(h), carol)); p.get("type") != "" {
 		t.Fatalf("visible: %s", p)
 	}
 }
@@ -155,18 +158,18 @@ func TestHidingIsStickyAcrossRestart(t *testing.T) {
 	tc, h := setupSubscribedDB(t, db)
 	tc.send(`<presence type='invisible' from='%s/pc' to='%s'/>`, alice, testDomain)
 	tc.send(`<presence from='%s/pc' to='%s'/>`, alice, testDomain)
-	tc.expectNone(quiet, "available presence after raw invisible", func(n *node) bool { return isPresenceOf(h, carol)(n) && n.get("type") == "" })
+	tc.expectNone(quiet, "available presence after raw invisible", func(n *node) bool { return isPresenceOf(full(h), carol)(n) && n.get("type") == "" })
 	tc.stop()
 
 	tc2 := startTestComponent(t, db)
 	tc2.expect("probe of the owner after start", isStanza("presence", "probe", testDomain, alice))
 	// The owner's server answers the probe: still on-line.
 	tc2.send(`<presence from='%s/pc' to='%s'><show>away</show></presence>`, alice, testDomain)
-	p := tc2.expect("resync presence", isPresenceOf(h, carol))
+	p := tc2.expect("resync presence", isPresenceOf(full(h), carol))
 	if p.get("type") != "unavailable" {
 		t.Fatalf("after restart a hiding account showed %s", p)
 	}
-	tc2.expectNone(quiet, "available presence while hiding after restart", func(n *node) bool { return isPresenceOf(h, carol)(n) && n.get("type") == "" })
+	tc2.expectNone(quiet, "available presence while hiding after restart", func(n *node) bool { return isPresenceOf(full(h), carol)(n) && n.get("type") == "" })
 }
 
 func TestUnsubscribeAndUnknownHandle(t *testing.T) {
@@ -174,9 +177,9 @@ func TestUnsubscribeAndUnknownHandle(t *testing.T) {
 	tc.send(`<presence type='subscribe' from='%s' to='nobody@%s'/>`, bob, testDomain)
 	tc.expect("unsubscribed for an unknown handle", isStanza("presence", "unsubscribed", "nobody@"+testDomain, bob))
 	tc.send(`<presence type='unsubscribe' from='%s' to='%s'/>`, carol, h)
-	tc.expect("unavailable after unsubscribe", isPresenceOf(h, carol))
+	tc.expect("unavailable after unsubscribe", isPresenceOf(full(h), carol))
 	tc.send(`<presence from='%s/pc' to='%s'/>`, alice, testDomain)
-	tc.expectNone(quiet, "presence to a former subscriber", isPresenceOf(h, carol))
+	tc.expectNone(quiet, "presence to a former subscriber", isPresenceOf(full(h), carol))
 	tc.send(`<presence type='probe' from='%s' to='%s'/>`, carol, h)
 	tc.expect("unsubscribed to a former subscriber", isStanza("presence", "unsubscribed", h, carol))
 }
@@ -184,9 +187,9 @@ func TestUnsubscribeAndUnknownHandle(t *testing.T) {
 func TestRemoveHandleTellsSubscribers(t *testing.T) {
 	tc, h := setupSubscribed(t)
 	tc.send(`<presence from='%s/pc' to='%s'/>`, alice, testDomain)
-	tc.expect("online", isPresenceOf(h, carol))
+	tc.expect("online", isPresenceOf(full(h), carol))
 	wantCompleted(t, tc.run(t, alice+"/pc", "remove-handle", map[string]string{"handle": "al"}))
-	if p := tc.expect("unavailable on removal", isPresenceOf(h, carol)); p.get("type") != "unavailable" {
+	if p := tc.expect("unavailable on removal", isPresenceOf(full(h), carol)); p.get("type") != "unavailable" {
 		t.Fatalf("removal: %s", p)
 	}
 	tc.expect("unsubscribed on removal", isStanza("presence", "unsubscribed", h, carol))
@@ -195,9 +198,9 @@ func TestRemoveHandleTellsSubscribers(t *testing.T) {
 func TestShutdownWithdrawsVisibleHandles(t *testing.T) {
 	tc, h := setupSubscribed(t)
 	tc.send(`<presence from='%s/pc' to='%s'/>`, alice, testDomain)
-	tc.expect("online", isPresenceOf(h, carol))
+	tc.expect("online", isPresenceOf(full(h), carol))
 	tc.cancel()
-	if p := tc.expect("unavailable at shutdown", isPresenceOf(h, carol)); p.get("type") != "unavailable" {
+	if p := tc.expect("unavailable at shutdown", isPresenceOf(full(h), carol)); p.get("type") != "unavailable" {
 		t.Fatalf("shutdown: %s", p)
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"sort"
 	"sync"
+	"time"
 
 	"presenced/storage"
 )
@@ -46,7 +47,7 @@ func (m *memStore) Load(ctx context.Context) (*storage.Snapshot, error) {
 	return snap, nil
 }
 
-func (m *memStore) AddHandle(ctx context.Context, account, handle string, max int) (bool, error) {
+func (m *memStore) AddHandle(ctx context.Context, account, handle string, max int, now time.Time) (bool, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if m.down {
@@ -66,7 +67,7 @@ func (m *memStore) AddHandle(ctx context.Context, account, handle string, max in
 	}
 	_, had := m.accounts[account]
 	if !had {
-		m.accounts[account] = storage.Flags{Status: storage.StatusUndefined}
+		m.accounts[account] = storage.Flags{Status: storage.StatusUndefined, Since: now}
 	}
 	m.handles[handle] = account
 	m.writes++

@@ -4,7 +4,9 @@ import (
 	"context"
 	"fmt"
 	"sort"
+	"sync/atomic"
 	"testing"
+	"time"
 
 	"pgregory.net/rapid"
 
@@ -28,11 +30,17 @@ func (r *recorder) Presence(ctx context.Context, handle, contact string, v View)
 	if !r.m.subscribed(handle, contact) && !r.m.removedSubs[key] {
 		r.t.Fatalf("presence %+v from %s reached non-subscriber %s", v, handle, contact)
 	}
-	if v.Available {
-		owner, ok := r.m.handles[handle]
-		if !ok || !r.m.visible(owner) {
-			r.t.Fatalf("available presence %+v left for handle %s of an account that is hiding or off-line", v, handle)
-		}
+	owner, ok := r.m.handles[handle]
+	if !ok {
+		owner = r.m.removedFrom[handle]
+	}
+	if v.Available && (!ok || !r.m.visible(owner)) {
+		r.t.Fatalf("available presence %+v left for handle %s of an account that is hiding or off-line", v, handle)
+	}
+	// The clock ticks at every reading, so a fresh stamp always differs.
+	if last, seen := r.last[key]; seen && !v.Available && !last.Available && !r.m.visible(owner) && !v.Since.Equal(last.Since) {
+		r.t.Fatalf("handle %s of a hiding or off-line account sent %s an unavailable stamped %v, after %v: a fresh stamp shows activity",
+			handle, contact, v.Since, last.Since)
 	}
 	r.last[key] = v
 	return nil
@@ -53,6 +61,7 @@ type model struct {
 	handles     map[string]string          // handle → owner
 	subs        map[[2]string]bool         // handle, contact
 	removedSubs map[[2]string]bool         // subscriptions ended by a handle removal
+	removedFrom map[string]string          // removed handle → the owner it had
 	resources   map[string][]modelResource // owner → available resources, oldest first
 	hiding      map[string]bool
 	accounts    map[string]bool           // owners that added a handle once
@@ -145,12 +154,17 @@ func TestModel(t *testing.T) {
 		ctx := context.Background()
 		store := newMemStore()
 		m := &model{
-			handles: map[string]string{}, subs: map[[2]string]bool{}, removedSubs: map[[2]string]bool{},
+			handles: map[string]string{}, subs: map[[2]string]bool{}, removedSubs: map[[2]string]bool{}, removedFrom: map[string]string{},
 			resources: map[string][]modelResource{}, hiding: map[string]bool{},
 			accounts: map[string]bool{}, explicit: map[string]storage.Status{}, client: map[string]storage.Status{},
 		}
 		rec := &recorder{t: rt, m: m, last: map[[2]string]View{}, unsub: map[[2]string]bool{}}
-		svc, err := New(ctx, store, Options{MaxHandles: 3})
+		var ticks atomic.Int64
+		clock := func() time.Time {
+			return time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC).Add(time.Duration(ticks.Add(1)) * time.Second)
+		}
+		opts := Options{MaxHandles: 3, Now: clock}
+		svc, err := New(ctx, store, opts)
 		if err != nil {
 			rt.Fatal(err)
 		}
@@ -159,6 +173,7 @@ func TestModel(t *testing.T) {
 				rt.Fatal(err)
 			}
 			clear(m.removedSubs)
+			clear(m.removedFrom)
 		}
 
 		ownerGen := rapid.SampledFrom(modelOwners)
@@ -171,7 +186,7 @@ func TestModel(t *testing.T) {
 			"addHandle": func(t *rapid.T) {
 				o, h := ownerGen.Draw(t, "owner"), handleGen.Draw(t, "handle")
 				err := svc.AddHandle(ctx, o, h)
-				_, taken := m.handles[h]
+				holder, taken := m.handles[h]
 				n := 0
 				for _, x := range m.handles {
 					if x == o {
@@ -179,6 +194,10 @@ func TestModel(t *testing.T) {
 					}
 				}
 				switch {
+				case taken && holder == o:
+					if err != ErrHandleOwned {
+						t.Fatalf("AddHandle(%s, %s) of its own handle = %v, want ErrHandleOwned", o, h, err)
+					}
 				case taken:
 					if err != ErrHandleTaken {
 						t.Fatalf("AddHandle(%s, %s) = %v, want ErrHandleTaken", o, h, err)
@@ -213,6 +232,7 @@ func TestModel(t *testing.T) {
 						t.Fatal(err)
 					}
 					delete(m.handles, h)
+					m.removedFrom[h] = o
 					for k := range m.subs {
 						if k[0] == h {
 							delete(m.subs, k)
@@ -331,15 +351,16 @@ func TestModel(t *testing.T) {
 			"restart": func(t *rapid.T) {
 				flush()
 				// Shutdown: the component withdraws every visible handle.
-				for h, contacts := range svc.Visible() {
-					for _, c := range contacts {
-						_ = rec.Presence(ctx, h, c, View{})
+				at := clock()
+				for _, w := range svc.Withdrawals(at) {
+					for _, c := range w.Contacts {
+						_ = rec.Presence(ctx, w.Handle, c, w.View)
 					}
 				}
-				if err := svc.GoOffline(ctx); err != nil {
+				if err := svc.GoOffline(ctx, at); err != nil {
 					t.Fatal(err)
 				}
-				svc, err = New(ctx, store, Options{MaxHandles: 3})
+				svc, err = New(ctx, store, opts)
 				if err != nil {
 					t.Fatal(err)
 				}

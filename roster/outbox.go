@@ -11,7 +11,7 @@ import (
 // Sender delivers notifications. The component implements it with presence
 // stanzas; tests implement it with a recorder.
 type Sender interface {
-	// Presence sends v from the bare handle JID to contact.
+	// Presence sends v to contact as the presence of handle.
 	Presence(ctx context.Context, handle, contact string, v View) error
 	// Unsubscribed tells contact that its subscription to handle has ended.
 	Unsubscribed(ctx context.Context, handle, contact string) error
@@ -37,6 +37,7 @@ type target struct{ handle, contact string }
 type job struct {
 	kind     jobKind
 	key      string // account JID or handle
+	owner    string // jobRemoved: the account that held the handle
 	contact  string
 	contacts []string
 	targets  []target // jobContinue: what is left of the pass
@@ -96,8 +97,8 @@ func (o *Outbox) one(handle, contact string) {
 	o.push(&job{kind: jobOne, key: handle, contact: contact}, "o\x00"+handle+"\x00"+contact)
 }
 
-func (o *Outbox) removed(handle string, contacts []string) {
-	o.push(&job{kind: jobRemoved, key: handle, contacts: contacts}, "")
+func (o *Outbox) removed(owner, handle string, contacts []string) {
+	o.push(&job{kind: jobRemoved, key: handle, owner: owner, contacts: contacts}, "")
 }
 
 func (o *Outbox) park(j *job) {
@@ -117,16 +118,13 @@ func (o *Outbox) unpark() {
 	}
 }
 
-// TakeRemovals returns, by handle, the contacts still to be told that a
-// removed handle is gone, queued or parked, and forgets them. It is used
-// at shutdown, once the outbox has stopped.
-func (o *Outbox) TakeRemovals() map[string][]string {
+// takeRemovals returns the removal notices still to be sent, queued or
+// parked, and forgets them. It is used at shutdown, once the outbox has
+// stopped.
+func (o *Outbox) takeRemovals() []*job {
 	o.mu.Lock()
 	defer o.mu.Unlock()
-	out := make(map[string][]string)
-	for _, j := range append(o.removeLocked(isRemoval), o.parked...) {
-		out[j.key] = append(out[j.key], j.contacts...)
-	}
+	out := append(o.removeLocked(isRemoval), o.parked...)
 	o.parked = nil
 	return out
 }
@@ -271,13 +269,13 @@ func (o *Outbox) do(ctx context.Context, snd Sender, j *job) (err error) {
 			if o.s.IsSubscribed(j.key, c) {
 				continue // the handle was added again and c subscribed anew
 			}
-			err := snd.Presence(ctx, j.key, c, View{Since: o.s.now()})
+			err := snd.Presence(ctx, j.key, c, o.s.goneView(j.owner))
 			if err == nil {
 				err = snd.Unsubscribed(ctx, j.key, c)
 			}
 			if err != nil {
 				// Nothing could rebuild this notice: keep what is left.
-				o.park(&job{kind: jobRemoved, key: j.key, contacts: j.contacts[i:]})
+				o.park(&job{kind: jobRemoved, key: j.key, owner: j.owner, contacts: j.contacts[i:]})
 				return err
 			}
 		}

@@ -25,6 +25,7 @@ import (
 // Errors returned by the Service. The component maps them to XMPP errors.
 var (
 	ErrHandleTaken   = errors.New("roster: handle name is taken")
+	ErrHandleOwned   = errors.New("roster: handle is already the account's own")
 	ErrHandleLimit   = errors.New("roster: handle limit reached")
 	ErrUnknownHandle = errors.New("roster: unknown handle")
 	ErrNotOwner      = errors.New("roster: handle belongs to another account")
@@ -288,12 +289,25 @@ func (s *Service) IsSubscribed(handle, contact string) bool {
 	return ok
 }
 
+// HasResource reports whether resource of owner is known to be available.
+func (s *Service) HasResource(owner, resource string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	a := s.accounts[owner]
+	return a != nil && a.resources[resource] != nil
+}
+
 // AddHandle gives handle (already prepared) to owner, creating the account
-// on first use.
+// on first use. A handle the owner already holds changes nothing and
+// returns ErrHandleOwned.
 func (s *Service) AddHandle(ctx context.Context, owner, handle string) error {
 	s.change.Lock()
 	defer s.change.Unlock()
-	_, err := s.store.AddHandle(ctx, owner, handle, s.maxHandles)
+	if o, ok := s.OwnerOf(handle); ok && o == owner {
+		return ErrHandleOwned
+	}
+	now := s.now()
+	_, err := s.store.AddHandle(ctx, owner, handle, s.maxHandles, now)
 	switch {
 	case errors.Is(err, storage.ErrExists):
 		return ErrHandleTaken
@@ -307,7 +321,7 @@ func (s *Service) AddHandle(ctx context.Context, owner, handle string) error {
 	a := s.accounts[owner]
 	if a == nil {
 		a = s.newAccountLocked(owner)
-		a.flags.Since = s.now()
+		a.flags.Since = now
 	}
 	a.handles[handle] = struct{}{}
 	s.handles[handle] = owner
@@ -343,7 +357,7 @@ func (s *Service) RemoveHandle(ctx context.Context, owner, handle string) error 
 	}
 	s.mu.Unlock()
 	if len(contacts) > 0 {
-		s.out.removed(handle, contacts)
+		s.out.removed(owner, handle, contacts)
 	}
 	return nil
 }
@@ -453,7 +467,7 @@ func (s *Service) OwnerPresence(ctx context.Context, owner string, p OwnerPresen
 	s.mu.Unlock()
 	// A presence is not acknowledged to anybody, so the new state holds in
 	// memory even when storage fails; the next change writes it again.
-	return s.commit(ctx, a, f, true)
+	return s.commit(ctx, a, f, true, s.now())
 }
 
 // Instruct applies an explicit instruction for every handle of owner. It
@@ -485,7 +499,7 @@ func (s *Service) Instruct(ctx context.Context, owner string, in Instruction) er
 		return ErrBadStatus
 	}
 	s.mu.Unlock()
-	return s.commit(ctx, a, f, false)
+	return s.commit(ctx, a, f, false, s.now())
 }
 
 // derivedFrom returns f with the on-line flag, status and text taken from
@@ -516,15 +530,15 @@ func topResource(a *account) *resource {
 	return top
 }
 
-// commit stores f as a's flags and publishes the change. Since moves when
-// the account's visibility changes. If keepOnError, a storage failure still
-// updates memory (the error is returned for logging).
-func (s *Service) commit(ctx context.Context, a *account, f storage.Flags, keepOnError bool) error {
+// commit stores f as a's flags and publishes the change. Since moves to at
+// when the account's visibility changes. If keepOnError, a storage failure
+// still updates memory (the error is returned for logging).
+func (s *Service) commit(ctx context.Context, a *account, f storage.Flags, keepOnError bool, at time.Time) error {
 	s.mu.Lock()
 	old := a.flags
 	s.mu.Unlock()
 	if ViewOf(old).Available != ViewOf(f).Available || f.Since.IsZero() {
-		f.Since = s.now()
+		f.Since = at
 	}
 	if f == old {
 		return nil
@@ -581,7 +595,7 @@ func (s *Service) DropStale(ctx context.Context) error {
 	s.mu.Lock()
 	s.resyncing = false
 	s.mu.Unlock()
-	err := s.dropResources(ctx, func(r *resource) bool { return r.stale })
+	err := s.dropResources(ctx, func(r *resource) bool { return r.stale }, s.now())
 	for _, owner := range s.Owners() {
 		s.out.account(owner)
 	}
@@ -590,9 +604,9 @@ func (s *Service) DropStale(ctx context.Context) error {
 }
 
 // dropResources removes, account by account, the resources for which drop
-// is true and commits the resulting flags. A storage failure does not stop
-// it; the first error is returned.
-func (s *Service) dropResources(ctx context.Context, drop func(*resource) bool) error {
+// is true and commits the resulting flags as of at. A storage failure does
+// not stop it; the first error is returned.
+func (s *Service) dropResources(ctx context.Context, drop func(*resource) bool, at time.Time) error {
 	var firstErr error
 	for _, owner := range s.Owners() {
 		s.change.Lock()
@@ -605,7 +619,7 @@ func (s *Service) dropResources(ctx context.Context, drop func(*resource) bool) 
 		}
 		f := s.derivedFrom(a, a.flags)
 		s.mu.Unlock()
-		err := s.commit(ctx, a, f, true)
+		err := s.commit(ctx, a, f, true, at)
 		s.change.Unlock()
 		if err != nil && firstErr == nil {
 			firstErr = err
@@ -614,23 +628,76 @@ func (s *Service) dropResources(ctx context.Context, drop func(*resource) bool) 
 	return firstErr
 }
 
-// Visible returns, for every handle, the subscribers that may see it as
-// available: those last sent an available presence and those whose last
-// presence is unknown (after a reconnect, before the resend reached them).
-// It is used at shutdown to withdraw what the component can no longer vouch
-// for, including changes to hiding or off-line not yet sent.
-func (s *Service) Visible() map[string][]string {
+// Withdrawal is what withdraws one handle from its subscribers: View, which
+// is never available, goes to each of Contacts, followed by unsubscribed
+// when the handle was removed.
+type Withdrawal struct {
+	Handle   string
+	Contacts []string
+	View     View
+	Removed  bool
+}
+
+// Withdrawals returns what the component must send at shutdown, when it can
+// no longer vouch for any handle: the notices of removed handles not yet
+// sent, which it takes from the outbox, and, for every handle, the
+// subscribers that may see it as available (last sent an available
+// presence, or not told anything since a reconnect, so a change to hiding
+// or off-line not yet sent is covered too). A visible account is withdrawn
+// as of at, the moment GoOffline then stores; a hidden or off-line one with
+// its own View. It is called once the outbox has stopped.
+func (s *Service) Withdrawals(at time.Time) []Withdrawal {
+	var out []Withdrawal
+	for _, j := range s.out.takeRemovals() {
+		s.mu.Lock()
+		v := s.goneViewLocked(s.accounts[j.owner], at)
+		s.mu.Unlock()
+		out = append(out, Withdrawal{Handle: j.key, Contacts: j.contacts, View: v, Removed: true})
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	out := make(map[string][]string)
-	for h, m := range s.subs {
-		for c, st := range m {
+	for _, h := range sortedKeys(s.subs) {
+		var contacts []string
+		for c, st := range s.subs[h] {
 			if !st.valid || st.sent.Available {
-				out[h] = append(out[h], c)
+				contacts = append(contacts, c)
 			}
+		}
+		if len(contacts) > 0 {
+			sort.Strings(contacts)
+			out = append(out, Withdrawal{Handle: h, Contacts: contacts, View: s.goneViewLocked(s.accounts[s.handles[h]], at)})
 		}
 	}
 	return out
+}
+
+// GoneView returns the unavailable presence that tells a subscriber of
+// handle that it no longer sees the handle, as when it unsubscribed. See
+// goneViewLocked.
+func (s *Service) GoneView(handle string) View {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.goneViewLocked(s.accounts[s.handles[handle]], s.now())
+}
+
+// goneView is GoneView for a handle of owner that may no longer exist.
+func (s *Service) goneView(owner string) View {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.goneViewLocked(s.accounts[owner], s.now())
+}
+
+// goneViewLocked returns the View that withdraws a handle of a (can be
+// nil): a's own View while it is hidden or off-line, so the stamp is the one
+// its subscribers already have (a fresh one would tell them that a hiding
+// owner is active), else unavailable as of at.
+func (s *Service) goneViewLocked(a *account, at time.Time) View {
+	if a != nil {
+		if v := ViewOf(a.flags); !v.Available {
+			return v
+		}
+	}
+	return View{Since: at}
 }
 
 func sortedKeys[V any](m map[string]V) []string {
@@ -642,9 +709,10 @@ func sortedKeys[V any](m map[string]V) []string {
 	return out
 }
 
-// GoOffline forgets every resource and stores every account as off-line,
-// as of now. It is called at shutdown, after the component withdrew the
-// presence of the visible handles; the outbox is no longer running.
-func (s *Service) GoOffline(ctx context.Context) error {
-	return s.dropResources(ctx, func(*resource) bool { return true })
+// GoOffline forgets every resource and stores every account as off-line;
+// those that were visible stopped being visible at at. It is called at
+// shutdown, after the component sent the Withdrawals of the same moment;
+// the outbox is no longer running.
+func (s *Service) GoOffline(ctx context.Context, at time.Time) error {
+	return s.dropResources(ctx, func(*resource) bool { return true }, at)
 }

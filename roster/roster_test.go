@@ -173,8 +173,8 @@ func TestShutdownWithdrawsPendingHide(t *testing.T) {
 	if err := s.Instruct(context.Background(), "alice@example.org", InstructHide); err != nil {
 		t.Fatal(err)
 	}
-	if got := s.Visible(); fmt.Sprint(got) != "map[h:[carol@example.net]]" {
-		t.Fatalf("Visible() = %v, want carol, who last saw alice available", got)
+	if got := s.Withdrawals(time.Now()); len(got) != 1 || got[0].Handle != "h" || fmt.Sprint(got[0].Contacts) != "[carol@example.net]" || got[0].View.Available {
+		t.Fatalf("Withdrawals() = %+v, want carol, who last saw alice available, sent unavailable", got)
 	}
 }
 
@@ -288,8 +288,11 @@ func TestRemovalNoticeSurvivesFailedSend(t *testing.T) {
 	if err := s.Outbox().Flush(ctx, failing{}); err == nil {
 		t.Fatal("Flush through a failing sender succeeded")
 	}
-	if got := s.Outbox().TakeRemovals(); fmt.Sprint(got) != "map[h:[carol@example.net]]" {
-		t.Fatalf("TakeRemovals() = %v", got)
+	if got := s.Withdrawals(time.Now()); len(got) != 1 || got[0].Handle != "h" || fmt.Sprint(got[0].Contacts) != "[carol@example.net]" || !got[0].Removed {
+		t.Fatalf("Withdrawals() = %+v, want the removal notice for carol", got)
+	}
+	if got := s.Withdrawals(time.Now()); len(got) != 0 {
+		t.Fatalf("a second Withdrawals() = %+v, want the notice taken by the first", got)
 	}
 	// Once more, now reconnecting instead of shutting down.
 	s2 := newTestService(t, newMemStore())
@@ -365,5 +368,144 @@ func TestResyncHoldsOnlyShowing(t *testing.T) {
 	}
 	if n := s.Outbox().Len(); n != 1 {
 		t.Fatalf("hiding during the resync queued %d jobs, want 1", n)
+	}
+}
+
+// stampRecorder is a Sender that keeps every presence sent, in order.
+type stampRecorder struct{ sent []View }
+
+func (r *stampRecorder) Presence(_ context.Context, _, _ string, v View) error {
+	r.sent = append(r.sent, v)
+	return nil
+}
+func (r *stampRecorder) Unsubscribed(context.Context, string, string) error { return nil }
+
+// TestWithdrawingKeepsTheStamp: while the account hides or is off-line,
+// every unavailable presence that withdraws a handle (removal, unsubscribe,
+// shutdown) carries the moment it stopped being visible, never a fresh one,
+// which would show that the owner is active. A visible account is withdrawn
+// as of the moment given.
+func TestWithdrawingKeepsTheStamp(t *testing.T) {
+	ctx := context.Background()
+	clock := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	s, err := New(ctx, newMemStore(), Options{Now: func() time.Time { return clock }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	const owner = "alice@example.org"
+	online(t, s, owner, "h", "carol@example.net")
+	if err := s.Subscribe(ctx, "h", "dave@example.net"); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.AddHandle(ctx, owner, "h2"); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Subscribe(ctx, "h2", "carol@example.net"); err != nil {
+		t.Fatal(err)
+	}
+	clock = clock.Add(time.Hour)
+	if err := s.Instruct(ctx, owner, InstructHide); err != nil {
+		t.Fatal(err)
+	}
+	hidAt := clock
+	var rec stampRecorder
+	if err := s.Outbox().Flush(ctx, &rec); err != nil {
+		t.Fatal(err)
+	}
+	clock = clock.Add(time.Hour)
+	if v := s.GoneView("h"); v.Available || !v.Since.Equal(hidAt) {
+		t.Fatalf("GoneView while hiding = %+v, want unavailable since %v", v, hidAt)
+	}
+	rec.sent = nil
+	if err := s.RemoveHandle(ctx, owner, "h2"); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Outbox().Flush(ctx, &rec); err != nil {
+		t.Fatal(err)
+	}
+	if len(rec.sent) != 1 || rec.sent[0].Available || !rec.sent[0].Since.Equal(hidAt) {
+		t.Fatalf("removal while hiding sent %+v, want one unavailable since %v", rec.sent, hidAt)
+	}
+	// After a reconnect nobody's view is known: shutdown withdraws every
+	// subscriber, still with the moment of hiding.
+	s.MarkStale()
+	for _, w := range s.Withdrawals(clock) {
+		if w.View.Available || !w.View.Since.Equal(hidAt) {
+			t.Fatalf("Withdrawals while hiding = %+v, want unavailable since %v", w, hidAt)
+		}
+	}
+	// A visible account is withdrawn as of the moment given, which
+	// GoOffline then stores.
+	if err := s.Instruct(ctx, owner, InstructVisible); err != nil {
+		t.Fatal(err)
+	}
+	at := clock.Add(time.Minute)
+	ws := s.Withdrawals(at)
+	if len(ws) != 1 || ws[0].View.Available || !ws[0].View.Since.Equal(at) {
+		t.Fatalf("Withdrawals of a visible account = %+v, want unavailable since %v", ws, at)
+	}
+	if err := s.GoOffline(ctx, at); err != nil {
+		t.Fatal(err)
+	}
+	if f, _ := s.Flags(owner); f.Online || !f.Since.Equal(at) {
+		t.Fatalf("after GoOffline(%v): %+v", at, f)
+	}
+}
+
+// TestAddOwnHandleChangesNothing: adding a handle one already holds, in
+// any case, is reported as such and writes nothing.
+func TestAddOwnHandleChangesNothing(t *testing.T) {
+	ctx := context.Background()
+	store := newMemStore()
+	s := newTestService(t, store)
+	if err := s.AddHandle(ctx, "alice@example.org", "h"); err != nil {
+		t.Fatal(err)
+	}
+	before := store.writeCount()
+	if err := s.AddHandle(ctx, "alice@example.org", "h"); err != ErrHandleOwned {
+		t.Fatalf("AddHandle(own handle) = %v, want ErrHandleOwned", err)
+	}
+	if err := s.AddHandle(ctx, "bob@example.org", "h"); err != ErrHandleTaken {
+		t.Fatalf("AddHandle(someone else's) = %v, want ErrHandleTaken", err)
+	}
+	if n := store.writeCount() - before; n != 0 {
+		t.Fatalf("re-adding made %d writes, want 0", n)
+	}
+}
+
+// TestNewAccountKeepsItsStampAcrossRestart: an account that never came
+// on-line is off-line since it was created, in memory and in storage, so a
+// restart sends its subscribers the stamp they already have.
+func TestNewAccountKeepsItsStampAcrossRestart(t *testing.T) {
+	ctx := context.Background()
+	clock := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	store := newMemStore()
+	opts := Options{Now: func() time.Time { return clock }}
+	s, err := New(ctx, store, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.AddHandle(ctx, "alice@example.org", "h"); err != nil {
+		t.Fatal(err)
+	}
+	created := clock
+	if err := s.Subscribe(ctx, "h", "carol@example.net"); err != nil {
+		t.Fatal(err)
+	}
+	clock = clock.Add(time.Hour)
+	s2, err := New(ctx, store, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s2.MarkStale()
+	if err := s2.DropStale(ctx); err != nil {
+		t.Fatal(err)
+	}
+	var rec stampRecorder
+	if err := s2.Outbox().Flush(ctx, &rec); err != nil {
+		t.Fatal(err)
+	}
+	if len(rec.sent) != 1 || rec.sent[0].Available || !rec.sent[0].Since.Equal(created) {
+		t.Fatalf("after a restart the subscriber got %+v, want unavailable since %v", rec.sent, created)
 	}
 }

@@ -149,11 +149,11 @@ func (s *postgresStore) Load(ctx context.Context) (*Snapshot, error) {
 // AddHandle implements Store. The account row is locked for the length of
 // the transaction, so concurrent adds to one account are counted one after
 // the other.
-func (s *postgresStore) AddHandle(ctx context.Context, account, handle string, max int) (created bool, err error) {
+func (s *postgresStore) AddHandle(ctx context.Context, account, handle string, max int, at time.Time) (created bool, err error) {
 	ctx, cancel := context.WithTimeout(ctx, queryTimeout)
 	defer cancel()
 
-	now := storedTime(time.Now())
+	now := storedTime(at)
 	err = pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
 		tag, err := tx.Exec(ctx, `
 			INSERT INTO accounts (jid, online, status, hiding, status_text, since)

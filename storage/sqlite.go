@@ -210,11 +210,11 @@ func closeRows(rows *sql.Rows) error {
 }
 
 // AddHandle implements Store.
-func (s *sqliteStore) AddHandle(ctx context.Context, account, handle string, max int) (created bool, err error) {
+func (s *sqliteStore) AddHandle(ctx context.Context, account, handle string, max int, at time.Time) (created bool, err error) {
 	ctx, cancel := context.WithTimeout(ctx, queryTimeout)
 	defer cancel()
 
-	now := storedTime(time.Now()).UnixMicro()
+	now := storedTime(at).UnixMicro()
 	err = s.inTx(ctx, func(tx *sql.Tx) error {
 		res, err := tx.ExecContext(ctx, `
 			INSERT INTO accounts (jid, online, status, hiding, status_text, since, created_at)

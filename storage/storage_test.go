@@ -183,7 +183,7 @@ func must(t testing.TB, what string, err error) {
 
 func mustAdd(t testing.TB, s Store, account, handle string, max int) bool {
 	t.Helper()
-	created, err := s.AddHandle(context.Background(), account, handle, max)
+	created, err := s.AddHandle(context.Background(), account, handle, max, time.Now())
 	must(t, fmt.Sprintf("AddHandle(%q, %q)", account, handle), err)
 	return created
 }
@@ -296,9 +296,8 @@ func runConformance(t *testing.T, driver string, freshDSN func(t testing.TB) str
 
 	t.Run("AddHandleCreatesAccount", func(t *testing.T) {
 		s := open(t)
-		before := time.Now()
-		created, err := s.AddHandle(ctx, "alice@example.org", "alice", 3)
-		after := time.Now()
+		since := time.Date(2026, 3, 4, 5, 6, 7, 891234567, time.UTC)
+		created, err := s.AddHandle(ctx, "alice@example.org", "alice", 3, since)
 		must(t, "AddHandle", err)
 		if !created {
 			t.Error("AddHandle on a new account: created = false")
@@ -309,12 +308,12 @@ func runConformance(t *testing.T, driver string, freshDSN func(t testing.TB) str
 		if f.Online || f.Status != StatusUndefined || f.Hiding || f.StatusText != "" {
 			t.Errorf("new account flags %+v, want off-line, undefined, visible, no text", f)
 		}
-		if f.Since.Before(before.Truncate(time.Microsecond)) || f.Since.After(after) {
-			t.Errorf("new account Since %v, want between %v and %v", f.Since, before, after)
+		if want := since.Truncate(time.Microsecond); !f.Since.Equal(want) {
+			t.Errorf("new account Since %v, want the moment given, %v", f.Since, want)
 		}
 		wantHandles(t, s, "alice@example.org", "alice")
 
-		created, err = s.AddHandle(ctx, "alice@example.org", "alice2", 3)
+		created, err = s.AddHandle(ctx, "alice@example.org", "alice2", 3, time.Now())
 		must(t, "AddHandle", err)
 		if created {
 			t.Error("AddHandle on an existing account: created = true")
@@ -327,7 +326,7 @@ func runConformance(t *testing.T, driver string, freshDSN func(t testing.TB) str
 		s := open(t)
 		mustAdd(t, s, "a@example.org", "a1", 2)
 		mustAdd(t, s, "a@example.org", "a2", 2)
-		_, err := s.AddHandle(ctx, "a@example.org", "a3", 2)
+		_, err := s.AddHandle(ctx, "a@example.org", "a3", 2, time.Now())
 		wantErr(t, "AddHandle over the limit", err, ErrLimit)
 		wantHandles(t, s, "a@example.org", "a1", "a2")
 		// A higher limit lets it in.
@@ -340,7 +339,7 @@ func runConformance(t *testing.T, driver string, freshDSN func(t testing.TB) str
 	t.Run("AddHandleLimitNewAccount", func(t *testing.T) {
 		s := open(t)
 		for _, max := range []int{0, -1} {
-			_, err := s.AddHandle(ctx, "new@example.org", "new", max)
+			_, err := s.AddHandle(ctx, "new@example.org", "new", max, time.Now())
 			wantErr(t, fmt.Sprintf("AddHandle with max %d", max), err, ErrLimit)
 			wantNoAccount(t, s, "new@example.org")
 		}
@@ -354,7 +353,7 @@ func runConformance(t *testing.T, driver string, freshDSN func(t testing.TB) str
 		mustAdd(t, s, "a@example.org", "shared", 5)
 
 		// A new account is not left behind.
-		_, err := s.AddHandle(ctx, "b@example.org", "shared", 5)
+		_, err := s.AddHandle(ctx, "b@example.org", "shared", 5, time.Now())
 		wantErr(t, "AddHandle of a taken name", err, ErrExists)
 		wantNoAccount(t, s, "b@example.org")
 		wantHandles(t, s, "b@example.org")
@@ -363,7 +362,7 @@ func runConformance(t *testing.T, driver string, freshDSN func(t testing.TB) str
 		flags := Flags{Online: true, Status: StatusBusy, StatusText: "x", Since: time.Unix(1000, 0)}
 		must(t, "SetFlags", s.SetFlags(ctx, "c@example.org", flags))
 		mustAdd(t, s, "c@example.org", "c", 5)
-		_, err = s.AddHandle(ctx, "c@example.org", "shared", 5)
+		_, err = s.AddHandle(ctx, "c@example.org", "shared", 5, time.Now())
 		wantErr(t, "AddHandle of a taken name", err, ErrExists)
 		wantFlags(t, s, "c@example.org", flags)
 		wantHandles(t, s, "c@example.org", "c")
@@ -373,7 +372,7 @@ func runConformance(t *testing.T, driver string, freshDSN func(t testing.TB) str
 	t.Run("AddHandleTakenBySelf", func(t *testing.T) {
 		s := open(t)
 		mustAdd(t, s, "a@example.org", "mine", 5)
-		_, err := s.AddHandle(ctx, "a@example.org", "mine", 5)
+		_, err := s.AddHandle(ctx, "a@example.org", "mine", 5, time.Now())
 		wantErr(t, "AddHandle of an own name", err, ErrExists)
 		wantHandles(t, s, "a@example.org", "mine")
 	})
@@ -382,7 +381,7 @@ func runConformance(t *testing.T, driver string, freshDSN func(t testing.TB) str
 		// When both apply, the name being taken is reported.
 		s := open(t)
 		mustAdd(t, s, "a@example.org", "a", 1)
-		_, err := s.AddHandle(ctx, "a@example.org", "a", 1)
+		_, err := s.AddHandle(ctx, "a@example.org", "a", 1, time.Now())
 		wantErr(t, "AddHandle", err, ErrExists)
 	})
 
@@ -613,7 +612,7 @@ func runConformance(t *testing.T, driver string, freshDSN func(t testing.TB) str
 		must(t, "Load", err)
 		wantSnapshot(t, snap, want)
 		// Constraints still hold.
-		_, err = s.AddHandle(ctx, "z@example.org", "b1", 5)
+		_, err = s.AddHandle(ctx, "z@example.org", "b1", 5, time.Now())
 		wantErr(t, "AddHandle after reopen", err, ErrExists)
 	})
 
@@ -623,7 +622,7 @@ func runConformance(t *testing.T, driver string, freshDSN func(t testing.TB) str
 		for round := range 5 {
 			name := fmt.Sprintf("contested%d", round)
 			errs := race(racers, func(i int) error {
-				_, err := s.AddHandle(ctx, fmt.Sprintf("r%d-%d@example.org", round, i), name, 5)
+				_, err := s.AddHandle(ctx, fmt.Sprintf("r%d-%d@example.org", round, i), name, 5, time.Now())
 				return err
 			})
 			winner := -1
@@ -661,7 +660,7 @@ func runConformance(t *testing.T, driver string, freshDSN func(t testing.TB) str
 				mustAdd(t, s, account, fmt.Sprintf("h%d-%d", round, i), max)
 			}
 			errs := race(racers, func(i int) error {
-				_, err := s.AddHandle(ctx, account, fmt.Sprintf("new%d-%d", round, i), max)
+				_, err := s.AddHandle(ctx, account, fmt.Sprintf("new%d-%d", round, i), max, time.Now())
 				return err
 			})
 			ok := 0
@@ -690,7 +689,7 @@ func runConformance(t *testing.T, driver string, freshDSN func(t testing.TB) str
 		created := make([]bool, racers)
 		errs := race(racers, func(i int) error {
 			var err error
-			created[i], err = s.AddHandle(ctx, "a@example.org", fmt.Sprintf("h%d", i), racers)
+			created[i], err = s.AddHandle(ctx, "a@example.org", fmt.Sprintf("h%d", i), racers, time.Now())
 			return err
 		})
 		n := 0
@@ -719,7 +718,7 @@ func runConformance(t *testing.T, driver string, freshDSN func(t testing.TB) str
 		}
 		_, err := s.Load(ctx)
 		check("Load", err)
-		_, err = s.AddHandle(ctx, "a@example.org", "b", 5)
+		_, err = s.AddHandle(ctx, "a@example.org", "b", 5, time.Now())
 		check("AddHandle", err)
 		check("RemoveHandle", s.RemoveHandle(ctx, "a@example.org", "a"))
 		_, err = s.Handles(ctx, "a@example.org")
@@ -741,7 +740,7 @@ func runConformance(t *testing.T, driver string, freshDSN func(t testing.TB) str
 		if err == nil || isSentinel(err) {
 			t.Fatalf("Account with a canceled context: %v, want a non-sentinel error", err)
 		}
-		_, err = s.AddHandle(cctx, "a@example.org", "b", 5)
+		_, err = s.AddHandle(cctx, "a@example.org", "b", 5, time.Now())
 		if err == nil || isSentinel(err) {
 			t.Fatalf("AddHandle with a canceled context: %v, want a non-sentinel error", err)
 		}

@@ -116,13 +116,13 @@ type Store interface {
 	Load(ctx context.Context) (*Snapshot, error)
 
 	// AddHandle gives the handle name to the account, creating the account
-	// (with undefined, off-line, visible flags) if it does not exist yet; it
-	// reports whether the account was created. It returns ErrExists if any
+	// (with undefined, off-line, visible flags, off-line since now) if it
+	// does not exist yet; it reports whether the account was created. It returns ErrExists if any
 	// account holds the name and ErrLimit if the account already holds max
 	// handles. ErrExists is reported over ErrLimit when both apply, and a max
 	// of 0 or less admits no handle. Nothing changes on error: an account
 	// created for the attempt is not kept.
-	AddHandle(ctx context.Context, account, handle string, max int) (created bool, err error)
+	AddHandle(ctx context.Context, account, handle string, max int, now time.Time) (created bool, err error)
 
 	// RemoveHandle takes the handle from the account and deletes its
 	// subscriptions. It returns ErrNotFound if no account holds the handle

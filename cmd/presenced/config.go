@@ -13,6 +13,7 @@ import (
 	"github.com/BurntSushi/toml"
 	"mellium.im/xmpp/jid"
 
+	"presenced/component"
 	"presenced/roster"
 	"presenced/storage"
 )
@@ -36,6 +37,7 @@ type ComponentConfig struct {
 	Domain      string `toml:"domain"`
 	Server      string `toml:"server"`
 	Secret      string `toml:"secret"`
+	Resource    string `toml:"resource"`
 	ResyncDelay string `toml:"resync_delay"`
 	MaxBackoff  string `toml:"max_backoff"`
 
@@ -64,7 +66,7 @@ type LogConfig struct {
 // Defaults returns the configuration that a file overrides.
 func Defaults() Config {
 	return Config{
-		Component: ComponentConfig{ResyncDelay: "3s", MaxBackoff: "30s"},
+		Component: ComponentConfig{Resource: component.DefaultResource, ResyncDelay: "3s", MaxBackoff: "30s"},
 		Storage:   StorageConfig{Driver: storage.DriverSQLite},
 		Accounts:  AccountsConfig{MaxHandles: roster.DefaultMaxHandles},
 		Log:       LogConfig{Level: "info"},
@@ -113,6 +115,11 @@ func (c *Config) validate() error {
 		if err != nil || j.Localpart() != "" || j.Resourcepart() != "" {
 			bad("component.domain", "%q is not a domain name", d)
 		}
+	}
+	if r := c.Component.Resource; r == "" {
+		bad("component.resource", "empty (the resource of the handles' full JIDs, e.g. %q)", component.DefaultResource)
+	} else if _, err := jid.New("", "example.org", r); err != nil {
+		bad("component.resource", "%q is not a valid resourcepart", r)
 	}
 	if c.Component.Server == "" {
 		bad("component.server", "missing (host:port of the XMPP server's component listener)")

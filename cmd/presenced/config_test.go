@@ -41,7 +41,8 @@ func TestConfigDefaultsAndEnv(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if cfg.Storage.Driver != "sqlite" || cfg.Storage.DSN != "presence.db" || cfg.Accounts.MaxHandles != 64 || cfg.Component.resyncDelay.String() != "3s" {
+	if cfg.Storage.Driver != "sqlite" || cfg.Storage.DSN != "presence.db" || cfg.Accounts.MaxHandles != 64 || cfg.Component.resyncDelay.String() != "3s" ||
+		cfg.Component.Resource != "presenced" {
 		t.Fatalf("defaults = %+v", cfg)
 	}
 	env := map[string]string{envSecret: "from-env", envDSN: "postgres://u:p@127.0.0.1/db"}
@@ -82,6 +83,8 @@ server = "127.0.0.1:5347"`, "component.secret"},
 		{"bad max handles", minimal + "[accounts]\nmax_handles = 0\n", "accounts.max_handles"},
 		{"bad level", minimal + "[log]\nlevel = \"loud\"\n", "log.level"},
 		{"bad duration", strings.Replace(minimal, `secret = "s"`, "secret = \"s\"\nresync_delay = \"soon\"", 1), "component.resync_delay"},
+		{"empty resource", strings.Replace(minimal, `secret = "s"`, "secret = \"s\"\nresource = \"\"", 1), "component.resource"},
+		{"bad resource", strings.Replace(minimal, `secret = "s"`, "secret = \"s\"\nresource = \""+strings.Repeat("r", 1024)+"\"", 1), "component.resource"},
 		{"wrong type", minimal + "[accounts]\nmax_handles = \"many\"\n", "max_handles"},
 	}
 	for _, c := range cases {

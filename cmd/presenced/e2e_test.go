@@ -9,12 +9,15 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
+	"crypto/sha1"
+	"encoding/base64"
 	"encoding/hex"
 	"fmt"
 	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"sort"
 	"strings"
 	"sync"
 	"syscall"
@@ -34,6 +37,9 @@ const (
 	// quiet is how long a negative check listens for a stanza that must
 	// not come. It exceeds the component's round trip by far.
 	quiet = 1500 * time.Millisecond
+	// resource is the one resource of every handle's full JID and of the
+	// component's: the default, since the tests' configuration sets none.
+	resource = "presenced"
 )
 
 var (
@@ -217,6 +223,15 @@ type world struct {
 
 func (w *world) handleJID(h string) string { return h + "@" + w.domain }
 
+// self is the full JID from which the component sends its own presence.
+func (w *world) self() string { return w.domain + "/" + resource }
+
+// fromExactly matches a stanza whose 'from' is exactly j (domains compare
+// case-insensitively): a bare j matches no full JID.
+func fromExactly(j string) xmpptest.Matcher {
+	return func(e *xmpptest.Element) bool { return strings.EqualFold(e.Attr("from"), j) }
+}
+
 func randomName(prefix string) string {
 	var b [5]byte
 	_, _ = rand.Read(b[:])
@@ -293,14 +308,23 @@ func (w *world) mustRefuse(c *xmpptest.Client, node string, fields map[string]st
 }
 
 // owner makes a fresh user an owner of handle: it goes on-line, adds the
-// handle and approves the component's subscription request.
+// handle and approves the component's subscription request, which must say
+// why it asks, as the add-handle note must say that it follows. The
+// component then shows on-line to the owner.
 func (w *world) owner(prefix, handle string) (*xmpptest.Client, string) {
 	w.t.Helper()
 	c, name := w.user(prefix)
 	c.MustSend(w.t, `<presence/>`)
-	w.mustComplete(c, "add-handle", map[string]string{"handle": handle})
-	c.Expect(w.t, wait, "subscription request from the component", xmpptest.IsPresence(w.domain, "subscribe"))
+	note := w.mustComplete(c, "add-handle", map[string]string{"handle": handle}).ChildText("note")
+	if !strings.Contains(note, "asks to see your presence") {
+		w.t.Fatalf("add-handle note %q does not say that a subscription request follows", note)
+	}
+	req := c.Expect(w.t, wait, "subscription request from the component", xmpptest.And(xmpptest.IsPresence(w.domain, "subscribe"), fromExactly(w.domain)))
+	if strings.TrimSpace(req.ChildText("status")) == "" {
+		w.t.Fatalf("subscription request without a <status/> saying why: %s", req)
+	}
 	c.MustSend(w.t, fmt.Sprintf(`<presence type='subscribed' to='%s'/>`, w.domain))
+	c.Expect(w.t, wait, "the component on-line after approving it", xmpptest.And(xmpptest.IsPresence(w.domain, ""), fromExactly(w.self())))
 	return c, name
 }
 
@@ -312,9 +336,20 @@ func (w *world) subscriber(prefix, handle string) (*xmpptest.Client, *xmpptest.E
 	c.MustSend(w.t, `<presence/>`)
 	hj := w.handleJID(handle)
 	c.MustSend(w.t, fmt.Sprintf(`<presence type='subscribe' to='%s'/>`, hj))
-	c.Expect(w.t, wait, "subscribed from "+hj, xmpptest.IsPresence(hj, "subscribed"))
+	// RFC 6121 §3: subscription answers come from the bare JID.
+	c.Expect(w.t, wait, "subscribed from "+hj, xmpptest.And(xmpptest.IsPresence(hj, "subscribed"), fromExactly(hj)))
 	p := c.Expect(w.t, wait, "first presence of "+hj, isHandlePresence(hj))
+	checkFullJID(w.t, p, hj)
 	return c, p
+}
+
+// checkFullJID checks that a presence of handle JID hj comes from its one
+// full JID.
+func checkFullJID(t *testing.T, p *xmpptest.Element, hj string) {
+	t.Helper()
+	if want := hj + "/" + resource; !strings.EqualFold(p.Attr("from"), want) {
+		t.Fatalf("presence of %s from %q, want the full JID %s: %s", hj, p.Attr("from"), want, p)
+	}
 }
 
 // isHandlePresence matches an available or unavailable presence from hj.
@@ -333,6 +368,7 @@ func (w *world) expectView(c *xmpptest.Client, hj, typ, show, desc string) *xmpp
 	if p.Attr("type") != typ || p.ChildText("show") != show {
 		w.t.Fatalf("%s: got %s, want type %q show %q", desc, p, typ, show)
 	}
+	checkFullJID(w.t, p, hj)
 	if typ == "unavailable" && (p.Child("show") != nil || p.Child("status") != nil) {
 		w.t.Fatalf("%s: unavailable presence leaks a status: %s", desc, p)
 	}
@@ -381,6 +417,8 @@ var scenarios = []struct {
 	{"KillPersistence", testKillPersistence},
 	{"DatabaseDown", testDatabaseDown},
 	{"ServerRestart", testServerRestart},
+	{"WhatClientsSee", testWhatClientsSee},
+	{"StampsWhileHiding", testStampsWhileHiding},
 }
 
 func testCommands(w *world) {
@@ -393,7 +431,14 @@ func testCommands(w *world) {
 	mine := randomName("Mine")
 	w.mustComplete(alice, "add-handle", map[string]string{"handle": mine})
 	w.mustRefuse(bob, "add-handle", map[string]string{"handle": strings.ToUpper(mine)}, "conflict")
-	w.mustRefuse(alice, "add-handle", map[string]string{"handle": mine}, "conflict")
+	// Adding one's own handle again, in any case, changes nothing and says so.
+	again := w.mustComplete(alice, "add-handle", map[string]string{"handle": strings.ToUpper(mine)})
+	if note := again.ChildText("note"); !strings.Contains(note, "already yours") {
+		t.Fatalf("re-adding one's own handle: note %q, want it to say that the handle is already yours", note)
+	}
+	if n := strings.Count(w.mustComplete(alice, "list-handles", nil).String(), strings.ToLower(mine)); n != 1 {
+		t.Fatalf("after re-adding, list-handles shows %s %d times", mine, n)
+	}
 
 	for _, bad := range []struct{ name, cond string }{
 		{"", "bad-request"},
@@ -439,9 +484,13 @@ func testCommands(w *world) {
 	w.mustComplete(alice, "remove-handle", map[string]string{"handle": mine})
 	w.mustRefuse(alice, "remove-handle", map[string]string{"handle": mine}, "item-not-found")
 
-	// set-status stores every one of the four statuses.
+	// set-status stores every one of the four statuses, and answers in
+	// the words of its form: "undefined" is "Available".
 	for _, s := range []string{"away", "busy", "hiding", "undefined"} {
-		w.mustComplete(alice, "set-status", map[string]string{"status": s})
+		note := w.mustComplete(alice, "set-status", map[string]string{"status": s}).ChildText("note")
+		if strings.Contains(note, "undefined") {
+			t.Fatalf("set-status %s: note %q speaks of the option value, not the user's words", s, note)
+		}
 	}
 	w.mustRefuse(alice, "set-status", map[string]string{"status": "asleep"}, "bad-request")
 }
@@ -801,4 +850,156 @@ func testServerRestart(w *world) {
 	}
 	alice.MustSend(t, `<presence><show>dnd</show></presence>`)
 	w.expectView(bob, w.handleJID(h), "", "dnd", "presence after server restart")
+}
+
+// capsVer computes the XEP-0115 §5.1 verification string of a disco#info
+// answer: sorted identities category/type/lang/name, then sorted features,
+// each followed by '<', hashed with SHA-1.
+func capsVer(q *xmpptest.Element) string {
+	var idents, feats []string
+	for _, c := range q.Children {
+		switch c.Name.Local {
+		case "identity":
+			lang := ""
+			for _, a := range c.Attrs {
+				if a.Name.Local == "lang" {
+					lang = a.Value
+				}
+			}
+			idents = append(idents, c.Attr("category")+"/"+c.Attr("type")+"/"+lang+"/"+c.Attr("name")+"<")
+		case "feature":
+			feats = append(feats, c.Attr("var")+"<")
+		}
+	}
+	sort.Strings(idents)
+	sort.Strings(feats)
+	sum := sha1.Sum([]byte(strings.Join(idents, "") + strings.Join(feats, "")))
+	return base64.StdEncoding.EncodeToString(sum[:])
+}
+
+// checkCaps checks the XEP-0115 capabilities of an available presence the
+// way Gajim does: a disco#info of the sender's full JID for node#ver must
+// echo the node and hash to ver. The plain disco#info must agree.
+func (w *world) checkCaps(c *xmpptest.Client, p *xmpptest.Element) {
+	w.t.Helper()
+	caps := p.ChildNS("http://jabber.org/protocol/caps", "c")
+	if caps == nil || caps.Attr("hash") != "sha-1" || caps.Attr("node") == "" || caps.Attr("ver") == "" {
+		w.t.Fatalf("available presence without XEP-0115 caps: %s", p)
+	}
+	node := caps.Attr("node") + "#" + caps.Attr("ver")
+	for _, n := range []string{node, ""} {
+		r := c.IQ(w.t, wait, "get", p.Attr("from"), fmt.Sprintf(`<query xmlns='http://jabber.org/protocol/disco#info' node='%s'/>`, xmpptest.Escape(n)))
+		q := r.ChildNS("http://jabber.org/protocol/disco#info", "query")
+		if r.Attr("type") != "result" || q == nil || q.Attr("node") != n {
+			w.t.Fatalf("disco#info of %s at node %q: %s", p.Attr("from"), n, r)
+		}
+		if got := capsVer(q); got != caps.Attr("ver") {
+			w.t.Fatalf("caps ver %s, but disco#info of %s at node %q hashes to %s: %s", caps.Attr("ver"), p.Attr("from"), n, got, q)
+		}
+	}
+}
+
+// testWhatClientsSee checks what clients need to show a handle and the
+// component (Gajim shows a contact only from a full JID): caps that the
+// full JID confirms, IQs to that full JID answered like the handle, and
+// the component on-line for its owners whenever it serves them.
+func testWhatClientsSee(w *world) {
+	t := w.t
+	h := randomName("see")
+	hj := w.handleJID(h)
+	alice, aliceName := w.owner("alice", h) // the component shows on approval
+	bob, first := w.subscriber("bob", h)
+	if first.Attr("type") != "" {
+		t.Fatalf("first presence of an on-line owner's handle: %s", first)
+	}
+	w.checkCaps(bob, first)
+	if r := bob.IQ(t, wait, "get", hj+"/"+resource, `<ping xmlns='urn:xmpp:ping'/>`); r.Attr("type") != "result" {
+		t.Fatalf("ping of the handle's full JID: %s", r)
+	}
+	if r := bob.IQ(t, wait, "get", hj+"/elsewhere", `<ping xmlns='urn:xmpp:ping'/>`); xmpptest.StanzaErrorCondition(r) != "service-unavailable" {
+		t.Fatalf("ping of another resource of the handle: %s", r)
+	}
+
+	isSelf := func(typ string) xmpptest.Matcher {
+		return xmpptest.And(xmpptest.IsPresence(w.domain, typ), fromExactly(w.self()))
+	}
+	// Alice approved the component's subscription but did not subscribe to
+	// it, so her server never probes it: a new client of hers is shown the
+	// component all the same.
+	phone := w.login(aliceName, "phone")
+	phone.MustSend(t, `<presence><priority>-1</priority></presence>`)
+	p := phone.Expect(t, wait, "the component on-line for a new client", isSelf(""))
+	w.checkCaps(phone, p)
+	if r := phone.IQ(t, wait, "get", w.self(), `<query xmlns='http://jabber.org/protocol/disco#items' node='http://jabber.org/protocol/commands'/>`); r.Attr("type") != "result" {
+		t.Fatalf("the commands at the component's full JID: %s", r)
+	}
+	phone.Close()
+
+	// Subscribing to the component: approved from the bare JID, then shown.
+	alice.Drain()
+	alice.MustSend(t, fmt.Sprintf(`<presence type='subscribe' to='%s'/>`, w.domain))
+	alice.Expect(t, wait, "subscribed from the component", xmpptest.And(xmpptest.IsPresence(w.domain, "subscribed"), fromExactly(w.domain)))
+	alice.Expect(t, wait, "the component on-line after subscribing", isSelf(""))
+
+	// Off-line at shutdown, on-line again after connecting.
+	alice.Drain()
+	w.d.stop()
+	alice.Expect(t, wait, "the component off-line at shutdown", isSelf("unavailable"))
+	w.d = startDaemon(t, w.parent, w.cfg)
+	alice.Expect(t, wait, "the component on-line after connecting", isSelf(""))
+}
+
+// testStampsWhileHiding: while the owner hides, every unavailable presence
+// a subscriber gets (after unsubscribing, after a handle's removal, after
+// a restart) carries the stamp it already has: a fresh one would show that
+// the owner is active.
+func testStampsWhileHiding(w *world) {
+	t := w.t
+	h, h2 := randomName("st"), randomName("st2")
+	hj, hj2 := w.handleJID(h), w.handleJID(h2)
+	alice, _ := w.owner("alice", h)
+	w.mustComplete(alice, "add-handle", map[string]string{"handle": h2})
+	bob, _ := w.subscriber("bob", h)
+	carol, _ := w.subscriber("carol", h)
+	dave, _ := w.subscriber("dave", h2)
+	stampOf := func(p *xmpptest.Element) string {
+		t.Helper()
+		d := p.ChildNS("urn:xmpp:delay", "delay")
+		if d == nil || d.Attr("stamp") == "" {
+			t.Fatalf("unavailable presence without a <delay/> stamp: %s", p)
+		}
+		return d.Attr("stamp")
+	}
+	w.mustComplete(alice, "set-status", map[string]string{"status": "hiding"})
+	hid := stampOf(w.expectView(bob, hj, "unavailable", "", "bob sees alice hide"))
+	for _, c := range []*xmpptest.Client{carol, dave} {
+		hj := hj
+		if c == dave {
+			hj = hj2
+		}
+		if got := stampOf(w.expectView(c, hj, "unavailable", "", "alice hides")); got != hid {
+			t.Fatalf("hiding stamped %s for one subscriber and %s for another", hid, got)
+		}
+	}
+	// Stamps have whole seconds: wait so that a fresh one would differ.
+	time.Sleep(1100 * time.Millisecond)
+
+	bob.MustSend(t, fmt.Sprintf(`<presence type='unsubscribe' to='%s'/>`, hj))
+	if got := stampOf(w.expectView(bob, hj, "unavailable", "", "unavailable after unsubscribing")); got != hid {
+		t.Fatalf("unsubscribing while alice hides stamped %s, want the moment she hid, %s", got, hid)
+	}
+	w.mustComplete(alice, "remove-handle", map[string]string{"handle": h})
+	if got := stampOf(w.expectView(carol, hj, "unavailable", "", "handle removed")); got != hid {
+		t.Fatalf("removing a handle while alice hides stamped %s, want the moment she hid, %s", got, hid)
+	}
+	carol.Expect(t, wait, "unsubscribed from the bare JID", xmpptest.And(xmpptest.IsPresence(hj, "unsubscribed"), fromExactly(hj)))
+
+	w.d.stop()
+	w.d = startDaemon(t, w.parent, w.cfg)
+	if got := stampOf(w.expectView(dave, hj2, "unavailable", "", "after a restart")); got != hid {
+		t.Fatalf("after a restart the hiding account stamped %s, want the moment she hid, %s", got, hid)
+	}
+	dave.ExpectNone(t, quiet, "available presence of a hiding account after a restart", xmpptest.IsPresence(hj2, ""))
+	w.mustComplete(alice, "set-status", map[string]string{"status": "undefined"})
+	w.expectView(dave, hj2, "", "", "visible again")
 }

@@ -73,6 +73,7 @@ func run(ctx context.Context, args []string, stderr io.Writer, getenv func(strin
 		Domain:      cfg.Component.Domain,
 		Server:      cfg.Component.Server,
 		Secret:      cfg.Component.Secret,
+		Resource:    cfg.Component.Resource,
 		ResyncDelay: cfg.Component.resyncDelay,
 		MaxBackoff:  cfg.Component.maxBackoff,
 		Version:     version,
