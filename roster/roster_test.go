@@ -19,6 +19,29 @@ func newTestService(t *testing.T, store storage.Store) *Service {
 	return s
 }
 
+// testClock is a clock that moves only when a test moves it.
+type testClock struct{ now time.Time }
+
+func (c *testClock) Now() time.Time { return c.now }
+
+// Add moves the clock on by d and returns the new time.
+func (c *testClock) Add(d time.Duration) time.Time {
+	c.now = c.now.Add(d)
+	return c.now
+}
+
+// newClockedService returns a Service on store whose clock is the returned
+// testClock, starting at 2026-01-01 00:00 UTC.
+func newClockedService(t *testing.T, store storage.Store) (*Service, *testClock) {
+	t.Helper()
+	clock := &testClock{now: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}
+	s, err := New(context.Background(), store, Options{Now: clock.Now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s, clock
+}
+
 // sink is a Sender that counts stanzas.
 type sink struct{ presences, unsubscribed int }
 
@@ -104,18 +127,14 @@ func TestStorageDownChangesNothing(t *testing.T) {
 // off-line report the same kind of moment.
 func TestSinceMarksVisibilityChanges(t *testing.T) {
 	ctx := context.Background()
-	clock := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
-	s, err := New(ctx, newMemStore(), Options{Now: func() time.Time { return clock }})
-	if err != nil {
-		t.Fatal(err)
-	}
+	s, clock := newClockedService(t, newMemStore())
 	const owner = "alice@example.org"
 	if err := s.AddHandle(ctx, owner, "h"); err != nil {
 		t.Fatal(err)
 	}
 	step := func(d time.Duration, f func() error) time.Time {
 		t.Helper()
-		clock = clock.Add(d)
+		clock.Add(d)
 		if err := f(); err != nil {
 			t.Fatal(err)
 		}
@@ -125,12 +144,12 @@ func TestSinceMarksVisibilityChanges(t *testing.T) {
 	online := step(time.Minute, func() error {
 		return s.OwnerPresence(ctx, owner, OwnerPresence{Resource: "pc", Available: true, Status: storage.StatusUndefined})
 	})
-	if !online.Equal(clock) {
-		t.Fatalf("Since after coming on-line = %v, want %v", online, clock)
+	if !online.Equal(clock.Now()) {
+		t.Fatalf("Since after coming on-line = %v, want %v", online, clock.Now())
 	}
 	hid := step(time.Minute, func() error { return s.Instruct(ctx, owner, InstructHide) })
-	if !hid.Equal(clock) {
-		t.Fatalf("Since after hiding = %v, want %v", hid, clock)
+	if !hid.Equal(clock.Now()) {
+		t.Fatalf("Since after hiding = %v, want %v", hid, clock.Now())
 	}
 	churn := step(time.Minute, func() error {
 		return s.OwnerPresence(ctx, owner, OwnerPresence{Resource: "pc", Available: true, Status: storage.StatusAway})
@@ -387,11 +406,7 @@ func (r *stampRecorder) Unsubscribed(context.Context, string, string) error { re
 // as of the moment given.
 func TestWithdrawingKeepsTheStamp(t *testing.T) {
 	ctx := context.Background()
-	clock := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
-	s, err := New(ctx, newMemStore(), Options{Now: func() time.Time { return clock }})
-	if err != nil {
-		t.Fatal(err)
-	}
+	s, clock := newClockedService(t, newMemStore())
 	const owner = "alice@example.org"
 	online(t, s, owner, "h", "carol@example.net")
 	if err := s.Subscribe(ctx, "h", "dave@example.net"); err != nil {
@@ -403,16 +418,15 @@ func TestWithdrawingKeepsTheStamp(t *testing.T) {
 	if err := s.Subscribe(ctx, "h2", "carol@example.net"); err != nil {
 		t.Fatal(err)
 	}
-	clock = clock.Add(time.Hour)
+	hidAt := clock.Add(time.Hour)
 	if err := s.Instruct(ctx, owner, InstructHide); err != nil {
 		t.Fatal(err)
 	}
-	hidAt := clock
 	var rec stampRecorder
 	if err := s.Outbox().Flush(ctx, &rec); err != nil {
 		t.Fatal(err)
 	}
-	clock = clock.Add(time.Hour)
+	clock.Add(time.Hour)
 	if v := s.GoneView("h"); v.Available || !v.Since.Equal(hidAt) {
 		t.Fatalf("GoneView while hiding = %+v, want unavailable since %v", v, hidAt)
 	}
@@ -429,7 +443,7 @@ func TestWithdrawingKeepsTheStamp(t *testing.T) {
 	// After a reconnect nobody's view is known: shutdown withdraws every
 	// subscriber, still with the moment of hiding.
 	s.MarkStale()
-	for _, w := range s.Withdrawals(clock) {
+	for _, w := range s.Withdrawals(clock.Now()) {
 		if w.View.Available || !w.View.Since.Equal(hidAt) {
 			t.Fatalf("Withdrawals while hiding = %+v, want unavailable since %v", w, hidAt)
 		}
@@ -478,22 +492,17 @@ func TestAddOwnHandleChangesNothing(t *testing.T) {
 // restart sends its subscribers the stamp they already have.
 func TestNewAccountKeepsItsStampAcrossRestart(t *testing.T) {
 	ctx := context.Background()
-	clock := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
 	store := newMemStore()
-	opts := Options{Now: func() time.Time { return clock }}
-	s, err := New(ctx, store, opts)
-	if err != nil {
-		t.Fatal(err)
-	}
+	s, clock := newClockedService(t, store)
 	if err := s.AddHandle(ctx, "alice@example.org", "h"); err != nil {
 		t.Fatal(err)
 	}
-	created := clock
+	created := clock.Now()
 	if err := s.Subscribe(ctx, "h", "carol@example.net"); err != nil {
 		t.Fatal(err)
 	}
-	clock = clock.Add(time.Hour)
-	s2, err := New(ctx, store, opts)
+	clock.Add(time.Hour)
+	s2, err := New(ctx, store, Options{Now: clock.Now})
 	if err != nil {
 		t.Fatal(err)
 	}
