@@ -8,7 +8,8 @@
 # Timeout, in seconds, for a server to start accepting connections.
 : "${PRESENCED_START_TIMEOUT:=90}"
 
-log() { printf '%s: %s\n' "${0##*/}" "$*" >&2; }
+# log writes a line to stderr; a write that fails (stderr gone) is ignored.
+log() { printf '%s: %s\n' "${0##*/}" "$*" >&2 || true; }
 die() {
 	log "error: $*"
 	exit 1

@@ -75,24 +75,32 @@ pid=
 cleanup() {
 	local rc=$?
 	trap - EXIT INT TERM
+	# Whatever our output is connected to may be gone (Ctrl-C also ends the
+	# tee of `make run | tee run.log`): a failed write must not stop the
+	# cleanup, nor SIGPIPE end it half way.
+	trap '' PIPE
+	set +e
 	if [[ -n $pid ]] && kill -0 "$pid" 2>/dev/null; then
 		log "stopping presenced"
-		kill -INT "$pid" 2>/dev/null || true
+		kill -INT "$pid" 2>/dev/null
 		local i
 		for ((i = 0; i < 50; i++)); do
 			kill -0 "$pid" 2>/dev/null || break
 			sleep 0.2
 		done
-		kill -KILL "$pid" 2>/dev/null || true
-		wait "$pid" 2>/dev/null || true
+		kill -KILL "$pid" 2>/dev/null
+		wait "$pid" 2>/dev/null
 	fi
 	log "stopping prosody and removing $dir"
-	prosody_stop "$dir/prosody" || true
+	prosody_stop "$dir/prosody"
 	rm -rf "$dir"
+	log "stopped"
 	exit "$rc"
 }
 trap cleanup EXIT
-trap 'exit 130' INT
+# Ctrl-C is how a try-out ends: clean up and exit 0, so that make adds no
+# "Error 130" line.
+trap 'exit 0' INT
 trap 'exit 143' TERM
 
 secret=$(random_secret)
@@ -127,28 +135,41 @@ cat <<EOF
 ================================================================================
  presenced runs against a throwaway Prosody (files in $dir).
 
- 1. Log in with an XMPP client (Gajim, Profanity, Dino, ...), twice:
+ 1. Log in with an XMPP client, twice (one as alice, one as bob):
       alice@localhost   password $alice_pass
       bob@localhost     password $bob_pass
-    Server 127.0.0.1, port $c2s. There is no TLS: allow an unencrypted
-    connection (and plain-text authentication if the client asks).
-      Gajim:     Add account > Advanced > custom host 127.0.0.1 port $c2s,
-                 connection type "plain".
+    Server 127.0.0.1, port $c2s, no TLS.
+      Gajim 1.7: on the Welcome page enter the address and password, tick
+                 "Advanced Settings", Log In; Hostname 127.0.0.1, Port $c2s,
+                 Type PLAIN, Log In; Connect, then "Connect Anyway".
       Profanity: /connect alice@localhost server 127.0.0.1 port $c2s tls disable
 
- 2. As alice, run the ad-hoc command "Add a handle" (node add-handle) on
-    presence.localhost, e.g. handle "alice-work":
-      Gajim:     Accounts > Discover Services, enter presence.localhost,
-                 select it, then "Execute Command".
-      Profanity: /cmd list presence.localhost
-                 /cmd exec add-handle presence.localhost
-    (Dino has no ad-hoc commands.) presence.localhost then asks to see
-    alice's presence: accept its subscription request.
+ 2. As alice, add a handle with the ad-hoc command "Add a handle", e.g.
+    alice-work (one word: handle names have no spaces):
+      Gajim 1.7: Accounts > Discover Services..., select "presenced"
+                 (presence.localhost), click Command, choose "Add a handle",
+                 Execute, type the name, Complete.
+      Profanity: /cmd exec add-handle presence.localhost
+                 /field1 alice-work
+                 /form submit
+                 (Profanity keeps only the first word of /field1 two words,
+                 without a warning; the answer shows in the window of
+                 presence.localhost: /win 2.)
+    presence.localhost then asks to see alice's presence: accept it.
+      Gajim 1.7: the request shows under Notifications: Accept (then Add
+                 Contact, so that presence.localhost shows on-line with its
+                 commands under right click > Execute Command...).
+      Profanity: /sub allow presence.localhost
 
- 3. As bob, add the contact alice-work@presence.localhost and ask for its
-    presence (Gajim: Add Contact; Profanity: /sub request
-    alice-work@presence.localhost). Bob now sees alice's status through the
-    handle: change alice's status (away, busy, offline) and watch it move.
+ 3. As bob, add alice-work@presence.localhost to the roster:
+      Gajim 1.7: Accounts > Add Contact..., the address, Next, Add Contact.
+      Profanity: /sub request alice-work@presence.localhost
+    Bob sees alice's status through the handle. Change alice's status
+    (Profanity: /status set away, /status set dnd, /status set online) and
+    watch it follow; run "Set my status" > Hiding (Profanity:
+    /cmd exec set-status presence.localhost, /field1 hiding, /form submit)
+    and the handle looks off-line to bob, whatever alice's client says.
+    (Dino has no ad-hoc commands.)
 
  Ctrl-C stops presenced and Prosody and deletes $dir.
 ================================================================================

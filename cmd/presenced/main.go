@@ -27,6 +27,11 @@ import (
 var version = "dev"
 
 func main() {
+	// A daemon whose log reader went away (a closed pipe) must go on
+	// serving and still withdraw its handles at shutdown: Go would
+	// otherwise end the process at the first log line written to the pipe.
+	// Writes then fail with EPIPE, which the logger ignores.
+	signal.Ignore(syscall.SIGPIPE)
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	if err := run(ctx, os.Args[1:], os.Stderr, os.Getenv); err != nil {
