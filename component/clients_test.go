@@ -150,6 +150,13 @@ func TestComponentPresenceForOwners(t *testing.T) {
 	tc.expect("component presence after subscribing", isStanza("presence", "", self, alice))
 	tc.send(`<presence type='probe' from='%s' to='%s'/>`, alice, testDomain)
 	tc.expect("probe answer", isStanza("presence", "", self, alice))
+	// Anyone else is approved but not shown the component on-line: it could
+	// not withdraw that at shutdown.
+	tc.send(`<presence type='subscribe' from='%s' to='%s'/>`, bob, testDomain)
+	tc.expect("subscribed for a stranger", isStanza("presence", "subscribed", testDomain, bob))
+	tc.send(`<presence type='probe' from='%s' to='%s'/>`, bob, testDomain)
+	tc.expect("probe answer for a stranger", isStanza("presence", "unavailable", self, bob))
+	tc.expectNone(quiet, "the component on-line for a stranger", isStanza("presence", "", self, bob))
 
 	// A client coming on-line is shown the component, once.
 	tc.send(`<presence from='%s/phone' to='%s'/>`, alice, testDomain)
@@ -169,6 +176,9 @@ func TestComponentPresenceForOwners(t *testing.T) {
 	tc.dropConnection()
 	tc.expect("component presence after reconnecting", isStanza("presence", "", self, alice))
 	tc.expect("probe after reconnecting", isStanza("presence", "probe", testDomain, alice))
+	// A client that comes back under the same resource is shown it again.
+	tc.send(`<presence from='%s/phone' to='%s'/>`, alice, testDomain)
+	tc.expect("component presence for a client back after the reconnect", isStanza("presence", "", self, alice+"/phone"))
 	tc.cancel()
 	tc.expect("component off-line at shutdown", isStanza("presence", "unavailable", self, alice))
 }

@@ -144,6 +144,9 @@ func (c *Component) completeCommand(w *replier, n *node, cmd *command, owner, si
 	case errors.As(err, &ue):
 		w.refuse(n, ue.e)
 		return false
+	case errors.Is(err, roster.ErrStopping):
+		w.refuse(n, condStopping())
+		return false
 	case err != nil:
 		c.log.Error("command failed", "command", cmd.node, "owner", owner, "err", err)
 		w.refuse(n, condInternal())

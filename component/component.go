@@ -289,6 +289,9 @@ func (c *Component) resync(ctx context.Context) {
 func (c *Component) withdraw() {
 	snd := sender{c}
 	ctx := context.Background() // each send has its own deadline
+	// The stanza handler still runs until the stream closes: no change may
+	// come between the withdrawals and the off-line flags they announce.
+	c.roster.Stop()
 	at := time.Now()
 	n, err := 0, error(nil)
 	for _, wd := range c.roster.Withdrawals(at) {

@@ -35,6 +35,11 @@ func condServiceUnavailable() stanzaError {
 // errNoAccount answers an instruction from someone who holds no handle.
 var errNoAccount = stanzaError{"cancel", "item-not-found", "You have never added a handle here: add one first.", nil}
 
+// condStopping answers a change asked for while presenced shuts down.
+func condStopping() stanzaError {
+	return stanzaError{"wait", "service-unavailable", "The service is restarting; nothing was changed. Please try again in a moment.", nil}
+}
+
 // condInternal is what the peer sees when storage or anything unexpected
 // fails; the detail goes to the log only.
 func condInternal() stanzaError {

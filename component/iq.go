@@ -95,6 +95,9 @@ func (c *Component) invisibleIQ(w *replier, n *node, a address, q *node) {
 	if err := c.roster.Instruct(ctx, a.bare, in); errors.Is(err, roster.ErrNoAccount) {
 		w.refuse(n, errNoAccount)
 		return
+	} else if errors.Is(err, roster.ErrStopping) {
+		w.refuse(n, condStopping())
+		return
 	} else if err != nil {
 		c.log.Error("invisible command failed", "owner", a.bare, "err", err)
 		w.refuse(n, condInternal())

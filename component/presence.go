@@ -110,7 +110,9 @@ func (c *Component) ownerPresence(ctx context.Context, w *replier, a address, n 
 	if p.Available && !c.roster.HasResource(a.bare, p.Resource) {
 		w.write(c.selfPresence("", a.from.String()))
 	}
-	if err := c.roster.OwnerPresence(ctx, a.bare, p); err != nil {
+	if err := c.roster.OwnerPresence(ctx, a.bare, p); errors.Is(err, roster.ErrStopping) {
+		c.log.Debug("owner presence ignored while stopping", "owner", a.bare)
+	} else if err != nil {
 		c.log.Error("owner presence not stored", "owner", a.bare, "err", err)
 	}
 }
@@ -160,12 +162,18 @@ func truncate(s string, n int) string {
 	return s
 }
 
-// probe answers a probe: the component itself is always available; a
+// probe answers a probe: the component is available to its owners; a
 // handle's subscribers get its presence through the outbox; anyone else,
 // and any probe of an unknown handle, gets unsubscribed (RFC 6121 §4.3.2).
 func (c *Component) probe(w *replier, a address) {
 	if a.handle == "" {
-		w.write(c.selfPresence("", a.from.String()))
+		// The component is on-line for its owners only: it withdraws its
+		// presence from them alone at shutdown.
+		typ := "unavailable"
+		if c.roster.IsOwner(a.bare) {
+			typ = ""
+		}
+		w.write(c.selfPresence(typ, a.from.String()))
 		return
 	}
 	if c.roster.Probe(a.handle, a.bare) {
@@ -174,11 +182,14 @@ func (c *Component) probe(w *replier, a address) {
 	w.write(presence("unsubscribed", c.handleBare(a.handle), a.bare))
 }
 
-// subscribe approves subscriptions to the component and to existing handles.
+// subscribe approves subscriptions to the component and to existing
+// handles; an owner who subscribes to the component is shown it on-line.
 func (c *Component) subscribe(ctx context.Context, w *replier, n *node, a address) {
 	if a.handle == "" {
 		w.write(presence("subscribed", c.domain.String(), a.bare))
-		w.write(c.selfPresence("", a.bare))
+		if c.roster.IsOwner(a.bare) {
+			w.write(c.selfPresence("", a.bare))
+		}
 		return
 	}
 	from := c.handleBare(a.handle)
@@ -186,6 +197,9 @@ func (c *Component) subscribe(ctx context.Context, w *replier, n *node, a addres
 	switch {
 	case errors.Is(err, roster.ErrUnknownHandle):
 		w.write(presence("unsubscribed", from, a.bare))
+		return
+	case errors.Is(err, roster.ErrStopping):
+		w.refuse(n, condStopping())
 		return
 	case err != nil:
 		c.log.Error("subscription not stored", "handle", a.handle, "contact", a.bare, "err", err)
@@ -217,7 +231,9 @@ func (c *Component) unsubscribe(ctx context.Context, w *replier, a address, typ 
 
 // instruct applies an instruction that has no reply (a presence).
 func (c *Component) instruct(ctx context.Context, owner string, in roster.Instruction) {
-	if err := c.roster.Instruct(ctx, owner, in); err != nil {
+	if err := c.roster.Instruct(ctx, owner, in); errors.Is(err, roster.ErrStopping) {
+		c.log.Debug("instruction ignored while stopping", "owner", owner)
+	} else if err != nil {
 		c.log.Error("instruction not stored", "owner", owner, "err", err)
 	}
 }

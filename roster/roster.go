@@ -31,6 +31,7 @@ var (
 	ErrNotOwner      = errors.New("roster: handle belongs to another account")
 	ErrBadStatus     = errors.New("roster: unknown status")
 	ErrNoAccount     = errors.New("roster: no such account")
+	ErrStopping      = errors.New("roster: stopping")
 )
 
 // Instruction is an explicit status instruction from the owner (the patent's
@@ -125,6 +126,9 @@ type Service struct {
 	// change serialises state changes, including their storage writes, so
 	// that memory and storage move in the same order.
 	change sync.Mutex
+	// stopping is set by Stop: every change but an unsubscription and
+	// GoOffline is then refused. Guarded by change.
+	stopping bool
 
 	mu       sync.Mutex
 	accounts map[string]*account        // guarded by mu; by bare JID
@@ -289,12 +293,17 @@ func (s *Service) IsSubscribed(handle, contact string) bool {
 	return ok
 }
 
-// HasResource reports whether resource of owner is known to be available.
+// HasResource reports whether resource of owner is known to be available
+// and has been confirmed since the last (re)connection.
 func (s *Service) HasResource(owner, resource string) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	a := s.accounts[owner]
-	return a != nil && a.resources[resource] != nil
+	if a == nil {
+		return false
+	}
+	r := a.resources[resource]
+	return r != nil && !r.stale
 }
 
 // AddHandle gives handle (already prepared) to owner, creating the account
@@ -303,6 +312,9 @@ func (s *Service) HasResource(owner, resource string) bool {
 func (s *Service) AddHandle(ctx context.Context, owner, handle string) error {
 	s.change.Lock()
 	defer s.change.Unlock()
+	if s.stopping {
+		return ErrStopping
+	}
 	if o, ok := s.OwnerOf(handle); ok && o == owner {
 		return ErrHandleOwned
 	}
@@ -334,6 +346,9 @@ func (s *Service) AddHandle(ctx context.Context, owner, handle string) error {
 func (s *Service) RemoveHandle(ctx context.Context, owner, handle string) error {
 	s.change.Lock()
 	defer s.change.Unlock()
+	if s.stopping {
+		return ErrStopping
+	}
 	err := s.store.RemoveHandle(ctx, owner, handle)
 	switch {
 	case errors.Is(err, storage.ErrNotFound):
@@ -368,6 +383,9 @@ func (s *Service) RemoveHandle(ctx context.Context, owner, handle string) error 
 func (s *Service) Subscribe(ctx context.Context, handle, contact string) error {
 	s.change.Lock()
 	defer s.change.Unlock()
+	if s.stopping {
+		return ErrStopping
+	}
 	s.mu.Lock()
 	_, known := s.handles[handle]
 	_, already := s.subs[handle][contact]
@@ -439,6 +457,9 @@ func (s *Service) Probe(handle, contact string) bool {
 func (s *Service) OwnerPresence(ctx context.Context, owner string, p OwnerPresence) error {
 	s.change.Lock()
 	defer s.change.Unlock()
+	if s.stopping {
+		return ErrStopping
+	}
 	s.mu.Lock()
 	a := s.accounts[owner]
 	if a == nil {
@@ -476,6 +497,9 @@ func (s *Service) OwnerPresence(ctx context.Context, owner string, p OwnerPresen
 func (s *Service) Instruct(ctx context.Context, owner string, in Instruction) error {
 	s.change.Lock()
 	defer s.change.Unlock()
+	if s.stopping {
+		return ErrStopping
+	}
 	s.mu.Lock()
 	a := s.accounts[owner]
 	if a == nil {
@@ -651,8 +675,18 @@ func (s *Service) Withdrawals(at time.Time) []Withdrawal {
 	for _, j := range s.out.takeRemovals() {
 		s.mu.Lock()
 		v := s.goneViewLocked(s.accounts[j.owner], at)
+		var contacts []string
+		for _, c := range j.contacts {
+			// The handle was added again and c subscribed anew: nothing
+			// to withdraw (as in the outbox).
+			if _, again := s.subs[j.key][c]; !again {
+				contacts = append(contacts, c)
+			}
+		}
 		s.mu.Unlock()
-		out = append(out, Withdrawal{Handle: j.key, Contacts: j.contacts, View: v, Removed: true})
+		if len(contacts) > 0 {
+			out = append(out, Withdrawal{Handle: j.key, Contacts: contacts, View: v, Removed: true})
+		}
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -707,6 +741,17 @@ func sortedKeys[V any](m map[string]V) []string {
 	}
 	sort.Strings(out)
 	return out
+}
+
+// Stop ends changes for good, at shutdown, before the component takes the
+// Withdrawals: from then on every change but an unsubscription (which the
+// contact's server has made already) and GoOffline returns ErrStopping, so
+// that what is withdrawn and what GoOffline stores are one state. A change
+// under way finishes first.
+func (s *Service) Stop() {
+	s.change.Lock()
+	defer s.change.Unlock()
+	s.stopping = true
 }
 
 // GoOffline forgets every resource and stores every account as off-line;

@@ -518,3 +518,89 @@ func TestNewAccountKeepsItsStampAcrossRestart(t *testing.T) {
 		t.Fatalf("after a restart the subscriber got %+v, want unavailable since %v", rec.sent, created)
 	}
 }
+
+// TestStopFreezesChanges: once Stop is called, at shutdown, no change can
+// come between the withdrawals and the off-line flags GoOffline stores, so
+// a hide or a removal in that window cannot stamp a later moment or lose
+// its notice; an unsubscription, which the contact's server has made
+// already, still ends.
+func TestStopFreezesChanges(t *testing.T) {
+	ctx := context.Background()
+	s, clock := newClockedService(t, newMemStore())
+	const owner = "alice@example.org"
+	online(t, s, owner, "h", "carol@example.net")
+	if err := s.Subscribe(ctx, "h", "dave@example.net"); err != nil {
+		t.Fatal(err)
+	}
+	before, _ := s.Flags(owner)
+	s.Stop()
+	at := clock.Add(time.Minute)
+	for name, err := range map[string]error{
+		"Instruct":      s.Instruct(ctx, owner, InstructHide),
+		"OwnerPresence": s.OwnerPresence(ctx, owner, OwnerPresence{Resource: "pc"}),
+		"AddHandle":     s.AddHandle(ctx, owner, "h2"),
+		"RemoveHandle":  s.RemoveHandle(ctx, owner, "h"),
+		"Subscribe":     s.Subscribe(ctx, "h", "erin@example.com"),
+	} {
+		if err != ErrStopping {
+			t.Errorf("%s after Stop = %v, want ErrStopping", name, err)
+		}
+	}
+	if after, _ := s.Flags(owner); after != before {
+		t.Fatalf("flags changed after Stop: %+v, was %+v", after, before)
+	}
+	if fmt.Sprint(s.Handles(owner)) != "[h]" {
+		t.Fatalf("handles changed after Stop: %v", s.Handles(owner))
+	}
+	if was, err := s.Unsubscribe(ctx, "h", "dave@example.net"); !was || err != nil {
+		t.Fatalf("Unsubscribe after Stop = %v, %v; want true, nil", was, err)
+	}
+	ws := s.Withdrawals(at)
+	if len(ws) != 1 || fmt.Sprint(ws[0].Contacts) != "[carol@example.net]" || !ws[0].View.Since.Equal(at) {
+		t.Fatalf("Withdrawals after Stop = %+v, want carol withdrawn as of %v", ws, at)
+	}
+	if err := s.GoOffline(ctx, at); err != nil {
+		t.Fatal(err)
+	}
+	if f, _ := s.Flags(owner); f.Online || !f.Since.Equal(at) {
+		t.Fatalf("GoOffline after Stop: %+v, want off-line since %v", f, at)
+	}
+}
+
+// TestStaleResourceIsNotKnown: after a reconnect, a resource not confirmed
+// yet counts as new, so the client that comes back is shown the component.
+func TestStaleResourceIsNotKnown(t *testing.T) {
+	s := newTestService(t, newMemStore())
+	online(t, s, "alice@example.org", "h", "carol@example.net")
+	if !s.HasResource("alice@example.org", "pc") {
+		t.Fatal("HasResource(pc) = false for an available resource")
+	}
+	s.MarkStale()
+	if s.HasResource("alice@example.org", "pc") {
+		t.Fatal("HasResource(pc) = true for a resource not confirmed since the reconnect")
+	}
+}
+
+// TestWithdrawalsSkipResubscribed: a removal notice still due at shutdown
+// is not sent to a contact that subscribed again to the handle, added anew
+// meanwhile: an unsubscribed would end the new subscription.
+func TestWithdrawalsSkipResubscribed(t *testing.T) {
+	ctx := context.Background()
+	s := newTestService(t, newMemStore())
+	const owner = "alice@example.org"
+	online(t, s, owner, "h", "carol@example.net")
+	if err := s.RemoveHandle(ctx, owner, "h"); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.AddHandle(ctx, owner, "h"); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Subscribe(ctx, "h", "carol@example.net"); err != nil {
+		t.Fatal(err)
+	}
+	for _, w := range s.Withdrawals(time.Now()) {
+		if w.Removed {
+			t.Fatalf("Withdrawals() = %+v: a removal notice for a contact that subscribed again", w)
+		}
+	}
+}

@@ -941,6 +941,14 @@ func testWhatClientsSee(w *world) {
 	alice.Expect(t, wait, "subscribed from the component", xmpptest.And(xmpptest.IsPresence(w.domain, "subscribed"), fromExactly(w.domain)))
 	alice.Expect(t, wait, "the component on-line after subscribing", isSelf(""))
 
+	// Someone who owns no handle may subscribe to the component but is not
+	// shown it on-line: shutdown withdraws the component from owners only.
+	eve, _ := w.user("eve")
+	eve.MustSend(t, `<presence/>`)
+	eve.MustSend(t, fmt.Sprintf(`<presence type='subscribe' to='%s'/>`, w.domain))
+	eve.Expect(t, wait, "subscribed for a stranger", xmpptest.And(xmpptest.IsPresence(w.domain, "subscribed"), fromExactly(w.domain)))
+	eve.ExpectNone(t, quiet, "the component on-line for a stranger", isSelf(""))
+
 	// Off-line at shutdown, on-line again after connecting.
 	alice.Drain()
 	w.d.stop()
