@@ -153,8 +153,8 @@ cat <<EOF
                  /field1 alice-work
                  /form submit
                  (Profanity keeps only the first word of /field1 two words,
-                 without a warning; the answer shows in the window of
-                 presence.localhost: /win 2.)
+                 without a warning. Answers show in the console, or in the
+                 window of presence.localhost once there is one: /win 2.)
     presence.localhost then asks to see alice's presence: accept it.
       Gajim 1.7: the request shows under Notifications: Accept (then Add
                  Contact, so that presence.localhost shows on-line with its
