@@ -310,11 +310,10 @@ func (s *Service) HasResource(owner, resource string) bool {
 // on first use. A handle the owner already holds changes nothing and
 // returns ErrHandleOwned.
 func (s *Service) AddHandle(ctx context.Context, owner, handle string) error {
-	s.change.Lock()
-	defer s.change.Unlock()
-	if s.stopping {
-		return ErrStopping
+	if err := s.lockChange(); err != nil {
+		return err
 	}
+	defer s.change.Unlock()
 	if o, ok := s.OwnerOf(handle); ok && o == owner {
 		return ErrHandleOwned
 	}
@@ -344,11 +343,10 @@ func (s *Service) AddHandle(ctx context.Context, owner, handle string) error {
 // RemoveHandle takes handle from owner. Its subscribers are told the handle
 // is unavailable and their subscription is cancelled.
 func (s *Service) RemoveHandle(ctx context.Context, owner, handle string) error {
-	s.change.Lock()
-	defer s.change.Unlock()
-	if s.stopping {
-		return ErrStopping
+	if err := s.lockChange(); err != nil {
+		return err
 	}
+	defer s.change.Unlock()
 	err := s.store.RemoveHandle(ctx, owner, handle)
 	switch {
 	case errors.Is(err, storage.ErrNotFound):
@@ -381,11 +379,10 @@ func (s *Service) RemoveHandle(ctx context.Context, owner, handle string) error 
 // approves the subscription and calls Probe to send the current presence,
 // so that the approval arrives first.
 func (s *Service) Subscribe(ctx context.Context, handle, contact string) error {
-	s.change.Lock()
-	defer s.change.Unlock()
-	if s.stopping {
-		return ErrStopping
+	if err := s.lockChange(); err != nil {
+		return err
 	}
+	defer s.change.Unlock()
 	s.mu.Lock()
 	_, known := s.handles[handle]
 	_, already := s.subs[handle][contact]
@@ -455,11 +452,10 @@ func (s *Service) Probe(handle, contact string) bool {
 // OwnerPresence applies one presence of one of owner's resources. Presences
 // of JIDs that are not accounts are ignored.
 func (s *Service) OwnerPresence(ctx context.Context, owner string, p OwnerPresence) error {
-	s.change.Lock()
-	defer s.change.Unlock()
-	if s.stopping {
-		return ErrStopping
+	if err := s.lockChange(); err != nil {
+		return err
 	}
+	defer s.change.Unlock()
 	s.mu.Lock()
 	a := s.accounts[owner]
 	if a == nil {
@@ -488,18 +484,17 @@ func (s *Service) OwnerPresence(ctx context.Context, owner string, p OwnerPresen
 	s.mu.Unlock()
 	// A presence is not acknowledged to anybody, so the new state holds in
 	// memory even when storage fails; the next change writes it again.
-	return s.commit(ctx, a, f, true, s.now())
+	return s.commit(ctx, a, f, true, time.Time{})
 }
 
 // Instruct applies an explicit instruction for every handle of owner. It
 // returns ErrNoAccount if owner holds no account (one is created by adding
 // a handle). On error nothing changed.
 func (s *Service) Instruct(ctx context.Context, owner string, in Instruction) error {
-	s.change.Lock()
-	defer s.change.Unlock()
-	if s.stopping {
-		return ErrStopping
+	if err := s.lockChange(); err != nil {
+		return err
 	}
+	defer s.change.Unlock()
 	s.mu.Lock()
 	a := s.accounts[owner]
 	if a == nil {
@@ -523,7 +518,7 @@ func (s *Service) Instruct(ctx context.Context, owner string, in Instruction) er
 		return ErrBadStatus
 	}
 	s.mu.Unlock()
-	return s.commit(ctx, a, f, false, s.now())
+	return s.commit(ctx, a, f, false, time.Time{})
 }
 
 // derivedFrom returns f with the on-line flag, status and text taken from
@@ -555,13 +550,17 @@ func topResource(a *account) *resource {
 }
 
 // commit stores f as a's flags and publishes the change. Since moves to at
-// when the account's visibility changes. If keepOnError, a storage failure
-// still updates memory (the error is returned for logging).
+// (the zero time: now) when the account's visibility changes. If
+// keepOnError, a storage failure still updates memory (the error is
+// returned for logging).
 func (s *Service) commit(ctx context.Context, a *account, f storage.Flags, keepOnError bool, at time.Time) error {
 	s.mu.Lock()
 	old := a.flags
 	s.mu.Unlock()
 	if ViewOf(old).Available != ViewOf(f).Available || f.Since.IsZero() {
+		if at.IsZero() {
+			at = s.now() // only here: most changes keep their Since
+		}
 		f.Since = at
 	}
 	if f == old {
@@ -619,7 +618,7 @@ func (s *Service) DropStale(ctx context.Context) error {
 	s.mu.Lock()
 	s.resyncing = false
 	s.mu.Unlock()
-	err := s.dropResources(ctx, func(r *resource) bool { return r.stale }, s.now())
+	err := s.dropResources(ctx, func(r *resource) bool { return r.stale }, time.Time{})
 	for _, owner := range s.Owners() {
 		s.out.account(owner)
 	}
@@ -628,8 +627,8 @@ func (s *Service) DropStale(ctx context.Context) error {
 }
 
 // dropResources removes, account by account, the resources for which drop
-// is true and commits the resulting flags as of at. A storage failure does
-// not stop it; the first error is returned.
+// is true and commits the resulting flags as of at (the zero time: now). A
+// storage failure does not stop it; the first error is returned.
 func (s *Service) dropResources(ctx context.Context, drop func(*resource) bool, at time.Time) error {
 	var firstErr error
 	for _, owner := range s.Owners() {
@@ -690,15 +689,16 @@ func (s *Service) Withdrawals(at time.Time) []Withdrawal {
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	for _, h := range sortedKeys(s.subs) {
+	// No sorting: the order does not matter, and at shutdown every
+	// millisecond spent before the first withdrawal counts.
+	for h, m := range s.subs {
 		var contacts []string
-		for c, st := range s.subs[h] {
+		for c, st := range m {
 			if !st.valid || st.sent.Available {
 				contacts = append(contacts, c)
 			}
 		}
 		if len(contacts) > 0 {
-			sort.Strings(contacts)
 			out = append(out, Withdrawal{Handle: h, Contacts: contacts, View: s.goneViewLocked(s.accounts[s.handles[h]], at)})
 		}
 	}
@@ -741,6 +741,17 @@ func sortedKeys[V any](m map[string]V) []string {
 	}
 	sort.Strings(out)
 	return out
+}
+
+// lockChange takes the change lock for a change, or returns ErrStopping,
+// without the lock, once Stop was called.
+func (s *Service) lockChange() error {
+	s.change.Lock()
+	if s.stopping {
+		s.change.Unlock()
+		return ErrStopping
+	}
+	return nil
 }
 
 // Stop ends changes for good, at shutdown, before the component takes the

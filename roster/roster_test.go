@@ -390,6 +390,18 @@ func TestResyncHoldsOnlyShowing(t *testing.T) {
 	}
 }
 
+// goOffline runs GoOffline(at) and checks that owner is stored off-line
+// since at.
+func goOffline(t *testing.T, s *Service, owner string, at time.Time) {
+	t.Helper()
+	if err := s.GoOffline(context.Background(), at); err != nil {
+		t.Fatal(err)
+	}
+	if f, _ := s.Flags(owner); f.Online || !f.Since.Equal(at) {
+		t.Fatalf("after GoOffline(%v): %+v, want off-line since then", at, f)
+	}
+}
+
 // stampRecorder is a Sender that keeps every presence sent, in order.
 type stampRecorder struct{ sent []View }
 
@@ -458,12 +470,7 @@ func TestWithdrawingKeepsTheStamp(t *testing.T) {
 	if len(ws) != 1 || ws[0].View.Available || !ws[0].View.Since.Equal(at) {
 		t.Fatalf("Withdrawals of a visible account = %+v, want unavailable since %v", ws, at)
 	}
-	if err := s.GoOffline(ctx, at); err != nil {
-		t.Fatal(err)
-	}
-	if f, _ := s.Flags(owner); f.Online || !f.Since.Equal(at) {
-		t.Fatalf("after GoOffline(%v): %+v", at, f)
-	}
+	goOffline(t, s, owner, at)
 }
 
 // TestAddOwnHandleChangesNothing: adding a handle one already holds, in
@@ -559,12 +566,7 @@ func TestStopFreezesChanges(t *testing.T) {
 	if len(ws) != 1 || fmt.Sprint(ws[0].Contacts) != "[carol@example.net]" || !ws[0].View.Since.Equal(at) {
 		t.Fatalf("Withdrawals after Stop = %+v, want carol withdrawn as of %v", ws, at)
 	}
-	if err := s.GoOffline(ctx, at); err != nil {
-		t.Fatal(err)
-	}
-	if f, _ := s.Flags(owner); f.Online || !f.Since.Equal(at) {
-		t.Fatalf("GoOffline after Stop: %+v, want off-line since %v", f, at)
-	}
+	goOffline(t, s, owner, at)
 }
 
 // TestStaleResourceIsNotKnown: after a reconnect, a resource not confirmed
