@@ -34,15 +34,17 @@ func newDiscoInfo(category, typ, name string, features ...string) discoInfo {
 // xmpp: URI (RFC 5122), since presenced has no web site of its own.
 func capsNode(domain string) string { return "xmpp:" + domain }
 
-// caps is the <c/> element that advertises d in available presence.
-func (d discoInfo) caps(domain string) *node {
-	return el(qname(disco.NSCaps, "c"), "hash", "sha-1", "node", capsNode(domain), "ver", d.ver)
+// caps is the <c/> element that advertises d under node in available
+// presence. The component builds it once and shares it, read-only.
+func (d discoInfo) caps(node string) *node {
+	return el(qname(disco.NSCaps, "c"), "hash", "sha-1", "node", node, "ver", d.ver)
 }
 
 // answersNode reports whether a disco#info request for node is one that d
-// answers: the plain request, or the XEP-0115 §6.2 request for node#ver.
-func (d discoInfo) answersNode(domain, node string) bool {
-	return node == "" || node == capsNode(domain)+"#"+d.ver
+// answers: the plain request, or the XEP-0115 §6.2 request for
+// capsNode#ver.
+func (d discoInfo) answersNode(capsNode, node string) bool {
+	return node == "" || node == capsNode+"#"+d.ver
 }
 
 // query renders the disco#info answer for node (echoed, as XEP-0115 wants).

@@ -144,12 +144,8 @@ func (c *Component) completeCommand(w *replier, n *node, cmd *command, owner, si
 	case errors.As(err, &ue):
 		w.refuse(n, ue.e)
 		return false
-	case errors.Is(err, roster.ErrStopping):
-		w.refuse(n, condStopping())
-		return false
 	case err != nil:
-		c.log.Error("command failed", "command", cmd.node, "owner", owner, "err", err)
-		w.refuse(n, condInternal())
+		c.refuseFailure(w, n, err, "command failed", "command", cmd.node, "owner", owner)
 		return false
 	}
 	c.log.Info("command completed", "command", cmd.node, "owner", owner)
@@ -243,8 +239,24 @@ var statusOptions = []struct{ value, label, words string }{
 	{"hiding", "Hiding (appear off-line to everyone)", "hiding"},
 }
 
-// statusChoices lists the statuses in the user's words, for error texts.
-const statusChoices = `available (value "undefined"), away, busy or hiding`
+// statusChoices lists the statuses in the user's words, for error texts,
+// with the value to send where it differs from the words.
+var statusChoices = func() string {
+	var b strings.Builder
+	for i, o := range statusOptions {
+		switch {
+		case i == len(statusOptions)-1:
+			b.WriteString(" or ")
+		case i > 0:
+			b.WriteString(", ")
+		}
+		b.WriteString(o.words)
+		if o.words != o.value {
+			fmt.Fprintf(&b, " (value %q)", o.value)
+		}
+	}
+	return b.String()
+}()
 
 func setStatusForm(c *Component, owner string) *node {
 	current := "undefined"

@@ -72,9 +72,16 @@ type Component struct {
 	cfg    Config
 	domain jid.JID
 	self   string // the component's full JID, domain/resource
-	roster *roster.Service
-	log    *slog.Logger
-	cmds   *commandSessions
+	// What every stanza of the component repeats, built once: the domain
+	// as a string, the XEP-0115 node, and the <c/> elements of handle and
+	// component presence (shared, never modified).
+	domainStr            string
+	fullSuffix           string // "@domain/resource", for handle full JIDs
+	capsNode             string
+	handleCaps, selfCaps *node
+	roster               *roster.Service
+	log                  *slog.Logger
+	cmds                 *commandSessions
 
 	sess      atomic.Pointer[xmpp.Session] // nil while disconnected
 	connected signal                       // fired at every successful handshake
@@ -133,12 +140,17 @@ func New(cfg Config, r *roster.Service, log *slog.Logger) (*Component, error) {
 		cfg.Version = "dev"
 	}
 	return &Component{
-		cfg:    cfg,
-		domain: d,
-		self:   self.String(),
-		roster: r,
-		log:    log,
-		cmds:   newCommandSessions(),
+		cfg:        cfg,
+		domain:     d,
+		self:       self.String(),
+		domainStr:  d.String(),
+		fullSuffix: "@" + self.String(),
+		capsNode:   capsNode(d.String()),
+		handleCaps: handleInfo.caps(capsNode(d.String())),
+		selfCaps:   componentInfo.caps(capsNode(d.String())),
+		roster:     r,
+		log:        log,
+		cmds:       newCommandSessions(),
 	}, nil
 }
 
@@ -349,12 +361,12 @@ func (s sender) Unsubscribed(ctx context.Context, handle, contact string) error 
 // handleBare is the bare JID of handle, from which subscription answers
 // come (RFC 6121 §3).
 func (c *Component) handleBare(handle string) string {
-	return handle + "@" + c.domain.String()
+	return handle + "@" + c.domainStr
 }
 
 // handleFull is the full JID of handle, from which its presence comes.
 func (c *Component) handleFull(handle string) string {
-	return c.handleBare(handle) + "/" + c.cfg.Resource
+	return handle + c.fullSuffix
 }
 
 // viewStanza renders v as the presence of handle for contact, from the
@@ -366,7 +378,7 @@ func (c *Component) viewStanza(handle, contact string, v roster.View) *node {
 	from := c.handleFull(handle)
 	if !v.Available {
 		return presence("unavailable", from, contact).add(
-			el(qname(nsDelay, "delay"), "from", c.domain.String(), "stamp", stamp(v.Since)))
+			el(qname(nsDelay, "delay"), "from", c.domainStr, "stamp", stamp(v.Since)))
 	}
 	p := presence("", from, contact)
 	switch v.Status {
@@ -378,7 +390,7 @@ func (c *Component) viewStanza(handle, contact string, v roster.View) *node {
 	if v.Text != "" {
 		p.add(el(local("status")).withText(v.Text))
 	}
-	return p.add(handleInfo.caps(c.domain.String()))
+	return p.add(c.handleCaps)
 }
 
 // selfPresence is the component's own presence (typ "" or "unavailable")
@@ -387,7 +399,7 @@ func (c *Component) viewStanza(handle, contact string, v roster.View) *node {
 func (c *Component) selfPresence(typ, to string) *node {
 	p := presence(typ, c.self, to)
 	if typ == "" {
-		p.add(componentInfo.caps(c.domain.String()))
+		p.add(c.selfCaps)
 	}
 	return p
 }

@@ -1,5 +1,11 @@
 package component
 
+import (
+	"errors"
+
+	"presenced/roster"
+)
+
 // stanzaError is an RFC 6120 §8.3 stanza error with a human-readable text.
 type stanzaError struct {
 	typ   string // cancel, modify, auth, wait
@@ -49,4 +55,27 @@ func condInternal() stanzaError {
 // commandError adds an XEP-0050 application condition to a bad-request.
 func commandError(appCond, text string) stanzaError {
 	return stanzaError{"modify", "bad-request", text, el(qname(nsCommands, appCond))}
+}
+
+// refuseFailure answers n when a change failed through no fault of the
+// sender: presenced is stopping (nothing changed; try again in a moment),
+// or anything else, which is logged with msg and args and answered as an
+// internal failure.
+func (c *Component) refuseFailure(w *replier, n *node, err error, msg string, args ...any) {
+	if errors.Is(err, roster.ErrStopping) {
+		w.refuse(n, condStopping())
+		return
+	}
+	c.log.Error(msg, append(args, "err", err)...)
+	w.refuse(n, condInternal())
+}
+
+// logFailure logs a change that failed and has nobody to answer (a
+// presence): at debug level while presenced stops, else as an error.
+func (c *Component) logFailure(err error, msg string, args ...any) {
+	if errors.Is(err, roster.ErrStopping) {
+		c.log.Debug(msg+" (stopping)", args...)
+		return
+	}
+	c.log.Error(msg, append(args, "err", err)...)
 }

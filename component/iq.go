@@ -95,12 +95,8 @@ func (c *Component) invisibleIQ(w *replier, n *node, a address, q *node) {
 	if err := c.roster.Instruct(ctx, a.bare, in); errors.Is(err, roster.ErrNoAccount) {
 		w.refuse(n, errNoAccount)
 		return
-	} else if errors.Is(err, roster.ErrStopping) {
-		w.refuse(n, condStopping())
-		return
 	} else if err != nil {
-		c.log.Error("invisible command failed", "owner", a.bare, "err", err)
-		w.refuse(n, condInternal())
+		c.refuseFailure(w, n, err, "invisible command failed", "owner", a.bare)
 		return
 	}
 	w.result(n, nil)
@@ -108,7 +104,7 @@ func (c *Component) invisibleIQ(w *replier, n *node, a address, q *node) {
 
 func (c *Component) discoInfo(w *replier, n *node, q *node) {
 	node := q.get("node")
-	if componentInfo.answersNode(c.domain.String(), node) {
+	if componentInfo.answersNode(c.capsNode, node) {
 		w.result(n, componentInfo.query(node))
 		return
 	}
@@ -155,7 +151,7 @@ func (c *Component) handleIQToHandle(w *replier, n *node, a address, typ string,
 	}
 	switch {
 	case typ == "get" && q.ns() == nsDiscoInf && q.name.Local == "query":
-		if !handleInfo.answersNode(c.domain.String(), q.get("node")) {
+		if !handleInfo.answersNode(c.capsNode, q.get("node")) {
 			w.refuse(n, condItemNotFound("No such node."))
 			return
 		}

@@ -110,10 +110,8 @@ func (c *Component) ownerPresence(ctx context.Context, w *replier, a address, n 
 	if p.Available && !c.roster.HasResource(a.bare, p.Resource) {
 		w.write(c.selfPresence("", a.from.String()))
 	}
-	if err := c.roster.OwnerPresence(ctx, a.bare, p); errors.Is(err, roster.ErrStopping) {
-		c.log.Debug("owner presence ignored while stopping", "owner", a.bare)
-	} else if err != nil {
-		c.log.Error("owner presence not stored", "owner", a.bare, "err", err)
+	if err := c.roster.OwnerPresence(ctx, a.bare, p); err != nil {
+		c.logFailure(err, "owner presence not stored", "owner", a.bare)
 	}
 }
 
@@ -198,12 +196,8 @@ func (c *Component) subscribe(ctx context.Context, w *replier, n *node, a addres
 	case errors.Is(err, roster.ErrUnknownHandle):
 		w.write(presence("unsubscribed", from, a.bare))
 		return
-	case errors.Is(err, roster.ErrStopping):
-		w.refuse(n, condStopping())
-		return
 	case err != nil:
-		c.log.Error("subscription not stored", "handle", a.handle, "contact", a.bare, "err", err)
-		w.refuse(n, condInternal())
+		c.refuseFailure(w, n, err, "subscription not stored", "handle", a.handle, "contact", a.bare)
 		return
 	}
 	// 'subscribed' is written before the presence is queued, and the outbox
@@ -231,10 +225,8 @@ func (c *Component) unsubscribe(ctx context.Context, w *replier, a address, typ 
 
 // instruct applies an instruction that has no reply (a presence).
 func (c *Component) instruct(ctx context.Context, owner string, in roster.Instruction) {
-	if err := c.roster.Instruct(ctx, owner, in); errors.Is(err, roster.ErrStopping) {
-		c.log.Debug("instruction ignored while stopping", "owner", owner)
-	} else if err != nil {
-		c.log.Error("instruction not stored", "owner", owner, "err", err)
+	if err := c.roster.Instruct(ctx, owner, in); err != nil {
+		c.logFailure(err, "instruction not stored", "owner", owner)
 	}
 }
 
