@@ -261,3 +261,19 @@ func TestConfiguredResource(t *testing.T) {
 		t.Fatal("New accepted a resource of 1024 bytes")
 	}
 }
+
+// TestComponentOffLineOnceStopping: once shutdown has begun withdrawing,
+// nothing shows the component on-line again, not even to an owner.
+func TestComponentOffLineOnceStopping(t *testing.T) {
+	tc := startTestComponent(t, "")
+	self := testDomain + "/" + DefaultResource
+	wantCompleted(t, tc.run(t, alice+"/pc", "add-handle", map[string]string{"handle": "al"}))
+	tc.send(`<presence type='probe' from='%s' to='%s'/>`, alice, testDomain)
+	tc.expect("on-line to an owner", isStanza("presence", "", self, alice))
+	tc.c.stopping.Store(true)
+	tc.send(`<presence type='probe' from='%s' to='%s'/>`, alice, testDomain)
+	tc.expect("off-line to an owner once stopping", isStanza("presence", "unavailable", self, alice))
+	tc.send(`<presence from='%s/phone' to='%s'/>`, alice, testDomain)
+	tc.expect("off-line to a new client once stopping", isStanza("presence", "unavailable", self, alice+"/phone"))
+	tc.expectNone(quiet, "the component on-line once stopping", isStanza("presence", "", self, ""))
+}

@@ -83,6 +83,9 @@ type Component struct {
 	log                  *slog.Logger
 	cmds                 *commandSessions
 
+	// stopping is set when shutdown starts withdrawing: the component
+	// then shows itself off-line to everyone, as it is about to be.
+	stopping  atomic.Bool
 	sess      atomic.Pointer[xmpp.Session] // nil while disconnected
 	connected signal                       // fired at every successful handshake
 	synced    signal                       // fired after every resync
@@ -304,6 +307,7 @@ func (c *Component) withdraw() {
 	// The stanza handler still runs until the stream closes: no change may
 	// come between the withdrawals and the off-line flags they announce.
 	c.roster.Stop()
+	c.stopping.Store(true)
 	at := time.Now()
 	n, err := 0, error(nil)
 	for _, wd := range c.roster.Withdrawals(at) {
@@ -391,6 +395,16 @@ func (c *Component) viewStanza(handle, contact string, v roster.View) *node {
 		p.add(el(local("status")).withText(v.Text))
 	}
 	return p.add(c.handleCaps)
+}
+
+// selfPresenceFor is the component's presence for to, a JID of bare: on-line
+// to an owner while the component serves, off-line to anyone else and once
+// shutdown has begun, so nothing can show it on-line after it withdrew.
+func (c *Component) selfPresenceFor(bare, to string) *node {
+	if c.stopping.Load() || !c.roster.IsOwner(bare) {
+		return c.selfPresence("unavailable", to)
+	}
+	return c.selfPresence("", to)
 }
 
 // selfPresence is the component's own presence (typ "" or "unavailable")

@@ -76,7 +76,7 @@ func (c *Component) handlePresence(w *replier, n *node) {
 	case "subscribed":
 		if a.handle == "" && c.roster.IsOwner(a.bare) {
 			c.log.Info("owner approved the component's subscription", "owner", a.bare)
-			w.write(c.selfPresence("", a.bare))
+			w.write(c.selfPresenceFor(a.bare, a.bare))
 		}
 	case "error":
 		c.log.Debug("presence error received", "from", a.from.String())
@@ -108,7 +108,7 @@ func (c *Component) ownerPresence(ctx context.Context, w *replier, a address, n 
 	p := parseOwnerPresence(n)
 	p.Resource = a.from.Resourcepart()
 	if p.Available && !c.roster.HasResource(a.bare, p.Resource) {
-		w.write(c.selfPresence("", a.from.String()))
+		w.write(c.selfPresenceFor(a.bare, a.from.String()))
 	}
 	if err := c.roster.OwnerPresence(ctx, a.bare, p); err != nil {
 		c.logFailure(err, "owner presence not stored", "owner", a.bare)
@@ -160,18 +160,13 @@ func truncate(s string, n int) string {
 	return s
 }
 
-// probe answers a probe: the component is available to its owners; a
+// probe answers a probe: the component is available to its owners (it
+// withdraws itself from them alone at shutdown); a
 // handle's subscribers get its presence through the outbox; anyone else,
 // and any probe of an unknown handle, gets unsubscribed (RFC 6121 §4.3.2).
 func (c *Component) probe(w *replier, a address) {
 	if a.handle == "" {
-		// The component is on-line for its owners only: it withdraws its
-		// presence from them alone at shutdown.
-		typ := "unavailable"
-		if c.roster.IsOwner(a.bare) {
-			typ = ""
-		}
-		w.write(c.selfPresence(typ, a.from.String()))
+		w.write(c.selfPresenceFor(a.bare, a.from.String()))
 		return
 	}
 	if c.roster.Probe(a.handle, a.bare) {
@@ -185,9 +180,7 @@ func (c *Component) probe(w *replier, a address) {
 func (c *Component) subscribe(ctx context.Context, w *replier, n *node, a address) {
 	if a.handle == "" {
 		w.write(presence("subscribed", c.domain.String(), a.bare))
-		if c.roster.IsOwner(a.bare) {
-			w.write(c.selfPresence("", a.bare))
-		}
+		w.write(c.selfPresenceFor(a.bare, a.bare))
 		return
 	}
 	from := c.handleBare(a.handle)
