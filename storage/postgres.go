@@ -146,81 +146,6 @@ func (s *postgresStore) Load(ctx context.Context) (*Snapshot, error) {
 	return &snap, nil
 }
 
-// AddHandle implements Store. The account row is locked for the length of
-// the transaction, so concurrent adds to one account are counted one after
-// the other.
-func (s *postgresStore) AddHandle(ctx context.Context, account, handle string, max int, at time.Time) (created bool, err error) {
-	ctx, cancel := context.WithTimeout(ctx, queryTimeout)
-	defer cancel()
-
-	now := storedTime(at)
-	err = pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
-		tag, err := tx.Exec(ctx, `
-			INSERT INTO accounts (jid, online, status, hiding, status_text, since)
-			VALUES ($1, FALSE, 'undefined', FALSE, '', $2)
-			ON CONFLICT (jid) DO NOTHING`,
-			account, now)
-		if err != nil {
-			return err
-		}
-		created = tag.RowsAffected() == 1
-		if _, err := tx.Exec(ctx, "SELECT FROM accounts WHERE jid = $1 FOR UPDATE", account); err != nil {
-			return err
-		}
-
-		var exists bool
-		err = tx.QueryRow(ctx, "SELECT EXISTS (SELECT FROM handles WHERE name = $1)", handle).Scan(&exists)
-		if err != nil {
-			return err
-		}
-		if exists {
-			return ErrExists
-		}
-
-		var count int
-		err = tx.QueryRow(ctx, "SELECT count(*) FROM handles WHERE account = $1", account).Scan(&count)
-		if err != nil {
-			return err
-		}
-		if count >= max {
-			return ErrLimit
-		}
-
-		// A concurrent transaction may have taken the name since the
-		// check above: the unique violation then stands for ErrExists.
-		_, err = tx.Exec(ctx, "INSERT INTO handles (name, account) VALUES ($1, $2)", handle, account)
-		return err
-	})
-	if err != nil {
-		return false, postgresError("add handle", err)
-	}
-	return created, nil
-}
-
-// RemoveHandle implements Store.
-func (s *postgresStore) RemoveHandle(ctx context.Context, account, handle string) error {
-	ctx, cancel := context.WithTimeout(ctx, queryTimeout)
-	defer cancel()
-
-	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
-		var owner string
-		err := tx.QueryRow(ctx, "SELECT account FROM handles WHERE name = $1 FOR UPDATE", handle).Scan(&owner)
-		if err != nil {
-			return err
-		}
-		if owner != account {
-			return ErrNotOwner
-		}
-		// The subscriptions go by ON DELETE CASCADE.
-		_, err = tx.Exec(ctx, "DELETE FROM handles WHERE name = $1", handle)
-		return err
-	})
-	if err != nil {
-		return postgresError("remove handle", err)
-	}
-	return nil
-}
-
 // Handles implements Store.
 func (s *postgresStore) Handles(ctx context.Context, account string) ([]string, error) {
 	ctx, cancel := context.WithTimeout(ctx, queryTimeout)
@@ -256,56 +181,164 @@ func (s *postgresStore) Account(ctx context.Context, account string) (Account, e
 	return a, nil
 }
 
-// SetFlags implements Store.
-func (s *postgresStore) SetFlags(ctx context.Context, account string, f Flags) error {
-	if !f.Status.Valid() {
-		return fmt.Errorf("storage: set flags: invalid status %q", f.Status)
-	}
+// AddHandle implements Store. The account's row is locked for the rest of
+// the transaction, so concurrent adds to one account are counted one after
+// the other.
+func (s *postgresStore) AddHandle(ctx context.Context, account, handle string, max int, at time.Time) (created bool, err error) {
 	ctx, cancel := context.WithTimeout(ctx, queryTimeout)
 	defer cancel()
-
-	_, err := s.pool.Exec(ctx, `
-		INSERT INTO accounts (jid, online, status, explicit, hiding, status_text, since)
-		VALUES ($1, $2, $3, $4, $5, $6, $7)
-		ON CONFLICT (jid) DO UPDATE SET
-			online = excluded.online,
-			status = excluded.status,
-			explicit = excluded.explicit,
-			hiding = excluded.hiding,
-			status_text = excluded.status_text,
-			since = excluded.since`,
-		account, f.Online, string(f.Status), f.Explicit, f.Hiding, f.StatusText, storedTime(f.Since))
+	err = pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		created, err = postgresAddHandle(ctx, tx, account, handle, max, at)
+		return err
+	})
 	if err != nil {
-		return fmt.Errorf("storage: set flags: %w", err)
+		return false, postgresError("add handle", err)
 	}
-	return nil
+	return created, nil
+}
+
+// RemoveHandle implements Store.
+func (s *postgresStore) RemoveHandle(ctx context.Context, account, handle string) error {
+	return s.one(ctx, Op{Kind: OpRemoveHandle, Account: account, Handle: handle})
+}
+
+// SetFlags implements Store.
+func (s *postgresStore) SetFlags(ctx context.Context, account string, f Flags) error {
+	return s.one(ctx, Op{Kind: OpSetFlags, Account: account, Flags: f})
 }
 
 // AddSubscription implements Store.
 func (s *postgresStore) AddSubscription(ctx context.Context, handle, contact string) error {
-	ctx, cancel := context.WithTimeout(ctx, queryTimeout)
-	defer cancel()
-
-	_, err := s.pool.Exec(ctx, `
-		INSERT INTO subscriptions (handle, contact) VALUES ($1, $2)
-		ON CONFLICT (handle, contact) DO NOTHING`,
-		handle, contact)
-	if err != nil {
-		return postgresError("add subscription", err)
-	}
-	return nil
+	return s.one(ctx, Op{Kind: OpAddSubscription, Handle: handle, Contact: contact})
 }
 
 // RemoveSubscription implements Store.
 func (s *postgresStore) RemoveSubscription(ctx context.Context, handle, contact string) error {
-	ctx, cancel := context.WithTimeout(ctx, queryTimeout)
-	defer cancel()
+	return s.one(ctx, Op{Kind: OpRemoveSubscription, Handle: handle, Contact: contact})
+}
 
-	_, err := s.pool.Exec(ctx, "DELETE FROM subscriptions WHERE handle = $1 AND contact = $2", handle, contact)
-	if err != nil {
-		return fmt.Errorf("storage: remove subscription: %w", err)
+// one applies a single op in its own transaction and returns its error as
+// the op's own method does.
+func (s *postgresStore) one(ctx context.Context, op Op) error {
+	err := s.Apply(ctx, []Op{op})
+	var oe *OpError
+	if errors.As(err, &oe) {
+		return oe.Err
 	}
-	return nil
+	return err
+}
+
+// Apply implements Store: one transaction, one commit, whatever the length
+// of the batch.
+func (s *postgresStore) Apply(ctx context.Context, ops []Op) error {
+	if len(ops) == 0 {
+		return nil
+	}
+	for i, op := range ops {
+		if err := checkOp(op); err != nil {
+			return &OpError{Index: i, Err: err}
+		}
+	}
+	ctx, cancel := context.WithTimeout(ctx, batchTimeout)
+	defer cancel()
+	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		for i, op := range ops {
+			if err := postgresApply(ctx, tx, op); err != nil {
+				return &OpError{Index: i, Err: postgresError(op.Kind.String(), err)}
+			}
+		}
+		return nil
+	})
+	var oe *OpError
+	if err != nil && !errors.As(err, &oe) {
+		return fmt.Errorf("storage: apply: %w", err)
+	}
+	return err
+}
+
+// postgresApply runs one op inside tx.
+func postgresApply(ctx context.Context, tx pgx.Tx, op Op) error {
+	var err error
+	switch op.Kind {
+	case OpAddHandle:
+		_, err = postgresAddHandle(ctx, tx, op.Account, op.Handle, op.Max, op.Now)
+	case OpRemoveHandle:
+		err = postgresRemoveHandle(ctx, tx, op.Account, op.Handle)
+	case OpSetFlags:
+		f := op.Flags
+		_, err = tx.Exec(ctx, `
+			INSERT INTO accounts (jid, online, status, explicit, hiding, status_text, since)
+			VALUES ($1, $2, $3, $4, $5, $6, $7)
+			ON CONFLICT (jid) DO UPDATE SET
+				online = excluded.online,
+				status = excluded.status,
+				explicit = excluded.explicit,
+				hiding = excluded.hiding,
+				status_text = excluded.status_text,
+				since = excluded.since`,
+			op.Account, f.Online, string(f.Status), f.Explicit, f.Hiding, f.StatusText, storedTime(f.Since))
+	case OpAddSubscription:
+		_, err = tx.Exec(ctx, `
+			INSERT INTO subscriptions (handle, contact) VALUES ($1, $2)
+			ON CONFLICT (handle, contact) DO NOTHING`,
+			op.Handle, op.Contact)
+	case OpRemoveSubscription:
+		_, err = tx.Exec(ctx, "DELETE FROM subscriptions WHERE handle = $1 AND contact = $2", op.Handle, op.Contact)
+	}
+	return err
+}
+
+func postgresAddHandle(ctx context.Context, tx pgx.Tx, account, handle string, max int, at time.Time) (created bool, err error) {
+	now := storedTime(at)
+	tag, err := tx.Exec(ctx, `
+		INSERT INTO accounts (jid, online, status, hiding, status_text, since)
+		VALUES ($1, FALSE, 'undefined', FALSE, '', $2)
+		ON CONFLICT (jid) DO NOTHING`,
+		account, now)
+	if err != nil {
+		return false, err
+	}
+	created = tag.RowsAffected() == 1
+	if _, err := tx.Exec(ctx, "SELECT FROM accounts WHERE jid = $1 FOR UPDATE", account); err != nil {
+		return false, err
+	}
+
+	var exists bool
+	err = tx.QueryRow(ctx, "SELECT EXISTS (SELECT FROM handles WHERE name = $1)", handle).Scan(&exists)
+	if err != nil {
+		return false, err
+	}
+	if exists {
+		return false, ErrExists
+	}
+
+	var count int
+	err = tx.QueryRow(ctx, "SELECT count(*) FROM handles WHERE account = $1", account).Scan(&count)
+	if err != nil {
+		return false, err
+	}
+	if count >= max {
+		return false, ErrLimit
+	}
+
+	// A concurrent transaction may have taken the name since the check
+	// above: the unique violation then stands for ErrExists.
+	_, err = tx.Exec(ctx, "INSERT INTO handles (name, account) VALUES ($1, $2)", handle, account)
+	return created, err
+}
+
+func postgresRemoveHandle(ctx context.Context, tx pgx.Tx, account, handle string) error {
+	var owner string
+	err := tx.QueryRow(ctx, "SELECT account FROM handles WHERE name = $1 FOR UPDATE", handle).Scan(&owner)
+	if err != nil {
+		return err
+	}
+	if owner != account {
+		return ErrNotOwner
+	}
+	// The subscriptions go by ON DELETE CASCADE.
+	_, err = tx.Exec(ctx, "DELETE FROM handles WHERE name = $1", handle)
+	return err
 }
 
 // postgresError returns the sentinel error that err stands for, or err

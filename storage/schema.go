@@ -10,6 +10,8 @@ import (
 const (
 	// queryTimeout bounds every method that reads or writes a few rows.
 	queryTimeout = 5 * time.Second
+	// batchTimeout bounds one Apply, a transaction of many changes.
+	batchTimeout = 30 * time.Second
 	// loadTimeout bounds Load, which reads every row once at start.
 	loadTimeout = time.Minute
 	// migrateTimeout bounds the schema upgrade run by the Open functions.

@@ -209,80 +209,6 @@ func closeRows(rows *sql.Rows) error {
 	return err
 }
 
-// AddHandle implements Store.
-func (s *sqliteStore) AddHandle(ctx context.Context, account, handle string, max int, at time.Time) (created bool, err error) {
-	ctx, cancel := context.WithTimeout(ctx, queryTimeout)
-	defer cancel()
-
-	now := storedTime(at).UnixMicro()
-	err = s.inTx(ctx, func(tx *sql.Tx) error {
-		res, err := tx.ExecContext(ctx, `
-			INSERT INTO accounts (jid, online, status, hiding, status_text, since, created_at)
-			VALUES (?, 0, 'undefined', 0, '', ?, ?)
-			ON CONFLICT (jid) DO NOTHING`,
-			account, now, now)
-		if err != nil {
-			return err
-		}
-		n, err := res.RowsAffected()
-		if err != nil {
-			return err
-		}
-		created = n == 1
-
-		var exists bool
-		err = tx.QueryRowContext(ctx, "SELECT EXISTS (SELECT 1 FROM handles WHERE name = ?)", handle).Scan(&exists)
-		if err != nil {
-			return err
-		}
-		if exists {
-			return ErrExists
-		}
-
-		var count int
-		err = tx.QueryRowContext(ctx, "SELECT count(*) FROM handles WHERE account = ?", account).Scan(&count)
-		if err != nil {
-			return err
-		}
-		if count >= max {
-			return ErrLimit
-		}
-
-		_, err = tx.ExecContext(ctx, "INSERT INTO handles (name, account, created_at) VALUES (?, ?, ?)", handle, account, now)
-		return err
-	})
-	if err != nil {
-		return false, sqliteError("add handle", err)
-	}
-	return created, nil
-}
-
-// RemoveHandle implements Store.
-func (s *sqliteStore) RemoveHandle(ctx context.Context, account, handle string) error {
-	ctx, cancel := context.WithTimeout(ctx, queryTimeout)
-	defer cancel()
-
-	err := s.inTx(ctx, func(tx *sql.Tx) error {
-		var owner string
-		err := tx.QueryRowContext(ctx, "SELECT account FROM handles WHERE name = ?", handle).Scan(&owner)
-		if errors.Is(err, sql.ErrNoRows) {
-			return ErrNotFound
-		} else if err != nil {
-			return err
-		}
-		if owner != account {
-			return ErrNotOwner
-		}
-		// The subscriptions go by ON DELETE CASCADE.
-		_, err = tx.ExecContext(ctx, "DELETE FROM handles WHERE name = ?", handle)
-		return err
-	})
-	if err != nil {
-		return sqliteError("remove handle", err)
-	}
-	return nil
-}
-
 // Handles implements Store.
 func (s *sqliteStore) Handles(ctx context.Context, account string) ([]string, error) {
 	ctx, cancel := context.WithTimeout(ctx, queryTimeout)
@@ -329,57 +255,164 @@ func (s *sqliteStore) Account(ctx context.Context, account string) (Account, err
 	return a, nil
 }
 
-// SetFlags implements Store.
-func (s *sqliteStore) SetFlags(ctx context.Context, account string, f Flags) error {
-	if !f.Status.Valid() {
-		return fmt.Errorf("storage: set flags: invalid status %q", f.Status)
-	}
+// AddHandle implements Store.
+func (s *sqliteStore) AddHandle(ctx context.Context, account, handle string, max int, at time.Time) (created bool, err error) {
 	ctx, cancel := context.WithTimeout(ctx, queryTimeout)
 	defer cancel()
-
-	_, err := s.db.ExecContext(ctx, `
-		INSERT INTO accounts (jid, online, status, explicit, hiding, status_text, since, created_at)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?)
-		ON CONFLICT (jid) DO UPDATE SET
-			online = excluded.online,
-			status = excluded.status,
-			explicit = excluded.explicit,
-			hiding = excluded.hiding,
-			status_text = excluded.status_text,
-			since = excluded.since`,
-		account, f.Online, string(f.Status), f.Explicit, f.Hiding, f.StatusText,
-		storedTime(f.Since).UnixMicro(), storedTime(time.Now()).UnixMicro())
+	err = s.inTx(ctx, func(tx *sql.Tx) error {
+		created, err = sqliteAddHandle(ctx, tx, account, handle, max, at)
+		return err
+	})
 	if err != nil {
-		return fmt.Errorf("storage: set flags: %w", err)
+		return false, sqliteError("add handle", err)
 	}
-	return nil
+	return created, nil
+}
+
+// RemoveHandle implements Store.
+func (s *sqliteStore) RemoveHandle(ctx context.Context, account, handle string) error {
+	return s.one(ctx, Op{Kind: OpRemoveHandle, Account: account, Handle: handle})
+}
+
+// SetFlags implements Store.
+func (s *sqliteStore) SetFlags(ctx context.Context, account string, f Flags) error {
+	return s.one(ctx, Op{Kind: OpSetFlags, Account: account, Flags: f})
 }
 
 // AddSubscription implements Store.
 func (s *sqliteStore) AddSubscription(ctx context.Context, handle, contact string) error {
-	ctx, cancel := context.WithTimeout(ctx, queryTimeout)
-	defer cancel()
-
-	_, err := s.db.ExecContext(ctx, `
-		INSERT INTO subscriptions (handle, contact) VALUES (?, ?)
-		ON CONFLICT (handle, contact) DO NOTHING`,
-		handle, contact)
-	if err != nil {
-		return sqliteError("add subscription", err)
-	}
-	return nil
+	return s.one(ctx, Op{Kind: OpAddSubscription, Handle: handle, Contact: contact})
 }
 
 // RemoveSubscription implements Store.
 func (s *sqliteStore) RemoveSubscription(ctx context.Context, handle, contact string) error {
-	ctx, cancel := context.WithTimeout(ctx, queryTimeout)
-	defer cancel()
+	return s.one(ctx, Op{Kind: OpRemoveSubscription, Handle: handle, Contact: contact})
+}
 
-	_, err := s.db.ExecContext(ctx, "DELETE FROM subscriptions WHERE handle = ? AND contact = ?", handle, contact)
-	if err != nil {
-		return fmt.Errorf("storage: remove subscription: %w", err)
+// one applies a single op in its own transaction and returns its error as
+// the op's own method does.
+func (s *sqliteStore) one(ctx context.Context, op Op) error {
+	err := s.Apply(ctx, []Op{op})
+	var oe *OpError
+	if errors.As(err, &oe) {
+		return oe.Err
 	}
-	return nil
+	return err
+}
+
+// Apply implements Store. The whole batch is one transaction, so it costs
+// one fsync (synchronous=FULL) whatever its length.
+func (s *sqliteStore) Apply(ctx context.Context, ops []Op) error {
+	if len(ops) == 0 {
+		return nil
+	}
+	for i, op := range ops {
+		if err := checkOp(op); err != nil {
+			return &OpError{Index: i, Err: err}
+		}
+	}
+	ctx, cancel := context.WithTimeout(ctx, batchTimeout)
+	defer cancel()
+	err := s.inTx(ctx, func(tx *sql.Tx) error {
+		for i, op := range ops {
+			if err := sqliteApply(ctx, tx, op); err != nil {
+				return &OpError{Index: i, Err: sqliteError(op.Kind.String(), err)}
+			}
+		}
+		return nil
+	})
+	var oe *OpError
+	if err != nil && !errors.As(err, &oe) {
+		return fmt.Errorf("storage: apply: %w", err)
+	}
+	return err
+}
+
+// sqliteApply runs one op inside tx.
+func sqliteApply(ctx context.Context, tx *sql.Tx, op Op) error {
+	var err error
+	switch op.Kind {
+	case OpAddHandle:
+		_, err = sqliteAddHandle(ctx, tx, op.Account, op.Handle, op.Max, op.Now)
+	case OpRemoveHandle:
+		err = sqliteRemoveHandle(ctx, tx, op.Account, op.Handle)
+	case OpSetFlags:
+		f := op.Flags
+		_, err = tx.ExecContext(ctx, `
+			INSERT INTO accounts (jid, online, status, explicit, hiding, status_text, since, created_at)
+			VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+			ON CONFLICT (jid) DO UPDATE SET
+				online = excluded.online,
+				status = excluded.status,
+				explicit = excluded.explicit,
+				hiding = excluded.hiding,
+				status_text = excluded.status_text,
+				since = excluded.since`,
+			op.Account, f.Online, string(f.Status), f.Explicit, f.Hiding, f.StatusText,
+			storedTime(f.Since).UnixMicro(), storedTime(time.Now()).UnixMicro())
+	case OpAddSubscription:
+		_, err = tx.ExecContext(ctx, `
+			INSERT INTO subscriptions (handle, contact) VALUES (?, ?)
+			ON CONFLICT (handle, contact) DO NOTHING`,
+			op.Handle, op.Contact)
+	case OpRemoveSubscription:
+		_, err = tx.ExecContext(ctx, "DELETE FROM subscriptions WHERE handle = ? AND contact = ?", op.Handle, op.Contact)
+	}
+	return err
+}
+
+func sqliteAddHandle(ctx context.Context, tx *sql.Tx, account, handle string, max int, at time.Time) (created bool, err error) {
+	now := storedTime(at).UnixMicro()
+	res, err := tx.ExecContext(ctx, `
+		INSERT INTO accounts (jid, online, status, hiding, status_text, since, created_at)
+		VALUES (?, 0, 'undefined', 0, '', ?, ?)
+		ON CONFLICT (jid) DO NOTHING`,
+		account, now, now)
+	if err != nil {
+		return false, err
+	}
+	n, err := res.RowsAffected()
+	if err != nil {
+		return false, err
+	}
+	created = n == 1
+
+	var exists bool
+	err = tx.QueryRowContext(ctx, "SELECT EXISTS (SELECT 1 FROM handles WHERE name = ?)", handle).Scan(&exists)
+	if err != nil {
+		return false, err
+	}
+	if exists {
+		return false, ErrExists
+	}
+
+	var count int
+	err = tx.QueryRowContext(ctx, "SELECT count(*) FROM handles WHERE account = ?", account).Scan(&count)
+	if err != nil {
+		return false, err
+	}
+	if count >= max {
+		return false, ErrLimit
+	}
+
+	_, err = tx.ExecContext(ctx, "INSERT INTO handles (name, account, created_at) VALUES (?, ?, ?)", handle, account, now)
+	return created, err
+}
+
+func sqliteRemoveHandle(ctx context.Context, tx *sql.Tx, account, handle string) error {
+	var owner string
+	err := tx.QueryRowContext(ctx, "SELECT account FROM handles WHERE name = ?", handle).Scan(&owner)
+	if errors.Is(err, sql.ErrNoRows) {
+		return ErrNotFound
+	} else if err != nil {
+		return err
+	}
+	if owner != account {
+		return ErrNotOwner
+	}
+	// The subscriptions go by ON DELETE CASCADE.
+	_, err = tx.ExecContext(ctx, "DELETE FROM handles WHERE name = ?", handle)
+	return err
 }
 
 // sqliteError returns the sentinel error that err stands for, or err

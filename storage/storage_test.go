@@ -585,6 +585,92 @@ func runConformance(t *testing.T, driver string, freshDSN func(t testing.TB) str
 		}
 	})
 
+	t.Run("ApplyBatch", func(t *testing.T) {
+		s := open(t)
+		at := time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
+		f := Flags{Online: true, Status: StatusBusy, StatusText: "in a meeting", Since: at}
+		ops := []Op{
+			{Kind: OpAddHandle, Account: "a@example.org", Handle: "h1", Max: 5, Now: at},
+			{Kind: OpAddHandle, Account: "a@example.org", Handle: "h2", Max: 5, Now: at},
+			{Kind: OpAddSubscription, Handle: "h1", Contact: "c@example.net"},
+			{Kind: OpAddSubscription, Handle: "h2", Contact: "c@example.net"},
+			{Kind: OpAddSubscription, Handle: "h2", Contact: "d@example.net"},
+			{Kind: OpRemoveSubscription, Handle: "h2", Contact: "c@example.net"},
+			{Kind: OpSetFlags, Account: "a@example.org", Flags: f},
+			{Kind: OpRemoveHandle, Account: "a@example.org", Handle: "h1"},
+		}
+		must(t, "Apply", s.Apply(ctx, ops))
+		wantHandles(t, s, "a@example.org", "h2")
+		wantFlags(t, s, "a@example.org", f)
+		snap, err := s.Load(ctx)
+		must(t, "Load", err)
+		if want := []Subscription{{"h2", "d@example.net"}}; !slices.Equal(snap.Subscriptions, want) {
+			t.Fatalf("subscriptions after Apply %v, want %v", snap.Subscriptions, want)
+		}
+		must(t, "Apply(nil)", s.Apply(ctx, nil))
+	})
+
+	t.Run("ApplyFailingOpKeepsNothing", func(t *testing.T) {
+		s := open(t)
+		mustAdd(t, s, "a@example.org", "h", 5)
+		tests := []struct {
+			name string
+			bad  Op
+			want error
+		}{
+			{"taken", Op{Kind: OpAddHandle, Account: "b@example.org", Handle: "h", Max: 5}, ErrExists},
+			{"limit", Op{Kind: OpAddHandle, Account: "b@example.org", Handle: "x", Max: 0}, ErrLimit},
+			{"not owner", Op{Kind: OpRemoveHandle, Account: "b@example.org", Handle: "h"}, ErrNotOwner},
+			{"no handle", Op{Kind: OpRemoveHandle, Account: "a@example.org", Handle: "none"}, ErrNotFound},
+			{"subscribe unknown", Op{Kind: OpAddSubscription, Handle: "none", Contact: "c@example.net"}, ErrNotFound},
+		}
+		for _, tt := range tests {
+			t.Run(tt.name, func(t *testing.T) {
+				ops := []Op{
+					{Kind: OpAddSubscription, Handle: "h", Contact: "c@example.net"},
+					{Kind: OpSetFlags, Account: "a@example.org", Flags: Flags{Status: StatusAway, Hiding: true}},
+					tt.bad,
+					{Kind: OpAddHandle, Account: "a@example.org", Handle: "later", Max: 5},
+				}
+				err := s.Apply(ctx, ops)
+				var oe *OpError
+				if !errors.As(err, &oe) || oe.Index != 2 || !errors.Is(err, tt.want) {
+					t.Fatalf("Apply with a bad op at 2 = %v, want an *OpError at index 2 wrapping %v", err, tt.want)
+				}
+				snap, err := s.Load(ctx)
+				must(t, "Load", err)
+				if len(snap.Subscriptions) != 0 {
+					t.Fatalf("subscriptions %v kept from a failed batch", snap.Subscriptions)
+				}
+				wantHandles(t, s, "a@example.org", "h")
+				wantNoAccount(t, s, "b@example.org")
+				a, err := s.Account(ctx, "a@example.org")
+				must(t, "Account", err)
+				if a.Flags.Hiding {
+					t.Fatal("flags of a failed batch were kept")
+				}
+			})
+		}
+	})
+
+	t.Run("ApplyInvalidStatusWritesNothing", func(t *testing.T) {
+		s := open(t)
+		mustAdd(t, s, "a@example.org", "h", 5)
+		err := s.Apply(ctx, []Op{
+			{Kind: OpAddSubscription, Handle: "h", Contact: "c@example.net"},
+			{Kind: OpSetFlags, Account: "a@example.org", Flags: Flags{}},
+		})
+		var oe *OpError
+		if !errors.As(err, &oe) || oe.Index != 1 || isSentinel(err) {
+			t.Fatalf("Apply with an invalid status = %v, want a non-sentinel *OpError at index 1", err)
+		}
+		snap, err := s.Load(ctx)
+		must(t, "Load", err)
+		if len(snap.Subscriptions) != 0 {
+			t.Fatalf("subscriptions %v kept from a refused batch", snap.Subscriptions)
+		}
+	})
+
 	t.Run("LoadEmpty", func(t *testing.T) {
 		s := open(t)
 		snap, err := s.Load(ctx)

@@ -151,6 +151,14 @@ type Store interface {
 	// exist is not an error.
 	RemoveSubscription(ctx context.Context, handle, contact string) error
 
+	// Apply makes the changes of ops, in order, in one transaction: all of
+	// them are kept, or none. It is how presenced commits a group of
+	// changes with one durable write. If an op fails, Apply returns an
+	// *OpError naming it, whose Err is what that op's own method would have
+	// returned; a failure to commit is returned as is. An empty batch does
+	// nothing.
+	Apply(ctx context.Context, ops []Op) error
+
 	// Close releases the database. Methods called after Close fail with an
 	// error that is none of the sentinels; a second Close does nothing.
 	Close() error

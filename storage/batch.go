@@ -1,0 +1,73 @@
+package storage
+
+import (
+	"fmt"
+	"time"
+)
+
+// OpKind is the kind of change an Op makes.
+type OpKind int
+
+// The kinds of Op. Each does what the Store method of the same name does.
+const (
+	OpAddHandle OpKind = iota + 1
+	OpRemoveHandle
+	OpSetFlags
+	OpAddSubscription
+	OpRemoveSubscription
+)
+
+func (k OpKind) String() string {
+	switch k {
+	case OpAddHandle:
+		return "add handle"
+	case OpRemoveHandle:
+		return "remove handle"
+	case OpSetFlags:
+		return "set flags"
+	case OpAddSubscription:
+		return "add subscription"
+	case OpRemoveSubscription:
+		return "remove subscription"
+	}
+	return fmt.Sprintf("op %d", int(k))
+}
+
+// Op is one change of a batch given to Store.Apply. Which fields count
+// depends on Kind, as the arguments of the Store method of the same name.
+type Op struct {
+	Kind    OpKind
+	Account string    // AddHandle, RemoveHandle, SetFlags
+	Handle  string    // AddHandle, RemoveHandle, AddSubscription, RemoveSubscription
+	Contact string    // AddSubscription, RemoveSubscription
+	Max     int       // AddHandle: the account's handle limit
+	Now     time.Time // AddHandle: the moment a new account is off-line since
+	Flags   Flags     // SetFlags
+}
+
+// OpError is the error of Apply when one of its ops fails: Index is that
+// op's place in the batch and Err what its Store method would return (a
+// sentinel, or a wrapped error when the database failed). Nothing of the
+// batch was kept.
+type OpError struct {
+	Index int
+	Err   error
+}
+
+func (e *OpError) Error() string { return fmt.Sprintf("op %d: %v", e.Index, e.Err) }
+
+func (e *OpError) Unwrap() error { return e.Err }
+
+// checkOp refuses an op that no backend could apply, before any SQL runs.
+func checkOp(op Op) error {
+	switch op.Kind {
+	case OpSetFlags:
+		if !op.Flags.Status.Valid() {
+			return fmt.Errorf("storage: set flags: invalid status %q", op.Flags.Status)
+		}
+	case OpAddHandle, OpRemoveHandle, OpAddSubscription, OpRemoveSubscription:
+	default:
+		return fmt.Errorf("storage: unknown op kind %d", int(op.Kind))
+	}
+	return nil
+}
