@@ -1,7 +1,6 @@
 package component
 
 import (
-	"context"
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
@@ -36,9 +35,10 @@ type command struct {
 	node, name string
 	// form returns the form of the first stage.
 	form func(c *Component, owner string) *node
-	// complete does the work with the submitted values and returns the note
-	// text and an optional result form.
-	complete func(ctx context.Context, c *Component, owner string, f formValues) (string, *node, error)
+	// complete does the work with the submitted values and calls done with
+	// the note text and an optional result form, or the error, once the
+	// work is stored: a completed command promises that it is kept.
+	complete func(c *Component, owner string, f formValues, done commandDone)
 }
 
 var commandList = []*command{
@@ -56,6 +56,9 @@ func commandByNode(node string) *command {
 	}
 	return nil
 }
+
+// commandDone is how a command reports its outcome.
+type commandDone func(note string, result *node, err error)
 
 // userError is a refusal the user caused; its stanza error is sent as is.
 type userError struct{ e stanzaError }
@@ -118,45 +121,44 @@ func (c *Component) handleCommand(w *replier, n *node, a address, q *node) {
 		w.refuse(n, condBadRequest("The command needs its form filled in."))
 		return
 	}
-	// A refused step keeps the session, so the user can correct the form.
-	if c.completeCommand(w, n, cmd, a.bare, sid, submitted) {
-		c.cmds.end(sid)
-	}
+	c.completeCommand(w, n, cmd, a.bare, sid, submitted)
 }
 
-// completeCommand does the work of a submitted form and reports whether it
-// completed.
-func (c *Component) completeCommand(w *replier, n *node, cmd *command, owner, sid string, x *node) bool {
+// completeCommand does the work of a submitted form and answers once it is
+// stored. A completed command ends its session; a refused step keeps it,
+// so the user can correct the form.
+func (c *Component) completeCommand(w *replier, n *node, cmd *command, owner, sid string, x *node) {
 	if t := x.get("type"); t != "submit" {
 		w.refuse(n, condBadRequest("The form must be submitted (type 'submit')."))
-		return false
+		return
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), storageTimeout)
-	defer cancel()
-	var note string
-	var result *node
+	done := func(note string, result *node, err error) {
+		var ue userError
+		switch {
+		case errors.As(err, &ue):
+			w.refuse(n, ue.e)
+			return
+		case err != nil:
+			c.refuseFailure(w, n, err, "command failed", "command", cmd.node, "owner", owner)
+			return
+		}
+		c.log.Info("command completed", "command", cmd.node, "owner", owner)
+		if sid == "" {
+			sid = newSessionID()
+		} else {
+			c.cmds.end(sid)
+		}
+		w.result(n, el(qname(nsCommands, "command"), "node", cmd.node, "sessionid", sid, "status", "completed").add(
+			el(local("note"), "type", "info").withText(note),
+			result,
+		))
+	}
 	f, err := parseForm(x)
-	if err == nil {
-		note, result, err = cmd.complete(ctx, c, owner, f)
+	if err != nil {
+		done("", nil, err)
+		return
 	}
-	var ue userError
-	switch {
-	case errors.As(err, &ue):
-		w.refuse(n, ue.e)
-		return false
-	case err != nil:
-		c.refuseFailure(w, n, err, "command failed", "command", cmd.node, "owner", owner)
-		return false
-	}
-	c.log.Info("command completed", "command", cmd.node, "owner", owner)
-	if sid == "" {
-		sid = newSessionID()
-	}
-	w.result(n, el(qname(nsCommands, "command"), "node", cmd.node, "sessionid", sid, "status", "completed").add(
-		el(local("note"), "type", "info").withText(note),
-		result,
-	))
-	return true
+	cmd.complete(c, owner, f, done)
 }
 
 // formValues are the values of a submitted form, by field name.
@@ -294,70 +296,71 @@ func clip(s string) string {
 	return s
 }
 
-func addHandle(ctx context.Context, c *Component, owner string, f formValues) (string, *node, error) {
+func addHandle(c *Component, owner string, f formValues, done commandDone) {
 	h, err := prepareHandle(c, f.single("handle"))
 	if err != nil {
-		return "", nil, err
+		done("", nil, err)
+		return
 	}
-	err = c.roster.AddHandle(ctx, owner, h)
-	switch {
-	case errors.Is(err, roster.ErrHandleOwned):
-		return fmt.Sprintf("The handle %s is already yours; nothing changed.", c.handleBare(h)), nil, nil
-	case errors.Is(err, roster.ErrHandleTaken):
-		return "", nil, refusal(condConflict(fmt.Sprintf("The handle name %q is already taken.", h)))
-	case errors.Is(err, roster.ErrHandleLimit):
-		return "", nil, refusal(condNotAllowed(fmt.Sprintf("You already hold %d handles, the most an account may hold.", c.roster.MaxHandles())))
-	case err != nil:
-		return "", nil, err
-	}
-	// Ask the owner for their presence, so that their server forwards it.
-	// Asking again is harmless: a server whose user already approved
-	// answers by itself (RFC 6121 §3.1.3), and one who declined before is
-	// asked once more by the act of adding a handle.
-	c.askOwnerPresence(owner)
-	note := fmt.Sprintf("Added the handle %s: your contacts can now add it to their rosters.", c.handleBare(h))
-	if fl, _ := c.roster.Flags(owner); fl.Online {
-		return note + " It follows your status.", nil, nil
-	}
-	return note + fmt.Sprintf(" So that it follows your status, %s now asks to see your presence: accept that request."+
-		" (If you accepted it before, your server answers for you and you see no request.)", c.domain), nil, nil
+	c.roster.AddHandle(owner, h, func(err error) {
+		switch {
+		case errors.Is(err, roster.ErrHandleOwned):
+			done(fmt.Sprintf("The handle %s is already yours; nothing changed.", c.handleBare(h)), nil, nil)
+			return
+		case errors.Is(err, roster.ErrHandleTaken):
+			err = refusal(condConflict(fmt.Sprintf("The handle name %q is already taken.", h)))
+		case errors.Is(err, roster.ErrHandleLimit):
+			err = refusal(condNotAllowed(fmt.Sprintf("You already hold %d handles, the most an account may hold.", c.roster.MaxHandles())))
+		}
+		if err != nil {
+			done("", nil, err)
+			return
+		}
+		note := fmt.Sprintf("Added the handle %s: your contacts can now add it to their rosters.", c.handleBare(h))
+		if fl, _ := c.roster.Flags(owner); fl.Online {
+			note += " It follows your status."
+		} else {
+			note += fmt.Sprintf(" So that it follows your status, %s now asks to see your presence: accept that request."+
+				" (If you accepted it before, your server answers for you and you see no request.)", c.domain)
+		}
+		done(note, nil, nil)
+		// Then ask the owner for their presence, so that their server
+		// forwards it. Asking again is harmless: a server whose user already
+		// approved answers by itself (RFC 6121 §3.1.3), and one who
+		// declined before is asked once more by the act of adding a handle.
+		c.askOwnerPresence(owner)
+	})
 }
 
 // askOwnerPresence sends the component's subscription request to a new
-// owner, with a <status/> that says why. It runs after the handler has
-// returned, since a handler may not use the session's Send after writing
-// its reply.
+// owner, with a <status/> that says why.
 func (c *Component) askOwnerPresence(owner string) {
-	go func() {
-		defer c.recoverLog("subscribe owner")
-		ctx, cancel := context.WithTimeout(context.Background(), sendTimeout)
-		defer cancel()
-		p := presence("subscribe", c.domain.String(), owner).add(el(local("status")).withText(fmt.Sprintf(
-			"Please accept: %s needs to see your presence so that your handles show your status to their subscribers.", c.domain)))
-		if err := c.send(ctx, p); err != nil {
-			c.log.Warn("subscription request not sent", "owner", owner, "err", err)
-		}
-	}()
+	c.out.write(presence("subscribe", c.domainStr, owner).add(el(local("status")).withText(fmt.Sprintf(
+		"Please accept: %s needs to see your presence so that your handles show your status to their subscribers.", c.domain))))
 }
 
-func removeHandle(ctx context.Context, c *Component, owner string, f formValues) (string, *node, error) {
+func removeHandle(c *Component, owner string, f formValues, done commandDone) {
 	h, err := prepareHandle(c, f.single("handle"))
 	if err != nil {
-		return "", nil, err
+		done("", nil, err)
+		return
 	}
-	err = c.roster.RemoveHandle(ctx, owner, h)
-	switch {
-	case errors.Is(err, roster.ErrUnknownHandle):
-		return "", nil, refusal(condItemNotFound(fmt.Sprintf("You have no handle named %q.", h)))
-	case errors.Is(err, roster.ErrNotOwner):
-		return "", nil, refusal(condNotAllowed(fmt.Sprintf("The handle %q is not yours.", h)))
-	case err != nil:
-		return "", nil, err
-	}
-	return fmt.Sprintf("Removed the handle %s.", c.handleBare(h)), nil, nil
+	c.roster.RemoveHandle(owner, h, func(err error) {
+		switch {
+		case errors.Is(err, roster.ErrUnknownHandle):
+			err = refusal(condItemNotFound(fmt.Sprintf("You have no handle named %q.", h)))
+		case errors.Is(err, roster.ErrNotOwner):
+			err = refusal(condNotAllowed(fmt.Sprintf("The handle %q is not yours.", h)))
+		}
+		if err != nil {
+			done("", nil, err)
+			return
+		}
+		done(fmt.Sprintf("Removed the handle %s.", c.handleBare(h)), nil, nil)
+	})
 }
 
-func listHandles(ctx context.Context, c *Component, owner string, f formValues) (string, *node, error) {
+func listHandles(c *Component, owner string, f formValues, done commandDone) {
 	hs := c.roster.Handles(owner)
 	note := fmt.Sprintf("You hold %d handles.", len(hs))
 	switch len(hs) {
@@ -366,10 +369,10 @@ func listHandles(ctx context.Context, c *Component, owner string, f formValues) 
 	case 1:
 		note = "You hold 1 handle."
 	}
-	return note, dataForm("result", "Your handles", "", field("text-multi", "handles", "Handles", hs...)), nil
+	done(note, dataForm("result", "Your handles", "", field("text-multi", "handles", "Handles", hs...)), nil)
 }
 
-func setStatus(ctx context.Context, c *Component, owner string, f formValues) (string, *node, error) {
+func setStatus(c *Component, owner string, f formValues, done commandDone) {
 	v := strings.TrimSpace(f.single("status"))
 	words := ""
 	for _, o := range statusOptions {
@@ -379,24 +382,32 @@ func setStatus(ctx context.Context, c *Component, owner string, f formValues) (s
 	}
 	switch {
 	case v == "":
-		return "", nil, refusal(condBadRequest("Choose a status: " + statusChoices + "."))
+		done("", nil, refusal(condBadRequest("Choose a status: "+statusChoices+".")))
+		return
 	case words == "":
-		return "", nil, refusal(condBadRequest(fmt.Sprintf("Unknown status %q: choose %s.", clip(v), statusChoices)))
+		done("", nil, refusal(condBadRequest(fmt.Sprintf("Unknown status %q: choose %s.", clip(v), statusChoices))))
+		return
 	}
 	in := roster.Instruction(v)
-	if err := c.roster.Instruct(ctx, owner, in); errors.Is(err, roster.ErrNoAccount) {
-		return "", nil, refusal(errNoAccount)
-	} else if err != nil {
-		return "", nil, err
-	}
-	if in == roster.InstructHide {
-		return "You are hiding: all of your handles appear off-line.", nil, nil
-	}
-	note := fmt.Sprintf("Your status is now %s on all of your handles.", words)
-	if fl, _ := c.roster.Flags(owner); !fl.Online {
-		note += " They show it while one of your clients is on-line; until then they appear off-line."
-	}
-	return note, nil, nil
+	c.roster.Instruct(owner, in, func(err error) {
+		switch {
+		case errors.Is(err, roster.ErrNoAccount):
+			done("", nil, refusal(errNoAccount))
+			return
+		case err != nil:
+			done("", nil, err)
+			return
+		}
+		if in == roster.InstructHide {
+			done("You are hiding: all of your handles appear off-line.", nil, nil)
+			return
+		}
+		note := fmt.Sprintf("Your status is now %s on all of your handles.", words)
+		if fl, _ := c.roster.Flags(owner); !fl.Online {
+			note += " They show it while one of your clients is on-line; until then they appear off-line."
+		}
+		done(note, nil, nil)
+	})
 }
 
 // commandSessions are the command sessions waiting for their form.

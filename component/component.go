@@ -82,13 +82,16 @@ type Component struct {
 	roster               *roster.Service
 	log                  *slog.Logger
 	cmds                 *commandSessions
+	// out is where every stanza goes; gen counts the connections begun and
+	// ended. Both belong to the engine goroutine.
+	out *output
+	gen uint64
 
 	// stopping is set when shutdown starts withdrawing: the component
 	// then shows itself off-line to everyone, as it is about to be.
 	stopping  atomic.Bool
-	sess      atomic.Pointer[xmpp.Session] // nil while disconnected
-	connected signal                       // fired at every successful handshake
-	synced    signal                       // fired after every resync
+	connected signal // fired at every successful handshake
+	synced    signal // fired after every resync
 }
 
 // signal lets waiters learn that something happened (again): Wait returns
@@ -142,7 +145,7 @@ func New(cfg Config, r *roster.Service, log *slog.Logger) (*Component, error) {
 	if cfg.Version == "" {
 		cfg.Version = "dev"
 	}
-	return &Component{
+	c := &Component{
 		cfg:        cfg,
 		domain:     d,
 		self:       self.String(),
@@ -154,32 +157,31 @@ func New(cfg Config, r *roster.Service, log *slog.Logger) (*Component, error) {
 		roster:     r,
 		log:        log,
 		cmds:       newCommandSessions(),
-	}, nil
+	}
+	c.out = &output{c: c}
+	if r != nil {
+		r.SetSender(c.out)
+	}
+	return c, nil
 }
 
 // Run connects to the XMPP server and serves until ctx ends, reconnecting
 // with capped exponential backoff whenever the connection fails or is lost.
-// When ctx ends it withdraws the presence of every visible handle and closes
-// the stream.
+// It runs the roster's engine, on whose goroutine every stanza is handled.
+// When ctx ends it withdraws the presence of every visible handle, stops the
+// engine and closes the stream.
 func (c *Component) Run(ctx context.Context) error {
-	outCtx, stopOutbox := context.WithCancel(context.Background())
-	outDone := make(chan struct{})
+	engineDone := make(chan struct{})
 	go func() {
-		defer close(outDone)
-		c.roster.Outbox().Run(outCtx, sender{c}, c.log.With("part", "outbox"))
+		defer close(engineDone)
+		c.roster.Run()
 	}()
-	stopOutboxAndWait := func() {
-		stopOutbox()
-		<-outDone
-	}
-
 	backoff := c.cfg.MinBackoff
 	for {
 		began := time.Now()
-		err := c.serveOnce(ctx, stopOutboxAndWait)
+		err := c.serveOnce(ctx)
 		if ctx.Err() != nil {
-			stopOutboxAndWait()
-			return nil
+			break
 		}
 		if time.Since(began) > stableAfter {
 			backoff = c.cfg.MinBackoff
@@ -188,12 +190,18 @@ func (c *Component) Run(ctx context.Context) error {
 		c.log.Warn("not connected to the XMPP server; retrying", "server", c.cfg.Server, "err", err, "retry_in", wait.Round(time.Millisecond))
 		select {
 		case <-ctx.Done():
-			stopOutboxAndWait()
-			return nil
 		case <-time.After(wait):
+		}
+		if ctx.Err() != nil {
+			break
 		}
 		backoff = min(backoff*2, c.cfg.MaxBackoff)
 	}
+	// Not connected: nothing to withdraw, and the flags on record are
+	// read as off-line at the next start.
+	c.roster.Shutdown(func() {})
+	<-engineDone
+	return nil
 }
 
 // Synced returns a channel that is closed when the next resync after a
@@ -204,7 +212,7 @@ func (c *Component) Synced() <-chan struct{} { return c.synced.Wait() }
 // handshake.
 func (c *Component) Connected() <-chan struct{} { return c.connected.Wait() }
 
-func (c *Component) serveOnce(ctx context.Context, stopOutbox func()) error {
+func (c *Component) serveOnce(ctx context.Context) error {
 	d := net.Dialer{Timeout: dialTimeout}
 	conn, err := d.DialContext(ctx, "tcp", c.cfg.Server)
 	if err != nil {
@@ -223,41 +231,28 @@ func (c *Component) serveOnce(ctx context.Context, stopOutbox func()) error {
 	}
 	_ = conn.SetDeadline(time.Time{})
 	c.log.Info("connected to the XMPP server", "server", c.cfg.Server, "domain", c.domain.String())
-	c.sess.Store(sess)
 	c.connected.Fire()
 
-	// Before reading anything on the new stream: what subscribers were told
-	// over the last one no longer counts.
-	c.roster.MarkStale()
+	w := newWriter(rw)
+	go w.run()
+	// Before anything is read on the new stream: what subscribers were
+	// told over the last one no longer counts.
+	c.roster.Do(func() { c.connect(w) })
 	served := make(chan error, 1)
 	go func() { served <- sess.Serve(xmpp.HandlerFunc(c.handleXMPP)) }()
 
-	syncCtx, stopSync := context.WithCancel(ctx)
-	synced := make(chan struct{})
-	defer func() {
-		stopSync()
-		<-synced
-	}()
-	go func() {
-		defer close(synced)
-		c.resync(syncCtx)
-	}()
-
 	select {
 	case err := <-served:
-		c.sess.Store(nil)
-		c.roster.Outbox().Discard()
+		c.roster.Do(c.disconnect)
+		<-w.done
 		conn.Close()
 		if err == nil {
 			err = errors.New("the server closed the stream")
 		}
 		return fmt.Errorf("connection lost: %w", err)
 	case <-ctx.Done():
-		stopSync()
-		<-synced
-		stopOutbox()
-		c.withdraw()
-		c.sess.Store(nil)
+		c.roster.Shutdown(c.withdraw)
+		<-w.done
 		_ = sess.Close()
 		_ = conn.SetReadDeadline(time.Now().Add(closeTimeout))
 		<-served
@@ -267,99 +262,79 @@ func (c *Component) serveOnce(ctx context.Context, stopOutbox func()) error {
 	}
 }
 
-// resync shows the component on-line to every owner and probes them, waits
-// for their servers to answer, then settles the flags and tells every
-// subscriber the resulting state.
-func (c *Component) resync(ctx context.Context) {
-	defer c.recoverLog("resync")
-	for _, owner := range c.roster.Owners() {
-		err := c.send(ctx, c.selfPresence("", owner))
-		if err == nil {
-			err = c.send(ctx, presence("probe", c.domain.String(), owner))
-		}
-		if err != nil {
-			// Settle all the same below: the connection is going or gone,
-			// and the next one resyncs again.
-			c.log.Warn("probe not sent", "owner", owner, "err", err)
-			break
-		}
-	}
-	select {
-	case <-ctx.Done():
-		return
-	case <-time.After(c.cfg.ResyncDelay):
-	}
-	// Each storage write has its own deadline inside the store.
-	if err := c.roster.DropStale(context.Background()); err != nil {
-		c.log.Error("flags not stored after resync", "err", err)
-	}
-	c.log.Info("resynchronised subscribers", "owners", len(c.roster.Owners()))
-	c.synced.Fire()
+// connect starts a connection's life on the engine goroutine: output goes
+// to w from now on, and the resync begins.
+func (c *Component) connect(w *writer) {
+	c.gen++
+	c.out.attach(w)
+	c.roster.MarkStale()
+	c.resync(c.gen)
 }
 
-// withdraw tells every subscriber of a visible handle that it is
-// unavailable, since the component can no longer vouch for it, sends the
-// notices of removed handles still due, shows the component off-line to its
-// owners, and stores the accounts as off-line.
+// disconnect ends a lost connection on the engine goroutine.
+func (c *Component) disconnect() {
+	c.gen++
+	c.out.detach()
+	c.roster.Discard()
+}
+
+// resync shows the component on-line to every owner and probes them, waits
+// for their servers to answer, then settles the flags and tells every
+// subscriber the resulting state, unless connection gen ended meanwhile.
+func (c *Component) resync(gen uint64) {
+	owners := c.roster.Owners()
+	for _, owner := range owners {
+		c.out.write(c.selfPresence("", owner))
+		c.out.write(presence("probe", c.domainStr, owner))
+	}
+	time.AfterFunc(c.cfg.ResyncDelay, func() {
+		c.roster.Do(func() {
+			if gen != c.gen || c.stopping.Load() {
+				return
+			}
+			c.roster.DropStale(func() {
+				c.log.Info("resynchronised subscribers", "owners", len(owners))
+				c.synced.Fire()
+			})
+		})
+	})
+}
+
+// withdraw runs on the engine goroutine at shutdown, once every change is
+// committed and no other can be made: it tells every subscriber of a
+// visible handle that it is unavailable, since the component can no longer
+// vouch for it, sends the notices of removed handles still due, shows the
+// component off-line to its owners, and stores the accounts as off-line.
 func (c *Component) withdraw() {
-	snd := sender{c}
-	ctx := context.Background() // each send has its own deadline
-	// The stanza handler still runs until the stream closes: no change may
-	// come between the withdrawals and the off-line flags they announce.
-	c.roster.Stop()
 	c.stopping.Store(true)
+	// First what was already on its way, so that the withdrawals know
+	// which removal notices went out.
+	c.out.drain()
 	at := time.Now()
-	n, err := 0, error(nil)
+	n := 0
 	for _, wd := range c.roster.Withdrawals(at) {
 		for _, contact := range wd.Contacts {
-			if err != nil {
-				break
-			}
-			err = snd.Presence(ctx, wd.Handle, contact, wd.View)
-			if err == nil && wd.Removed {
-				err = snd.Unsubscribed(ctx, wd.Handle, contact)
+			c.out.Presence(wd.Handle, contact, wd.View)
+			if wd.Removed {
+				c.out.Unsubscribed(wd.Handle, contact)
 			}
 			n++
 		}
 	}
 	for _, owner := range c.roster.Owners() {
-		if err != nil {
-			break
-		}
-		err = c.send(ctx, c.selfPresence("unavailable", owner))
+		c.out.write(c.selfPresence("unavailable", owner))
 		n++
 	}
-	if err != nil {
-		c.log.Warn("not everything withdrawn at shutdown", "err", err)
+	if !c.out.drain() {
+		c.log.Warn("not everything withdrawn at shutdown")
 	}
 	c.log.Info("withdrew presence of visible handles", "stanzas", n)
+	ctx, cancel := context.WithTimeout(context.Background(), storageTimeout)
+	defer cancel()
 	if err := c.roster.GoOffline(ctx, at); err != nil {
 		c.log.Error("off-line flags not stored at shutdown", "err", err)
 	}
-}
-
-// send writes one stanza on the current session.
-func (c *Component) send(ctx context.Context, n *node) error {
-	sess := c.sess.Load()
-	if sess == nil {
-		return errors.New("component: not connected")
-	}
-	ctx, cancel := context.WithTimeout(ctx, sendTimeout)
-	defer cancel()
-	return sess.Send(ctx, n.TokenReader())
-}
-
-// sender is the roster.Sender of a component.
-type sender struct{ c *Component }
-
-func (s sender) Presence(ctx context.Context, handle, contact string, v roster.View) error {
-	// The write itself is not cancelled with ctx: a stanza cut in half would
-	// break the stream. The outbox checks ctx between stanzas.
-	return s.c.send(context.Background(), s.c.viewStanza(handle, contact, v))
-}
-
-func (s sender) Unsubscribed(ctx context.Context, handle, contact string) error {
-	return s.c.send(context.Background(), presence("unsubscribed", s.c.handleBare(handle), contact))
+	c.out.detach() // the writer ends; the session writes its closing tag
 }
 
 // handleBare is the bare JID of handle, from which subscription answers
@@ -422,21 +397,24 @@ func stamp(t time.Time) string {
 	return t.UTC().Format("2006-01-02T15:04:05Z")
 }
 
-// handleXMPP is the session's only handler. It reads the whole stanza, then
-// dispatches. It never returns an error for a bad stanza, since any error
-// closes the stream (mellium trap 3).
+// handleXMPP is the session's only handler, on the reader goroutine. It
+// reads the whole stanza and hands it to the engine, which handles it; it
+// never waits for storage or for the network, only for room in the
+// engine's queue. It never returns an error for a bad stanza, since any
+// error closes the stream (mellium trap 3), and writes nothing to the
+// session (output.go).
 func (c *Component) handleXMPP(t xmlstream.TokenReadEncoder, start *xml.StartElement) (err error) {
 	defer c.recoverLog("handler")
-	n, err := readNode(t, *start)
-	if err != nil && !errors.Is(err, errTooBig) {
-		return err
+	n, rerr := readNode(t, *start)
+	if rerr != nil && !errors.Is(rerr, errTooBig) {
+		return rerr
 	}
-	c.dispatch(&replier{w: t, c: c}, n, err)
+	c.roster.Do(func() { c.dispatch(&replier{c: c}, n, rerr) })
 	return nil
 }
 
-// dispatch handles one parsed stanza; tooBig is errTooBig when the stanza
-// went over the limits.
+// dispatch handles one parsed stanza on the engine goroutine; tooBig is
+// errTooBig when the stanza went over the limits.
 func (c *Component) dispatch(w *replier, n *node, tooBig error) {
 	start := n
 	if tooBig != nil {
@@ -462,18 +440,12 @@ func (c *Component) recoverLog(where string) {
 	}
 }
 
-// replier writes replies to the stanza being handled. They are flushed when
-// the handler returns.
+// replier writes the replies to the stanza being handled into the output.
 type replier struct {
-	w xmlstream.TokenWriter
 	c *Component
 }
 
-func (r *replier) write(n *node) {
-	if _, err := xmlstream.Copy(r.w, n.TokenReader()); err != nil {
-		r.c.log.Warn("reply not written", "err", err)
-	}
-}
+func (r *replier) write(n *node) { r.c.out.write(n) }
 
 // refuse answers stanza n with an error of condition e, unless n is itself
 // an error or has no usable 'from'.

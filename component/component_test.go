@@ -138,7 +138,7 @@ func TestAddHandleAndRefusals(t *testing.T) {
 	wantError(t, tc.run(t, bob+"/r", "remove-handle", map[string]string{"handle": "a2"}), "not-allowed")
 	wantError(t, tc.run(t, alice+"/r", "remove-handle", map[string]string{"handle": "nope"}), "item-not-found")
 	wantCompleted(t, tc.run(t, alice+"/r", "remove-handle", map[string]string{"handle": "a2"}))
-	if hs := tc.r.Handles(alice); fmt.Sprint(hs) != "[a3 alice.work]" {
+	if hs := handlesOf(tc.r, alice); fmt.Sprint(hs) != "[a3 alice.work]" {
 		t.Fatalf("handles after removal = %v", hs)
 	}
 }
@@ -173,11 +173,11 @@ func TestCommandSessions(t *testing.T) {
 	// A bad status value.
 	wantError(t, tc.run(t, alice+"/pc", "set-status", map[string]string{"status": "sleeping"}), "bad-request")
 	wantCompleted(t, tc.run(t, alice+"/pc", "set-status", map[string]string{"status": "busy"}))
-	if f, _ := tc.r.Flags(alice); f.Status != "busy" || f.Hiding {
+	if f, _ := flagsOf(tc.r, alice); f.Status != "busy" || f.Hiding {
 		t.Fatalf("flags after set-status busy = %+v", f)
 	}
 	wantCompleted(t, tc.run(t, alice+"/pc", "set-status", map[string]string{"status": "hiding"}))
-	if f, _ := tc.r.Flags(alice); !f.Hiding {
+	if f, _ := flagsOf(tc.r, alice); !f.Hiding {
 		t.Fatalf("flags after set-status hiding = %+v", f)
 	}
 }
@@ -277,10 +277,10 @@ func TestCompletedSurvivesRestart(t *testing.T) {
 	wantCompleted(t, tc.run(t, alice+"/pc", "set-status", map[string]string{"status": "hiding"}))
 	tc.stop()
 	tc2 := startTestComponent(t, db)
-	if hs := tc2.r.Handles(alice); fmt.Sprint(hs) != "[keep]" {
+	if hs := handlesOf(tc2.r, alice); fmt.Sprint(hs) != "[keep]" {
 		t.Fatalf("handles after restart = %v", hs)
 	}
-	if f, _ := tc2.r.Flags(alice); !f.Hiding {
+	if f, _ := flagsOf(tc2.r, alice); !f.Hiding {
 		t.Fatalf("hiding lost across restart: %+v", f)
 	}
 }
@@ -310,10 +310,10 @@ func TestStorageDown(t *testing.T) {
 	tc.store.Close()
 	wantError(t, tc.run(t, alice+"/pc", "add-handle", map[string]string{"handle": "after"}), "internal-server-error")
 	wantError(t, tc.run(t, alice+"/pc", "set-status", map[string]string{"status": "hiding"}), "internal-server-error")
-	if f, _ := tc.r.Flags(alice); f.Hiding {
+	if f, _ := flagsOf(tc.r, alice); f.Hiding {
 		t.Fatal("hiding applied although it could not be stored")
 	}
-	if hs := tc.r.Handles(alice); fmt.Sprint(hs) != "[before]" {
+	if hs := handlesOf(tc.r, alice); fmt.Sprint(hs) != "[before]" {
 		t.Fatalf("handles = %v, want [before]", hs)
 	}
 	id := nextID()
@@ -337,7 +337,7 @@ func TestNoAccountNoInstruction(t *testing.T) {
 	id := nextID()
 	tc.send(`<iq type='set' id='%s' from='%s/pc' to='%s'><invisible xmlns='%s'/></iq>`, id, bob, testDomain, nsInvis0)
 	wantError(t, tc.expect("invisible from a stranger", isReplyTo(id)), "item-not-found")
-	if tc.r.IsOwner(bob) {
+	if isOwner(tc.r, bob) {
 		t.Fatal("an instruction created an account")
 	}
 	wantCompleted(t, tc.run(t, bob+"/pc", "add-handle", map[string]string{"handle": "bobby"}))

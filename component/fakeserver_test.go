@@ -322,16 +322,39 @@ func errorCondition(n *node) string {
 	return ""
 }
 
-// waitEmpty waits until the outbox has sent what the resync queued.
+// waitEmpty waits until the engine has committed and sent what it had to.
 func waitEmpty(r *roster.Service) error {
 	for i := 0; i < 5000; i++ {
-		if r.Outbox().Len() == 0 {
-			time.Sleep(5 * time.Millisecond)
-			if r.Outbox().Len() == 0 {
-				return nil
-			}
+		idle := make(chan bool, 1)
+		if !r.Do(func() { idle <- r.Idle() }) {
+			return fmt.Errorf("the engine has stopped")
+		}
+		if <-idle {
+			return nil
 		}
 		time.Sleep(time.Millisecond)
 	}
-	return fmt.Errorf("outbox still has %d jobs", r.Outbox().Len())
+	return fmt.Errorf("the engine is still busy")
+}
+
+// flagsOf asks the engine for owner's flags.
+func flagsOf(r *roster.Service, owner string) (storage.Flags, bool) {
+	type answer struct {
+		f  storage.Flags
+		ok bool
+	}
+	got := make(chan answer, 1)
+	r.Do(func() {
+		f, ok := r.Flags(owner)
+		got <- answer{f, ok}
+	})
+	a := <-got
+	return a.f, a.ok
+}
+
+// isOwner asks the engine whether jid is an account.
+func isOwner(r *roster.Service, jid string) bool {
+	got := make(chan bool, 1)
+	r.Do(func() { got <- r.IsOwner(jid) })
+	return <-got
 }

@@ -1,6 +1,7 @@
 package component
 
 import (
+	"bytes"
 	"context"
 	"encoding/xml"
 	"io"
@@ -8,6 +9,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 
 	"mellium.im/xmpp/jid"
@@ -16,17 +18,36 @@ import (
 	"presenced/storage"
 )
 
-// recordingWriter collects the tokens of replies.
-type recordingWriter struct{ toks []xml.Token }
-
-func (w *recordingWriter) EncodeToken(t xml.Token) error {
-	w.toks = append(w.toks, xml.CopyToken(t))
-	return nil
+// offlineComponent is a component that is never connected, with a SQLite
+// store of its own and its engine running, for feeding stanzas straight to
+// its handler. Its output goes to a buffer.
+type offlineComponent struct {
+	c   *Component
+	r   *roster.Service
+	out *lockedBuffer
 }
 
-// newOfflineComponent returns a component that is never connected, with a
-// SQLite store of its own, for feeding stanzas straight to its handler.
-func newOfflineComponent(f *testing.F, maxHandles int) (*Component, *roster.Service) {
+// lockedBuffer is a bytes.Buffer shared by the writer and the test.
+type lockedBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *lockedBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *lockedBuffer) take() []byte {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	out := bytes.Clone(b.buf.Bytes())
+	b.buf.Reset()
+	return out
+}
+
+func newOfflineComponent(f *testing.F, maxHandles int) *offlineComponent {
 	ctx := context.Background()
 	store, err := storage.OpenSQLite(ctx, filepath.Join(f.TempDir(), "fuzz.db"))
 	if err != nil {
@@ -41,7 +62,64 @@ func newOfflineComponent(f *testing.F, maxHandles int) (*Component, *roster.Serv
 	if err != nil {
 		f.Fatal(err)
 	}
-	return c, r
+	go r.Run()
+	f.Cleanup(func() { r.Shutdown(func() {}) })
+	o := &offlineComponent{c: c, r: r, out: &lockedBuffer{}}
+	w := newWriter(o.out)
+	go w.run()
+	r.Do(func() { c.out.attach(w) })
+	return o
+}
+
+// handle dispatches n on the engine, waits until the engine is idle, and
+// returns the tokens of everything the component wrote meanwhile.
+func (o *offlineComponent) handle(t *testing.T, n *node, tooBig error) []xml.Token {
+	t.Helper()
+	o.r.Do(func() { o.c.dispatch(&replier{c: o.c}, n, tooBig) })
+	if err := waitEmpty(o.r); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	o.r.Do(func() {
+		o.c.out.drain()
+		o.r.Discard() // forget the fan-out nothing will send
+		close(done)
+	})
+	<-done
+	return replyTokens(t, o.out.take())
+}
+
+// replyTokens parses what the component wrote, as a server would read it
+// inside its stream.
+func replyTokens(t *testing.T, b []byte) []xml.Token {
+	t.Helper()
+	d := xml.NewDecoder(io.MultiReader(strings.NewReader("<stream xmlns='jabber:component:accept'>"), bytes.NewReader(b), strings.NewReader("</stream>")))
+	var toks []xml.Token
+	depth := 0
+	for {
+		tok, err := d.Token()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			t.Fatalf("the component wrote XML that does not parse: %v\n%s", err, b)
+		}
+		switch tok.(type) {
+		case xml.StartElement:
+			depth++
+		case xml.EndElement:
+			depth--
+		}
+		// Leave the stream element out.
+		if _, ok := tok.(xml.StartElement); ok && depth == 1 {
+			continue
+		}
+		if _, ok := tok.(xml.EndElement); ok && depth == 0 {
+			continue
+		}
+		toks = append(toks, xml.CopyToken(tok))
+	}
+	return toks
 }
 
 // FuzzStanza feeds arbitrary stanzas to the component's handler. It must
@@ -71,7 +149,7 @@ func FuzzStanza(f *testing.F) {
 	for _, s := range seeds {
 		f.Add(s)
 	}
-	c, r := newOfflineComponent(f, 0)
+	o := newOfflineComponent(f, 0)
 	f.Fuzz(func(t *testing.T, raw string) {
 		d := xml.NewDecoder(strings.NewReader(raw))
 		var start xml.StartElement
@@ -89,10 +167,7 @@ func FuzzStanza(f *testing.F) {
 		if err != nil && err != errTooBig {
 			return
 		}
-		w := &recordingWriter{}
-		c.dispatch(&replier{w: w, c: c}, n, err)
-		checkReplies(t, w.toks)
-		r.Outbox().Discard()
+		checkReplies(t, o.handle(t, n, err))
 	})
 }
 
@@ -133,22 +208,22 @@ func FuzzAddHandle(f *testing.F) {
 	for _, s := range []string{"alice", "Alice", "two words", "a@b", "ünïcode", "", " ", "a/b", strings.Repeat("x", 1024), "\u0000", "ＡＢＣ", "a\u200bb"} {
 		f.Add(s)
 	}
-	c, r := newOfflineComponent(f, 10000)
+	o := newOfflineComponent(f, 10000)
+	r := o.r
 	const owner = "fuzz@example.org"
 	f.Fuzz(func(t *testing.T, name string) {
-		before := len(r.Handles(owner))
+		before := len(handlesOf(r, owner))
 		held := false
 		if j, err := jid.New(name, testDomain, ""); err == nil {
-			held = slices.Contains(r.Handles(owner), j.Localpart())
+			held = slices.Contains(handlesOf(r, owner), j.Localpart())
 		}
 		iq := el(local("iq"), "type", "set", "id", "f1", "from", owner+"/r", "to", testDomain).add(
 			el(qname(nsCommands, "command"), "node", "add-handle", "action", "complete").add(
 				el(qname(nsData, "x"), "type", "submit").add(
 					el(local("field"), "var", "handle").add(el(local("value")).withText(name)))))
-		w := &recordingWriter{}
-		c.dispatch(&replier{w: w, c: c}, iq, nil)
-		checkReplies(t, w.toks)
-		d := xml.NewTokenDecoder(&sliceReader{toks: w.toks})
+		toks := o.handle(t, iq, nil)
+		checkReplies(t, toks)
+		d := xml.NewTokenDecoder(&sliceReader{toks: toks})
 		tok, err := d.Token()
 		if err != nil {
 			t.Fatalf("no reply for %q", name)
@@ -157,7 +232,7 @@ func FuzzAddHandle(f *testing.F) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		after := len(r.Handles(owner))
+		after := len(handlesOf(r, owner))
 		switch reply.get("type") {
 		case "result":
 			want := before + 1
@@ -180,6 +255,27 @@ func FuzzAddHandle(f *testing.F) {
 		default:
 			t.Fatalf("unexpected reply %s", reply)
 		}
-		r.Outbox().Discard()
 	})
+}
+
+// handlesOf asks the engine for owner's handles.
+func handlesOf(r *roster.Service, owner string) []string {
+	got := make(chan []string, 1)
+	r.Do(func() { got <- r.Handles(owner) })
+	return <-got
+}
+
+// sliceReader replays tokens.
+type sliceReader struct {
+	toks []xml.Token
+	i    int
+}
+
+func (r *sliceReader) Token() (xml.Token, error) {
+	if r.i >= len(r.toks) {
+		return nil, io.EOF
+	}
+	t := r.toks[r.i]
+	r.i++
+	return t, nil
 }

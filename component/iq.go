@@ -1,7 +1,6 @@
 package component
 
 import (
-	"context"
 	"errors"
 	"runtime"
 	"strconv"
@@ -90,16 +89,17 @@ func (c *Component) invisibleIQ(w *replier, n *node, a address, q *node) {
 	if q.name.Local == "invisible" {
 		in = roster.InstructHide
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), storageTimeout)
-	defer cancel()
-	if err := c.roster.Instruct(ctx, a.bare, in); errors.Is(err, roster.ErrNoAccount) {
-		w.refuse(n, errNoAccount)
-		return
-	} else if err != nil {
-		c.refuseFailure(w, n, err, "invisible command failed", "owner", a.bare)
-		return
-	}
-	w.result(n, nil)
+	// The answer promises the change is kept: it waits for the commit.
+	c.roster.Instruct(a.bare, in, func(err error) {
+		switch {
+		case errors.Is(err, roster.ErrNoAccount):
+			w.refuse(n, errNoAccount)
+		case err != nil:
+			c.refuseFailure(w, n, err, "invisible command failed", "owner", a.bare)
+		default:
+			w.result(n, nil)
+		}
+	})
 }
 
 func (c *Component) discoInfo(w *replier, n *node, q *node) {

@@ -1,7 +1,6 @@
 package component
 
 import (
-	"context"
 	"errors"
 	"strconv"
 	"strings"
@@ -56,23 +55,21 @@ func (c *Component) handlePresence(w *replier, n *node) {
 	if !ok {
 		return
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), storageTimeout)
-	defer cancel()
 	switch typ := n.get("type"); typ {
 	case "", "unavailable":
-		c.ownerPresence(ctx, w, a, n)
+		c.ownerPresence(w, a, n)
 	case "invisible":
 		// Servers refuse this type, but a stanza test may send it straight
 		// to the component: it hides, like XEP-0186 <invisible/>.
 		if c.isOwnerInput(a) {
-			c.instruct(ctx, a.bare, roster.InstructHide)
+			c.instruct(a.bare, roster.InstructHide)
 		}
 	case "probe":
 		c.probe(w, a)
 	case "subscribe":
-		c.subscribe(ctx, w, n, a)
+		c.subscribe(w, n, a)
 	case "unsubscribe", "unsubscribed":
-		c.unsubscribe(ctx, w, a, typ)
+		c.unsubscribe(w, a, typ)
 	case "subscribed":
 		if a.handle == "" && c.roster.IsOwner(a.bare) {
 			c.log.Info("owner approved the component's subscription", "owner", a.bare)
@@ -101,7 +98,7 @@ func (c *Component) isOwnerInput(a address) bool {
 // ownerPresence maps a client presence to the flags (the patent's FIG. 6).
 // A client that comes on-line is shown the component on-line: its server
 // does not probe the component unless the owner subscribed to it too.
-func (c *Component) ownerPresence(ctx context.Context, w *replier, a address, n *node) {
+func (c *Component) ownerPresence(w *replier, a address, n *node) {
 	if !c.isOwnerInput(a) {
 		return
 	}
@@ -110,8 +107,8 @@ func (c *Component) ownerPresence(ctx context.Context, w *replier, a address, n 
 	if p.Available && !c.roster.HasResource(a.bare, p.Resource) {
 		w.write(c.selfPresenceFor(a.bare, a.from.String()))
 	}
-	if err := c.roster.OwnerPresence(ctx, a.bare, p); err != nil {
-		c.logFailure(err, "owner presence not stored", "owner", a.bare)
+	if err := c.roster.OwnerPresence(a.bare, p); err != nil {
+		c.logFailure(err, "owner presence not taken", "owner", a.bare)
 	}
 }
 
@@ -162,7 +159,7 @@ func truncate(s string, n int) string {
 
 // probe answers a probe: the component is available to its owners (it
 // withdraws itself from them alone at shutdown); a
-// handle's subscribers get its presence through the outbox; anyone else,
+// handle's subscribers get its presence, from memory; anyone else,
 // and any probe of an unknown handle, gets unsubscribed (RFC 6121 §4.3.2).
 func (c *Component) probe(w *replier, a address) {
 	if a.handle == "" {
@@ -176,51 +173,55 @@ func (c *Component) probe(w *replier, a address) {
 }
 
 // subscribe approves subscriptions to the component and to existing
-// handles; an owner who subscribes to the component is shown it on-line.
-func (c *Component) subscribe(ctx context.Context, w *replier, n *node, a address) {
+// handles, the latter once stored; an owner who subscribes to the
+// component is shown it on-line.
+func (c *Component) subscribe(w *replier, n *node, a address) {
 	if a.handle == "" {
 		w.write(presence("subscribed", c.domain.String(), a.bare))
 		w.write(c.selfPresenceFor(a.bare, a.bare))
 		return
 	}
 	from := c.handleBare(a.handle)
-	err := c.roster.Subscribe(ctx, a.handle, a.bare)
-	switch {
-	case errors.Is(err, roster.ErrUnknownHandle):
-		w.write(presence("unsubscribed", from, a.bare))
-		return
-	case err != nil:
-		c.refuseFailure(w, n, err, "subscription not stored", "handle", a.handle, "contact", a.bare)
-		return
-	}
-	// 'subscribed' is written before the presence is queued, and the outbox
-	// cannot write until this handler has flushed, so it arrives first.
-	w.write(presence("subscribed", from, a.bare))
-	c.roster.Probe(a.handle, a.bare)
+	c.roster.Subscribe(a.handle, a.bare, func(err error) {
+		switch {
+		case errors.Is(err, roster.ErrUnknownHandle):
+			w.write(presence("unsubscribed", from, a.bare))
+			return
+		case err != nil:
+			c.refuseFailure(w, n, err, "subscription not stored", "handle", a.handle, "contact", a.bare)
+			return
+		}
+		// One output, in order: 'subscribed' before the presence.
+		w.write(presence("subscribed", from, a.bare))
+		c.roster.Probe(a.handle, a.bare)
+	})
 }
 
-func (c *Component) unsubscribe(ctx context.Context, w *replier, a address, typ string) {
+func (c *Component) unsubscribe(w *replier, a address, typ string) {
 	if a.handle == "" {
 		return
 	}
-	was, err := c.roster.Unsubscribe(ctx, a.handle, a.bare)
-	if err != nil {
-		// The subscription ended in memory all the same: the contact's
-		// server has ended it, and nothing more is sent to the contact.
-		c.log.Error("unsubscription not stored", "handle", a.handle, "contact", a.bare, "err", err)
-	}
-	if was && typ == "unsubscribe" {
-		// RFC 6121 §3.3.3: the contact no longer sees the handle. While the
-		// owner hides, the stamp is the one the contact already has.
-		w.write(c.viewStanza(a.handle, a.bare, c.roster.GoneView(a.handle)))
-	}
+	c.roster.Unsubscribe(a.handle, a.bare, func(was bool, err error) {
+		if err != nil {
+			// The subscription ended in memory all the same: the contact's
+			// server has ended it, and nothing more is sent to the contact.
+			c.log.Error("unsubscription not stored", "handle", a.handle, "contact", a.bare, "err", err)
+		}
+		if was && typ == "unsubscribe" {
+			// RFC 6121 §3.3.3: the contact no longer sees the handle. While
+			// the owner hides, the stamp is the one the contact already has.
+			w.write(c.viewStanza(a.handle, a.bare, c.roster.GoneView(a.handle)))
+		}
+	})
 }
 
 // instruct applies an instruction that has no reply (a presence).
-func (c *Component) instruct(ctx context.Context, owner string, in roster.Instruction) {
-	if err := c.roster.Instruct(ctx, owner, in); err != nil {
-		c.logFailure(err, "instruction not stored", "owner", owner)
-	}
+func (c *Component) instruct(owner string, in roster.Instruction) {
+	c.roster.Instruct(owner, in, func(err error) {
+		if err != nil {
+			c.logFailure(err, "instruction not stored", "owner", owner)
+		}
+	})
 }
 
 func (c *Component) handleMessage(w *replier, n *node) {

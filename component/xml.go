@@ -4,7 +4,7 @@ import (
 	"encoding/xml"
 	"errors"
 	"io"
-	"strings"
+	"unicode/utf8"
 )
 
 // Namespaces used by the component.
@@ -156,60 +156,111 @@ func (n *node) withText(s string) *node {
 	return n
 }
 
-// TokenReader returns the element as a token stream.
-func (n *node) TokenReader() xml.TokenReader {
-	var toks []xml.Token
-	n.appendTokens(&toks)
-	return &sliceReader{toks: toks}
+// nsStream is the namespace of the stanzas on a component stream
+// (XEP-0114); elements in it, or in none, are written without a
+// declaration.
+const nsStream = "jabber:component:accept"
+
+// appendXML appends the element, serialised, to b and returns the result.
+// The component writes its own bytes rather than going through mellium's
+// encoder: the encoder flushes once per Send, and presenced writes a wave
+// of stanzas in a few large writes (see output.go). The element's
+// namespace is declared where it differs from its parent's; children
+// without one inherit it.
+func (n *node) appendXML(b []byte) []byte { return n.appendIn(b, nsStream) }
+
+func (n *node) appendIn(b []byte, parentNS string) []byte {
+	b = append(b, '<')
+	b = append(b, n.name.Local...)
+	ns := parentNS
+	if n.name.Space != "" && n.name.Space != parentNS {
+		ns = n.name.Space
+		b = append(b, " xmlns='"...)
+		b = appendEscaped(b, ns, true)
+		b = append(b, '\'')
+	}
+	for _, a := range n.attr {
+		switch {
+		case a.Name.Space == "xmlns" || (a.Name.Space == "" && a.Name.Local == "xmlns"):
+			// The namespace is in the name; a parsed xmlns attribute would
+			// declare it twice.
+			continue
+		case a.Name.Space == "xml" || a.Name.Space == xmlNS:
+			b = append(b, " xml:"...)
+		case a.Name.Space != "":
+			continue // the component writes no other prefixed attribute
+		default:
+			b = append(b, ' ')
+		}
+		b = append(b, a.Name.Local...)
+		b = append(b, "='"...)
+		b = appendEscaped(b, a.Value, true)
+		b = append(b, '\'')
+	}
+	if n.text == "" && len(n.children) == 0 {
+		return append(b, "/>"...)
+	}
+	b = append(b, '>')
+	b = appendEscaped(b, n.text, false)
+	for _, c := range n.children {
+		b = c.appendIn(b, ns)
+	}
+	b = append(b, "</"...)
+	b = append(b, n.name.Local...)
+	return append(b, '>')
 }
 
-func (n *node) appendTokens(toks *[]xml.Token) {
-	attrs := make([]xml.Attr, 0, len(n.attr))
-	for _, a := range n.attr {
-		// The namespace is in the name; a parsed xmlns attribute would
-		// declare it twice.
-		if a.Name.Space == "xmlns" || (a.Name.Space == "" && a.Name.Local == "xmlns") {
+// xmlNS is the namespace bound to the xml prefix.
+const xmlNS = "http://www.w3.org/XML/1998/namespace"
+
+// appendEscaped appends s as XML character data, or as an attribute value
+// in single quotes if attr. Characters XML 1.0 does not allow, and bytes
+// that are not UTF-8, become U+FFFD, as encoding/xml does.
+func appendEscaped(b []byte, s string, attr bool) []byte {
+	last := 0
+	for i := 0; i < len(s); {
+		r, w := utf8.DecodeRuneInString(s[i:])
+		var esc string
+		switch {
+		case r == '&':
+			esc = "&amp;"
+		case r == '<':
+			esc = "&lt;"
+		case r == '>':
+			esc = "&gt;"
+		case attr && r == '\'':
+			esc = "&apos;"
+		case attr && r == '"':
+			esc = "&quot;"
+		case attr && r == '\n':
+			esc = "&#xA;"
+		case attr && r == '\r':
+			esc = "&#xD;"
+		case attr && r == '\t':
+			esc = "&#x9;"
+		case r == '\r':
+			esc = "&#xD;" // a raw CR would be read back as LF
+		case !isXMLChar(r) || (r == utf8.RuneError && w == 1):
+			esc = "\uFFFD"
+		default:
+			i += w
 			continue
 		}
-		attrs = append(attrs, a)
+		b = append(b, s[last:i]...)
+		b = append(b, esc...)
+		i += w
+		last = i
 	}
-	start := xml.StartElement{Name: n.name, Attr: attrs}
-	*toks = append(*toks, start)
-	if n.text != "" {
-		*toks = append(*toks, xml.CharData(n.text))
-	}
-	for _, c := range n.children {
-		c.appendTokens(toks)
-	}
-	*toks = append(*toks, start.End())
+	return append(b, s[last:]...)
+}
+
+// isXMLChar reports whether r may appear in an XML 1.0 document.
+func isXMLChar(r rune) bool {
+	return r == 0x09 || r == 0x0A || r == 0x0D ||
+		r >= 0x20 && r <= 0xD7FF ||
+		r >= 0xE000 && r <= 0xFFFD ||
+		r >= 0x10000 && r <= 0x10FFFF
 }
 
 // String renders the element for logs and tests.
-func (n *node) String() string {
-	var b strings.Builder
-	e := xml.NewEncoder(&b)
-	r := n.TokenReader()
-	for {
-		tok, err := r.Token()
-		if err != nil {
-			break
-		}
-		_ = e.EncodeToken(tok)
-	}
-	_ = e.Flush()
-	return b.String()
-}
-
-type sliceReader struct {
-	toks []xml.Token
-	i    int
-}
-
-func (r *sliceReader) Token() (xml.Token, error) {
-	if r.i >= len(r.toks) {
-		return nil, io.EOF
-	}
-	t := r.toks[r.i]
-	r.i++
-	return t, nil
-}
+func (n *node) String() string { return string(n.appendXML(nil)) }

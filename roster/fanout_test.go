@@ -23,7 +23,7 @@ func (o *orderSender) Unsubscribed(context.Context, string, string) error { retu
 
 // bigAccount gives owner handles × subs subscriptions, straight into the
 // indexes (a test helper; the protocol path is tested elsewhere).
-func bigAccount(t testing.TB, s *Service, owner string, handles, subs int) {
+func bigAccount(t testing.TB, s *syncService, owner string, handles, subs int) {
 	t.Helper()
 	ctx := context.Background()
 	for i := 0; i < handles; i++ {
@@ -75,30 +75,29 @@ func TestBigFanOutDoesNotStallOthers(t *testing.T) {
 	}
 }
 
-type discard struct{}
-
-func (discard) Presence(context.Context, string, string, View) error { return nil }
-func (discard) Unsubscribed(context.Context, string, string) error   { return nil }
-
 // benchmarkStatusChange measures one status change of an account with
 // handles × subs subscribers, through the outbox to a sender that discards;
 // it reports the cost per stanza so runs of different sizes compare.
 func benchmarkStatusChange(b *testing.B, handles, subs int) {
 	ctx := context.Background()
-	s, err := New(ctx, newMemStore(), Options{})
+	s, err := newSync(New(ctx, newMemStore(), Options{}))
 	if err != nil {
 		b.Fatal(err)
 	}
 	const owner = "alice@example.org"
 	bigAccount(b, s, owner, handles, subs)
+	// Straight into the engine's own loop, with nothing held: the cost of
+	// deciding, committing and fanning out, not of a test's recorder.
+	s.SetSender(discard{})
 	shows := []storage.Status{storage.StatusAway, storage.StatusBusy}
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
-		if err := s.OwnerPresence(ctx, owner, OwnerPresence{Resource: "r", Available: true, Status: shows[i%2]}); err != nil {
+		if err := s.Service.OwnerPresence(owner, OwnerPresence{Resource: "r", Available: true, Status: shows[i%2]}); err != nil {
 			b.Fatal(err)
 		}
-		if err := s.Outbox().Flush(ctx, discard{}); err != nil {
-			b.Fatal(err)
+		s.settle(ctx)
+		for s.notes.busy() {
+			s.pump()
 		}
 	}
 	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*handles*subs), "ns/stanza")
@@ -118,30 +117,23 @@ func TestOneContinuationPerAccount(t *testing.T) {
 	s := newTestService(t, newMemStore())
 	const owner = "alice@example.org"
 	bigAccount(t, s, owner, 64, 100)
-	o := s.Outbox()
 	shows := []storage.Status{storage.StatusAway, storage.StatusBusy}
 	for i := 0; i < 20; i++ {
 		if err := s.OwnerPresence(ctx, owner, OwnerPresence{Resource: "r", Available: true, Status: shows[i%2]}); err != nil {
 			t.Fatal(err)
 		}
-		// Send one job, as the writer would between changes.
-		if j, ok := o.next(); ok {
-			err := o.do(ctx, discard{}, j)
-			o.done()
-			if err != nil {
-				t.Fatal(err)
+		// Do one slice, as the engine does between changes.
+		if s.notes.busy() {
+			s.pump()
+		}
+		passes := 0
+		for _, j := range s.notes.queue {
+			if j.pass != nil && j.pass.a.jid == owner {
+				passes++
 			}
 		}
-		o.mu.Lock()
-		conts := 0
-		for _, j := range o.queue {
-			if j.kind == jobContinue {
-				conts++
-			}
-		}
-		o.mu.Unlock()
-		if conts > 1 {
-			t.Fatalf("after %d changes %d continuations are queued, want at most 1", i+1, conts)
+		if passes > 1 {
+			t.Fatalf("after %d changes %d passes are queued, want at most 1", i+1, passes)
 		}
 	}
 }

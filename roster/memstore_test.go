@@ -3,6 +3,8 @@ package roster
 import (
 	"context"
 	"errors"
+	"fmt"
+	"maps"
 	"sort"
 	"sync"
 	"time"
@@ -18,7 +20,11 @@ type memStore struct {
 	handles  map[string]string
 	subs     map[[2]string]bool
 	down     bool // every call fails, as with a database that is down
-	writes   int  // number of successful writing calls
+	writes   int  // number of rows written by successful calls
+	applies  int  // number of successful transactions of Apply
+	// gate, if set, is received from before each Apply runs, so a test
+	// can hold a transaction "in commit".
+	gate chan struct{}
 }
 
 var errDown = errors.New("memstore: database is down")
@@ -50,6 +56,10 @@ func (m *memStore) Load(ctx context.Context) (*storage.Snapshot, error) {
 func (m *memStore) AddHandle(ctx context.Context, account, handle string, max int, now time.Time) (bool, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	return m.addHandleLocked(account, handle, max, now)
+}
+
+func (m *memStore) addHandleLocked(account, handle string, max int, now time.Time) (bool, error) {
 	if m.down {
 		return false, errDown
 	}
@@ -77,6 +87,10 @@ func (m *memStore) AddHandle(ctx context.Context, account, handle string, max in
 func (m *memStore) RemoveHandle(ctx context.Context, account, handle string) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	return m.removeHandleLocked(account, handle)
+}
+
+func (m *memStore) removeHandleLocked(account, handle string) error {
 	if m.down {
 		return errDown
 	}
@@ -129,6 +143,10 @@ func (m *memStore) Account(ctx context.Context, account string) (storage.Account
 func (m *memStore) SetFlags(ctx context.Context, account string, f storage.Flags) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	return m.setFlagsLocked(account, f)
+}
+
+func (m *memStore) setFlagsLocked(account string, f storage.Flags) error {
 	if m.down {
 		return errDown
 	}
@@ -140,6 +158,10 @@ func (m *memStore) SetFlags(ctx context.Context, account string, f storage.Flags
 func (m *memStore) AddSubscription(ctx context.Context, handle, contact string) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	return m.addSubscriptionLocked(handle, contact)
+}
+
+func (m *memStore) addSubscriptionLocked(handle, contact string) error {
 	if m.down {
 		return errDown
 	}
@@ -154,11 +176,67 @@ func (m *memStore) AddSubscription(ctx context.Context, handle, contact string) 
 func (m *memStore) RemoveSubscription(ctx context.Context, handle, contact string) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	return m.removeSubscriptionLocked(handle, contact)
+}
+
+func (m *memStore) removeSubscriptionLocked(handle, contact string) error {
 	if m.down {
 		return errDown
 	}
 	delete(m.subs, [2]string{handle, contact})
 	m.writes++
+	return nil
+}
+
+// Apply runs the ops as one transaction: on the first failure the state
+// is put back as it was. Each op counts as one write; applies counts the
+// transactions.
+func (m *memStore) Apply(ctx context.Context, ops []storage.Op) error {
+	m.mu.Lock()
+	gate := m.gate
+	m.mu.Unlock()
+	if gate != nil {
+		<-gate
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if len(ops) == 0 {
+		return nil
+	}
+	if m.down {
+		return errDown
+	}
+	// A single op checks before it changes anything: only a longer batch
+	// needs a copy to go back to.
+	accounts, handles, subs, writes := m.accounts, m.handles, m.subs, m.writes
+	if len(ops) > 1 {
+		accounts, handles, subs = maps.Clone(m.accounts), maps.Clone(m.handles), maps.Clone(m.subs)
+	}
+	for i, op := range ops {
+		var err error
+		switch op.Kind {
+		case storage.OpAddHandle:
+			_, err = m.addHandleLocked(op.Account, op.Handle, op.Max, op.Now)
+		case storage.OpRemoveHandle:
+			err = m.removeHandleLocked(op.Account, op.Handle)
+		case storage.OpSetFlags:
+			err = m.setFlagsLocked(op.Account, op.Flags)
+		case storage.OpAddSubscription:
+			err = m.addSubscriptionLocked(op.Handle, op.Contact)
+		case storage.OpRemoveSubscription:
+			err = m.removeSubscriptionLocked(op.Handle, op.Contact)
+		default:
+			err = fmt.Errorf("memstore: unknown op %v", op.Kind)
+		}
+		if err != nil && len(ops) > 1 {
+			m.accounts, m.handles, m.subs, m.writes = accounts, handles, subs, writes
+			return &storage.OpError{Index: i, Err: err}
+		}
+		if err != nil {
+			return &storage.OpError{Index: i, Err: err}
+		}
+	}
+	m.applies++
 	return nil
 }
 
@@ -174,4 +252,10 @@ func (m *memStore) writeCount() int {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	return m.writes
+}
+
+func (m *memStore) applyCount() int {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.applies
 }

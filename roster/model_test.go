@@ -164,7 +164,7 @@ func TestModel(t *testing.T) {
 			return time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC).Add(time.Duration(ticks.Add(1)) * time.Second)
 		}
 		opts := Options{MaxHandles: 3, Now: clock}
-		svc, err := New(ctx, store, opts)
+		svc, err := newSync(New(ctx, store, opts))
 		if err != nil {
 			rt.Fatal(err)
 		}
@@ -360,7 +360,7 @@ func TestModel(t *testing.T) {
 				if err := svc.GoOffline(ctx, at); err != nil {
 					t.Fatal(err)
 				}
-				svc, err = New(ctx, store, opts)
+				svc, err = newSync(New(ctx, store, opts))
 				if err != nil {
 					t.Fatal(err)
 				}

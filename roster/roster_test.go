@@ -10,9 +10,9 @@ import (
 	"presenced/storage"
 )
 
-func newTestService(t *testing.T, store storage.Store) *Service {
+func newTestService(t *testing.T, store storage.Store) *syncService {
 	t.Helper()
-	s, err := New(context.Background(), store, Options{})
+	s, err := newSync(New(context.Background(), store, Options{}))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -32,10 +32,10 @@ func (c *testClock) Add(d time.Duration) time.Time {
 
 // newClockedService returns a Service on store whose clock is the returned
 // testClock, starting at 2026-01-01 00:00 UTC.
-func newClockedService(t *testing.T, store storage.Store) (*Service, *testClock) {
+func newClockedService(t *testing.T, store storage.Store) (*syncService, *testClock) {
 	t.Helper()
 	clock := &testClock{now: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}
-	s, err := New(context.Background(), store, Options{Now: clock.Now})
+	s, err := newSync(New(context.Background(), store, Options{Now: clock.Now}))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -165,7 +165,7 @@ func TestSinceMarksVisibilityChanges(t *testing.T) {
 
 // online makes owner an account with handle h subscribed by contact, on-line
 // and visible, with everything sent.
-func online(t *testing.T, s *Service, owner, h, contact string) *sink {
+func online(t *testing.T, s *syncService, owner, h, contact string) *sink {
 	t.Helper()
 	ctx := context.Background()
 	if err := s.AddHandle(ctx, owner, h); err != nil {
@@ -223,12 +223,18 @@ func TestDiscardKeepsRemovals(t *testing.T) {
 		t.Fatal(err)
 	}
 	s.Outbox().Discard()
+	// Nothing is sent while disconnected; the next connection's resync
+	// sends the notice.
+	s.MarkStale()
+	if err := s.DropStale(ctx); err != nil {
+		t.Fatal(err)
+	}
 	var out sink
 	if err := s.Outbox().Flush(ctx, &out); err != nil {
 		t.Fatal(err)
 	}
 	if out.presences != 1 || out.unsubscribed != 1 {
-		t.Fatalf("after Discard the removal sent %d presences and %d unsubscribed, want 1 and 1", out.presences, out.unsubscribed)
+		t.Fatalf("after Discard and a reconnect the removal sent %d presences and %d unsubscribed, want 1 and 1", out.presences, out.unsubscribed)
 	}
 }
 
@@ -256,7 +262,7 @@ func TestExplicitStatusSurvivesResync(t *testing.T) {
 		t.Fatal(err)
 	}
 	probeAnswer := OwnerPresence{Resource: "pc", Available: true, Status: storage.StatusUndefined}
-	resync := func(s *Service) {
+	resync := func(s *syncService) {
 		t.Helper()
 		s.MarkStale()
 		if err := s.OwnerPresence(ctx, owner, probeAnswer); err != nil {
@@ -374,7 +380,7 @@ func TestResyncHoldsOnlyShowing(t *testing.T) {
 	if err := s.OwnerPresence(ctx, owner, OwnerPresence{Resource: "pc"}); err != nil {
 		t.Fatal(err)
 	}
-	_ = s.Outbox().Flush(ctx, discard{})
+	_ = s.Outbox().Flush(ctx, &sink{})
 	s.MarkStale()
 	if err := s.OwnerPresence(ctx, owner, OwnerPresence{Resource: "pc", Available: true, Status: storage.StatusAway}); err != nil {
 		t.Fatal(err)
@@ -392,7 +398,7 @@ func TestResyncHoldsOnlyShowing(t *testing.T) {
 
 // goOffline runs GoOffline(at) and checks that owner is stored off-line
 // since at.
-func goOffline(t *testing.T, s *Service, owner string, at time.Time) {
+func goOffline(t *testing.T, s *syncService, owner string, at time.Time) {
 	t.Helper()
 	if err := s.GoOffline(context.Background(), at); err != nil {
 		t.Fatal(err)
@@ -509,7 +515,7 @@ func TestNewAccountKeepsItsStampAcrossRestart(t *testing.T) {
 		t.Fatal(err)
 	}
 	clock.Add(time.Hour)
-	s2, err := New(ctx, store, Options{Now: clock.Now})
+	s2, err := newSync(New(ctx, store, Options{Now: clock.Now}))
 	if err != nil {
 		t.Fatal(err)
 	}

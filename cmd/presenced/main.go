@@ -70,7 +70,7 @@ func run(ctx context.Context, args []string, stderr io.Writer, getenv func(strin
 	defer store.Close()
 	log.Info("storage open", "driver", cfg.Storage.Driver)
 
-	r, err := roster.New(ctx, store, roster.Options{MaxHandles: cfg.Accounts.MaxHandles})
+	r, err := roster.New(ctx, store, roster.Options{MaxHandles: cfg.Accounts.MaxHandles, Log: log.With("part", "roster")})
 	if err != nil {
 		return err
 	}

@@ -1,0 +1,204 @@
+package component
+
+import (
+	"bufio"
+	"io"
+	"sync/atomic"
+	"time"
+
+	"presenced/roster"
+)
+
+// The output path. The engine goroutine renders every stanza the component
+// sends (fan-out, probe answers, replies) into one output buffer; one
+// writer goroutine per connection writes what it is handed, so exactly one
+// goroutine writes to the XMPP server. The engine hands its buffer over
+// when it reaches chunkSize, or when it has nothing more to send right
+// now: a wave of presences goes out in a few large writes, and a lone
+// reply at once.
+//
+// mellium's Session is not used to write: it flushes, and takes its output
+// lock, once per Send. Handlers write nothing to the session either, so the
+// session writes only the stream header at the handshake and the closing
+// tag at shutdown, both when the writer is not running.
+
+const (
+	// chunkSize is the size at which the engine hands its buffer over.
+	chunkSize = 32 << 10
+	// chunksQueued is how many chunks may wait for the writer. When they
+	// all wait, the engine waits too, and with it the reader: the output
+	// in memory is bounded by (chunksQueued + 2) × chunkSize.
+	chunksQueued = 8
+	// writeBuffer is the writer's buffer: chunks that queued up while it
+	// wrote are written together.
+	writeBuffer = 64 << 10
+	// drainTimeout bounds the wait for the writer at shutdown.
+	drainTimeout = 10 * time.Second
+)
+
+// output is the component's roster.Sender. It is used on the engine
+// goroutine only.
+type output struct {
+	c   *Component
+	buf []byte
+	w   *writer // nil while disconnected: everything sent is dropped
+	// handed counts the chunks handed to the writers so far, over every
+	// connection; a chunk's number is its place in that count.
+	handed uint64
+	// base is handed when w was attached: w's chunks are numbered from
+	// base+1.
+	base uint64
+	// dropped is the Written of detached writers: nothing sent while
+	// disconnected is written, so it stays put then.
+	dropped uint64
+}
+
+var _ roster.Sender = (*output)(nil)
+
+// write renders n into the buffer.
+func (o *output) write(n *node) {
+	if o.w == nil {
+		return
+	}
+	o.buf = n.appendXML(o.buf)
+	if len(o.buf) >= chunkSize {
+		o.Flush()
+	}
+}
+
+func (o *output) Presence(handle, contact string, v roster.View) {
+	o.write(o.c.viewStanza(handle, contact, v))
+}
+
+func (o *output) Unsubscribed(handle, contact string) {
+	o.write(presence("unsubscribed", o.c.handleBare(handle), contact))
+}
+
+// Flush hands the buffer to the writer. It blocks while the writer's queue
+// is full.
+func (o *output) Flush() {
+	if o.w == nil || len(o.buf) == 0 {
+		return
+	}
+	o.handed++
+	o.w.chunks <- o.buf
+	select {
+	case b := <-o.w.free:
+		o.buf = b[:0]
+	default:
+		o.buf = make([]byte, 0, chunkSize+chunkSize/4)
+	}
+}
+
+// Mark is the number of the chunk that holds the last stanza sent.
+func (o *output) Mark() uint64 {
+	if len(o.buf) > 0 {
+		return o.handed + 1
+	}
+	return o.handed
+}
+
+// Written is the number of the last chunk written to the connection.
+func (o *output) Written() uint64 {
+	if o.w == nil {
+		return o.dropped
+	}
+	return o.base + o.w.written.Load()
+}
+
+// attach makes w the writer of the new connection.
+func (o *output) attach(w *writer) {
+	o.w, o.base = w, o.handed
+	o.buf = o.buf[:0]
+}
+
+// detach ends the writer of a lost connection; what it did not write is
+// dropped.
+func (o *output) detach() {
+	if o.w == nil {
+		return
+	}
+	o.dropped = o.Written()
+	close(o.w.chunks)
+	o.w = nil
+	o.buf = o.buf[:0]
+}
+
+// drain hands the buffer over and waits until the writer wrote everything
+// or failed, or drainTimeout passed. It reports whether all was written.
+func (o *output) drain() bool {
+	if o.w == nil {
+		return false
+	}
+	o.Flush()
+	want := o.handed - o.base
+	deadline := time.NewTimer(drainTimeout)
+	defer deadline.Stop()
+	for o.w.written.Load() < want {
+		select {
+		case <-o.w.progress:
+		case <-o.w.failed:
+			return false
+		case <-deadline.C:
+			return false
+		}
+	}
+	return true
+}
+
+// writer is the one goroutine that writes to a connection.
+type writer struct {
+	dst      io.Writer
+	chunks   chan []byte
+	free     chan []byte   // written chunks, for the engine to fill again
+	progress chan struct{} // a signal after each flush
+	failed   chan struct{} // closed when a write failed
+	written  atomic.Uint64 // chunks written and flushed
+	err      error         // the write error; read after failed is closed
+	done     chan struct{} // closed when run returns
+}
+
+func newWriter(dst io.Writer) *writer {
+	return &writer{
+		dst:      dst,
+		chunks:   make(chan []byte, chunksQueued),
+		free:     make(chan []byte, chunksQueued),
+		progress: make(chan struct{}, 1),
+		failed:   make(chan struct{}),
+		done:     make(chan struct{}),
+	}
+}
+
+// run writes the chunks it is handed, flushing whenever none is waiting,
+// until the channel is closed. After a failure it goes on taking chunks,
+// dropping them, so the engine never waits for a dead connection.
+func (w *writer) run() {
+	defer close(w.done)
+	bw := bufio.NewWriterSize(w.dst, writeBuffer)
+	var n uint64
+	for chunk := range w.chunks {
+		if w.err != nil {
+			continue
+		}
+		_, err := bw.Write(chunk)
+		n++
+		select {
+		case w.free <- chunk:
+		default:
+		}
+		if err == nil && len(w.chunks) == 0 {
+			err = bw.Flush()
+			if err == nil {
+				w.written.Store(n)
+				select {
+				case w.progress <- struct{}{}:
+				default:
+				}
+			}
+		}
+		if err != nil {
+			w.err = err
+			close(w.failed)
+		}
+	}
+}

@@ -1,0 +1,404 @@
+package roster
+
+import (
+	"errors"
+	"fmt"
+	"slices"
+
+	"presenced/storage"
+)
+
+// The changes. Each decides at once, from memory, whether it is allowed,
+// queues its storage write in the pending batch and returns; it takes
+// effect in memory, and done runs, once the batch committed. So nothing a
+// subscriber is sent and no acknowledgement depends on a change that could
+// still be lost. done may be nil; it runs on the engine goroutine.
+
+// AddHandle gives handle (already prepared) to owner, creating the account
+// on first use. A handle the owner already holds changes nothing and
+// fails with ErrHandleOwned.
+func (s *Service) AddHandle(owner, name string, done func(error)) {
+	done = orNop(done)
+	if s.stopping {
+		done(ErrStopping)
+		return
+	}
+	if h := s.handles[name]; h != nil && h.owner.jid == owner {
+		done(ErrHandleOwned)
+		return
+	}
+	if r, ok := s.reservedNames[name]; ok && r == owner {
+		done(ErrHandleOwned)
+		return
+	}
+	if _, ok := s.reservedNames[name]; ok || s.handles[name] != nil {
+		done(ErrHandleTaken)
+		return
+	}
+	// Until the write commits, a reservation stands for the handle, and
+	// for the account if it is new.
+	resv := s.accounts[owner]
+	if resv == nil {
+		resv = s.newAccounts[owner]
+		if resv == nil {
+			resv = &account{jid: owner}
+			s.newAccounts[owner] = resv
+		}
+	}
+	if len(resv.handles)+resv.reserved >= s.maxHandles {
+		done(ErrHandleLimit)
+		return
+	}
+	resv.reserved++
+	s.reservedNames[name] = owner
+	now := s.now()
+	s.commits.add(&entry{
+		op: storage.Op{Kind: storage.OpAddHandle, Account: owner, Handle: name, Max: s.maxHandles, Now: now},
+		apply: func(err error) {
+			delete(s.reservedNames, name)
+			a := s.accounts[owner]
+			if a == nil {
+				a = s.newAccounts[owner]
+			}
+			a.reserved--
+			switch {
+			case errors.Is(err, storage.ErrExists):
+				err = ErrHandleTaken
+			case errors.Is(err, storage.ErrLimit):
+				err = ErrHandleLimit
+			case err != nil:
+				err = fmt.Errorf("roster: add handle: %w", err)
+			default:
+				if s.accounts[owner] == nil {
+					delete(s.newAccounts, owner)
+					n := a.reserved
+					a = s.newAccount(owner)
+					a.reserved = n
+					a.flags.Since, a.want.Since = now, now
+				}
+				s.addHandleLocal(a, name)
+			}
+			if a.reserved == 0 && s.accounts[owner] == nil {
+				delete(s.newAccounts, owner)
+			}
+			done(err)
+		},
+	})
+}
+
+// RemoveHandle takes handle from owner. Its subscribers are told the handle
+// is unavailable and their subscription is cancelled.
+func (s *Service) RemoveHandle(owner, name string, done func(error)) {
+	done = orNop(done)
+	if s.stopping {
+		done(ErrStopping)
+		return
+	}
+	h := s.handles[name]
+	switch {
+	case h == nil || h.removing:
+		done(ErrUnknownHandle)
+		return
+	case h.owner.jid != owner:
+		done(ErrNotOwner)
+		return
+	}
+	h.removing = true
+	s.commits.add(&entry{
+		op: storage.Op{Kind: storage.OpRemoveHandle, Account: owner, Handle: name},
+		apply: func(err error) {
+			h.removing = false
+			switch {
+			case errors.Is(err, storage.ErrNotFound):
+				err = ErrUnknownHandle
+			case errors.Is(err, storage.ErrNotOwner):
+				err = ErrNotOwner
+			case err != nil:
+				err = fmt.Errorf("roster: remove handle: %w", err)
+			default:
+				s.dropHandle(h)
+			}
+			done(err)
+		},
+	})
+}
+
+// dropHandle forgets h and queues the notices of its removal.
+func (s *Service) dropHandle(h *handle) {
+	a := h.owner
+	if i := slices.Index(a.handles, h); i >= 0 {
+		a.handles = slices.Delete(a.handles, i, i+1)
+	}
+	delete(s.handles, h.name)
+	if len(h.subs) == 0 {
+		return
+	}
+	contacts := make([]string, len(h.subs))
+	for i, sb := range h.subs {
+		contacts[i] = s.contacts.name(sb.contact)
+		s.contacts.unref(sb.contact)
+	}
+	h.subs = nil
+	s.notes.removed(&removal{handle: h.name, owner: a, contacts: contacts})
+}
+
+// Subscribe records that contact subscribes to handle. Once it is stored,
+// done(nil) runs; the caller then approves the subscription and calls
+// Probe to send the current presence, so that the approval arrives first.
+func (s *Service) Subscribe(name, contact string, done func(error)) {
+	done = orNop(done)
+	if s.stopping {
+		done(ErrStopping)
+		return
+	}
+	h := s.handles[name]
+	if h == nil || h.removing {
+		done(ErrUnknownHandle)
+		return
+	}
+	if _, ok := s.findSub(h, contact); ok {
+		done(nil)
+		return
+	}
+	s.commits.add(&entry{
+		op: storage.Op{Kind: storage.OpAddSubscription, Handle: name, Contact: contact},
+		apply: func(err error) {
+			switch {
+			case errors.Is(err, storage.ErrNotFound):
+				err = ErrUnknownHandle
+			case err != nil:
+				err = fmt.Errorf("roster: subscribe: %w", err)
+			case s.handles[name] != h:
+				// Removed meanwhile, after the write was queued: the
+				// removal, committed after it, took the row away too.
+				err = ErrUnknownHandle
+			default:
+				s.addSub(h, contact)
+			}
+			done(err)
+		},
+	})
+}
+
+// addSub adds contact to h's subscribers unless it is one already.
+func (s *Service) addSub(h *handle, contact string) {
+	if _, ok := s.findSub(h, contact); ok {
+		return
+	}
+	id := s.contacts.ref(contact)
+	i, _ := findID(h.subs, id)
+	h.subs = append(h.subs, sub{})
+	copy(h.subs[i+1:], h.subs[i:])
+	h.subs[i] = sub{contact: id}
+}
+
+// Unsubscribe forgets that contact subscribes to handle. It ends in
+// memory at once, so nothing more from the handle is sent to the contact,
+// whose server has already ended the subscription (RFC 6121 §3.3); done
+// runs once the removal is stored, with whether there was a subscription
+// and the storage error if any (memory does not wait for storage then).
+// Unlike the other changes it is taken while stopping.
+func (s *Service) Unsubscribe(name, contact string, done func(was bool, err error)) {
+	if done == nil {
+		done = func(bool, error) {}
+	}
+	h := s.handles[name]
+	if h == nil {
+		done(false, nil)
+		return
+	}
+	i, ok := s.findSub(h, contact)
+	if !ok {
+		done(false, nil)
+		return
+	}
+	s.contacts.unref(h.subs[i].contact)
+	h.subs = append(h.subs[:i], h.subs[i+1:]...)
+	s.commits.add(&entry{
+		op: storage.Op{Kind: storage.OpRemoveSubscription, Handle: name, Contact: contact},
+		apply: func(err error) {
+			if err != nil {
+				err = fmt.Errorf("roster: unsubscribe: %w", err)
+			}
+			done(true, err)
+		},
+	})
+}
+
+// OwnerPresence applies one presence of one of owner's resources. Presences
+// of JIDs that are not accounts are ignored. A presence is acknowledged to
+// nobody, so the flags it decides hold in memory even if they cannot be
+// stored; the failure is logged. It fails only with ErrStopping.
+func (s *Service) OwnerPresence(owner string, p OwnerPresence) error {
+	if s.stopping {
+		return ErrStopping
+	}
+	a := s.accounts[owner]
+	if a == nil {
+		return nil
+	}
+	f := a.want
+	if p.Available {
+		s.seq++
+		a.resources[p.Resource] = &resource{priority: p.Priority, status: p.Status, text: p.Text, seq: s.seq}
+	} else {
+		delete(a.resources, p.Resource)
+	}
+	// The owner's clients changing their own status ends an explicit
+	// status; repeating it (a reconnect, an answer to a probe) does not.
+	if top := topResource(a); top != nil {
+		if a.client != "" && top.status != a.client {
+			f.Explicit = false
+		}
+		a.client = top.status
+	}
+	f = derivedFrom(a, f)
+	if p.Hide {
+		f.Hiding = true
+	}
+	s.setFlags(a, f, true, nil)
+	return nil
+}
+
+// Instruct applies an explicit instruction for every handle of owner. It
+// fails with ErrNoAccount if owner holds no account (one is created by
+// adding a handle). On error nothing changed.
+func (s *Service) Instruct(owner string, in Instruction, done func(error)) {
+	done = orNop(done)
+	if s.stopping {
+		done(ErrStopping)
+		return
+	}
+	a := s.accounts[owner]
+	if a == nil {
+		done(ErrNoAccount)
+		return
+	}
+	f := a.want
+	switch in {
+	case InstructHide:
+		f.Hiding = true
+	case InstructVisible:
+		f.Hiding = false
+		f.Explicit = false
+		f = derivedFrom(a, f)
+	case InstructAway, InstructBusy, InstructUndefined:
+		f.Hiding = false
+		f.Status = storage.Status(in)
+		f.Explicit = true
+	default:
+		done(ErrBadStatus)
+		return
+	}
+	s.setFlags(a, f, false, done)
+}
+
+// derivedFrom returns f with the on-line flag, status and text taken from
+// a's resources: on-line while any resource is available, the status of the
+// highest-priority one (ties to the most recent) unless an explicit status
+// holds. With no resource the status is kept.
+func derivedFrom(a *account, f storage.Flags) storage.Flags {
+	top := topResource(a)
+	f.Online = top != nil
+	if top != nil {
+		if !f.Explicit {
+			f.Status = top.status
+		}
+		f.StatusText = top.text
+	}
+	return f
+}
+
+// topResource returns a's highest-priority resource, ties to the most
+// recent, or nil.
+func topResource(a *account) *resource {
+	var top *resource
+	for _, r := range a.resources {
+		if top == nil || r.priority > top.priority || (r.priority == top.priority && r.seq > top.seq) {
+			top = r
+		}
+	}
+	return top
+}
+
+// setFlags decides f as a's flags. Since moves to now when the account's
+// visibility changes. The write joins the account's entry in the pending
+// batch if there is one, which writes the flags last decided: changes made
+// while a transaction commits coalesce into one row write. If keep, a
+// storage failure still moves memory on (the error is logged); else it
+// leaves the flags as they were and done gets the error.
+func (s *Service) setFlags(a *account, f storage.Flags, keep bool, done func(error)) {
+	if ViewOf(a.want).Available != ViewOf(f).Available || f.Since.IsZero() {
+		f.Since = s.now()
+	}
+	if f == a.want {
+		if done != nil {
+			done(nil)
+		}
+		return
+	}
+	a.want = f
+	e := a.flagsOp
+	if e == nil {
+		e = &entry{acct: a, keep: true}
+		e.apply = func(err error) { s.flagsStored(e, err) }
+		a.flagsOp = e
+		s.commits.add(e)
+	}
+	e.keep = e.keep && keep
+	if done != nil {
+		e.dones = append(e.dones, done)
+	}
+}
+
+// flagsStored is the end of a flags write: the flags it wrote become the
+// account's, and what subscribers see follows.
+func (s *Service) flagsStored(e *entry, err error) {
+	a := e.acct
+	f := e.op.Flags
+	if err != nil {
+		err = fmt.Errorf("roster: set flags: %w", err)
+		if !e.keep {
+			// An instruction was refused: back to the stored flags, for
+			// this and every later change not yet written.
+			// A change decided since, not yet written, built on the refused
+			// one: it is refused too.
+			a.want = a.flags
+			dones := e.dones
+			if later := a.flagsOp; later != nil {
+				dones = append(dones, later.dones...)
+				later.dones = nil
+			}
+			for _, d := range dones {
+				d(err)
+			}
+			return
+		}
+		s.log.Error("flags not stored; kept in memory", "account", a.jid, "err", err)
+	}
+	old := ViewOf(a.flags)
+	a.flags = f
+	if ViewOf(f) != old {
+		a.view++
+		// While resyncing, showing an account waits for DropStale; hiding
+		// it or taking it off-line never waits.
+		if !s.resyncing || !ViewOf(f).Available {
+			s.notes.account(a)
+		}
+	}
+	for _, d := range e.dones {
+		d(err)
+	}
+}
+
+// AfterCommit runs f once every change made so far is stored (or failed).
+func (s *Service) AfterCommit(f func()) {
+	s.commits.add(&entry{apply: func(error) { f() }})
+}
+
+func orNop(done func(error)) func(error) {
+	if done == nil {
+		return func(error) {}
+	}
+	return done
+}

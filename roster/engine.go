@@ -1,0 +1,267 @@
+package roster
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"runtime/debug"
+
+	"presenced/storage"
+)
+
+// Bounds of the engine's queues. None grows with the rate of input: when
+// the pending batch is full the engine stops taking work, Do blocks, and
+// the component's reader stops reading from the XMPP server (TCP
+// back-pressure).
+const (
+	// eventQueue is how many functions given to Do may wait.
+	eventQueue = 256
+	// maxBatch is the most changes one transaction commits.
+	maxBatch = 1024
+	// maxPending is how many changes may wait for a transaction before the
+	// engine stops taking work.
+	maxPending = 4 * maxBatch
+)
+
+// entry is one change waiting to be committed.
+type entry struct {
+	op storage.Op // a Kind of 0 writes nothing (AfterCommit)
+	// acct is set for a flags write, whose op is made when its batch is
+	// taken, from the flags last decided then; keep and dones belong to
+	// the changes that decided them.
+	acct  *account
+	keep  bool
+	dones []func(error)
+	// apply runs on the engine goroutine once the batch committed (nil)
+	// or failed.
+	apply func(error)
+}
+
+// committer holds the changes waiting for a transaction.
+type committer struct {
+	pending  []*entry
+	inFlight bool
+}
+
+func (c *committer) add(e *entry) { c.pending = append(c.pending, e) }
+
+// batch is one transaction's worth of changes.
+type batch struct {
+	entries []*entry
+	ops     []storage.Op
+	opOf    []int // index in ops of each entry's op, or -1
+	errs    []error
+}
+
+// take takes up to maxBatch pending changes for one transaction.
+func (s *Service) take() *batch {
+	c := &s.commits
+	n := min(len(c.pending), maxBatch)
+	b := &batch{entries: c.pending[:n:n], opOf: make([]int, n)}
+	c.pending = c.pending[n:]
+	if len(c.pending) == 0 {
+		c.pending = nil
+	}
+	for i, e := range b.entries {
+		if e.acct != nil {
+			e.op = storage.Op{Kind: storage.OpSetFlags, Account: e.acct.jid, Flags: e.acct.want}
+			if e.acct.flagsOp == e {
+				e.acct.flagsOp = nil
+			}
+		}
+		b.opOf[i] = -1
+		if e.op.Kind != 0 {
+			b.opOf[i] = len(b.ops)
+			b.ops = append(b.ops, e.op)
+		}
+	}
+	return b
+}
+
+// commit writes b's ops in one transaction and records each op's error in
+// b.errs. An op that fails on its own (a sentinel error: the row was
+// taken, or gone) is left out and the rest tried again, so that one bad
+// change does not fail the others; any other failure fails them all.
+func commit(ctx context.Context, store storage.Store, b *batch) {
+	b.errs = make([]error, len(b.ops))
+	live := make([]int, len(b.ops))
+	for i := range live {
+		live[i] = i
+	}
+	for len(live) > 0 {
+		ops := make([]storage.Op, len(live))
+		for i, k := range live {
+			ops[i] = b.ops[k]
+		}
+		err := store.Apply(ctx, ops)
+		if err == nil {
+			return
+		}
+		var oe *storage.OpError
+		if errors.As(err, &oe) && oe.Index < len(live) && isSentinel(oe.Err) {
+			b.errs[live[oe.Index]] = oe.Err
+			live = append(live[:oe.Index], live[oe.Index+1:]...)
+			continue
+		}
+		for _, k := range live {
+			b.errs[k] = err
+		}
+		return
+	}
+}
+
+func isSentinel(err error) bool {
+	for _, s := range []error{storage.ErrNotFound, storage.ErrExists, storage.ErrLimit, storage.ErrNotOwner} {
+		if errors.Is(err, s) {
+			return true
+		}
+	}
+	return false
+}
+
+// finish applies a committed batch to memory, in the order its changes
+// were made.
+func (s *Service) finish(b *batch) {
+	for i, e := range b.entries {
+		var err error
+		if k := b.opOf[i]; k >= 0 {
+			err = b.errs[k]
+		}
+		s.safely("commit callback", func() { e.apply(err) })
+	}
+}
+
+// settle commits every pending change synchronously and applies it. It is
+// for tests and tools that drive a Service without Run.
+func (s *Service) settle(ctx context.Context) {
+	for len(s.commits.pending) > 0 {
+		b := s.take()
+		commit(ctx, s.store, b)
+		s.finish(b)
+	}
+}
+
+// engine is the Service's goroutine plumbing.
+type engine struct {
+	events   chan func()
+	requests chan *batch
+	results  chan *batch
+	done     chan struct{} // closed when Run returns
+	// last runs once everything pending is committed, after Shutdown;
+	// Run then returns.
+	last func()
+}
+
+func (e *engine) init() {
+	e.events = make(chan func(), eventQueue)
+	e.requests = make(chan *batch, 1)
+	e.results = make(chan *batch, 1)
+	e.done = make(chan struct{})
+}
+
+// Do runs f on the engine goroutine. It blocks while the engine's queue is
+// full, and reports false, without running f, once Run has returned.
+func (s *Service) Do(f func()) bool {
+	select {
+	case s.eng.events <- f:
+		return true
+	case <-s.eng.done:
+		return false
+	}
+}
+
+// Shutdown stops the Service for good: every change but an unsubscription
+// (which the contact's server has made already) is refused from now on,
+// and once the changes already made are committed, last runs on the
+// engine goroutine (the component withdraws there and calls GoOffline).
+// Run then returns, and so does Shutdown.
+func (s *Service) Shutdown(last func()) {
+	s.Do(func() {
+		s.stopping = true
+		s.eng.last = last
+	})
+	<-s.eng.done
+}
+
+// Run is the engine: it runs the functions given to Do, one at a time,
+// commits the changes they make in groups (one transaction in flight;
+// whatever is decided meanwhile goes in the next), and does the fan-out a
+// slice at a time between them. When it has nothing left to do right now,
+// it flushes the Sender. It returns after Shutdown.
+func (s *Service) Run() {
+	e := &s.eng
+	go s.commitLoop()
+	defer close(e.done)
+	defer close(e.requests)
+	for {
+		if !s.commits.inFlight && len(s.commits.pending) > 0 {
+			s.commits.inFlight = true
+			e.requests <- s.take()
+		}
+		if e.last != nil && !s.commits.inFlight && len(s.commits.pending) == 0 {
+			s.safely("shutdown", e.last)
+			return
+		}
+		events := e.events
+		if len(s.commits.pending) >= maxPending {
+			events = nil
+		}
+		if s.online && s.notes.busy() {
+			select {
+			case f := <-events:
+				s.safely("event", f)
+			case b := <-e.results:
+				s.commits.inFlight = false
+				s.finish(b)
+			default:
+				s.pump()
+			}
+			continue
+		}
+		s.out.Flush()
+		select {
+		case f := <-events:
+			s.safely("event", f)
+		case b := <-e.results:
+			s.commits.inFlight = false
+			s.finish(b)
+		}
+	}
+}
+
+// commitLoop commits the batches Run hands it, one at a time.
+func (s *Service) commitLoop() {
+	for b := range s.eng.requests {
+		func() {
+			defer func() {
+				if r := recover(); r != nil {
+					err := fmt.Errorf("roster: panic in commit: %v", r)
+					s.log.Error("panic", "where", "commit", "panic", r, "stack", string(debug.Stack()))
+					b.errs = make([]error, len(b.ops))
+					for i := range b.errs {
+						b.errs[i] = err
+					}
+				}
+			}()
+			// Each transaction has its own deadline inside the store.
+			commit(context.Background(), s.store, b)
+		}()
+		s.eng.results <- b
+	}
+}
+
+// safely runs f, logging a panic rather than dying of it.
+func (s *Service) safely(where string, f func()) {
+	defer func() {
+		if r := recover(); r != nil {
+			s.log.Error("panic", "where", where, "panic", r, "stack", string(debug.Stack()))
+		}
+	}()
+	f()
+}
+
+// Idle reports whether the engine has nothing left to do: no change
+// waiting for or in a transaction and no fan-out queued while connected.
+func (s *Service) Idle() bool {
+	return !s.commits.inFlight && len(s.commits.pending) == 0 && (!s.online || !s.notes.busy())
+}

@@ -1,0 +1,359 @@
+package roster
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"time"
+
+	"presenced/storage"
+)
+
+// fanOutSlice is how many stanzas one job sends before it goes to the back
+// of the queue, so that one account with 64 handles × 1,000 subscribers
+// holds another account's change up by at most this many stanzas for
+// every job queued before it. visitSlice bounds the subscribers a slice
+// looks at, most of whom may be up to date already.
+const (
+	fanOutSlice = 256
+	visitSlice  = 8 * fanOutSlice
+)
+
+// notifier holds the fan-out work. It is bounded by the state, not by the
+// rate of changes: at most one pass per account, and the subscribers of
+// removed handles.
+type notifier struct {
+	queue []job
+	// parked holds removal notices that may not have gone out, when the
+	// connection was lost; they go out after the next connection, or at
+	// shutdown.
+	parked []*removal
+	// inflight holds removal notices handed to the Sender and not yet
+	// written to the connection, oldest first.
+	inflight []inflight
+}
+
+type job struct {
+	pass *pass    // an account's pass, or
+	rm   *removal // the notices of a removed handle
+}
+
+// pass brings every subscriber of every handle of an account up to the
+// account's current View. Its cursor (a handle name and a contact number)
+// survives handles and subscriptions coming and going meanwhile.
+type pass struct {
+	a      *account
+	handle string // resume at the first handle at or after this name
+	next   uint32 // and, in it, at the first contact numbered at least next
+}
+
+// removal is the notices owed to the subscribers of a removed handle:
+// unavailable, then unsubscribed.
+type removal struct {
+	handle   string
+	owner    *account
+	contacts []string
+}
+
+type inflight struct {
+	rm   *removal
+	mark uint64
+}
+
+func (n *notifier) busy() bool { return len(n.queue) > 0 }
+
+// account queues a pass for a; a pass already queued starts over, so it
+// carries the View current when it reaches each subscriber.
+func (n *notifier) account(a *account) {
+	if a.pass != nil {
+		a.pass.handle, a.pass.next = "", 0
+		return
+	}
+	a.pass = &pass{a: a}
+	n.queue = append(n.queue, job{pass: a.pass})
+}
+
+func (n *notifier) removed(rm *removal) {
+	n.queue = append(n.queue, job{rm: rm})
+}
+
+// pump does one job's slice of work and puts what is left of it at the
+// back of the queue.
+func (s *Service) pump() {
+	n := &s.notes
+	j := n.queue[0]
+	n.queue[0] = job{}
+	n.queue = n.queue[1:]
+	if len(n.queue) == 0 {
+		n.queue = nil // let the array go
+	}
+	more := false
+	if j.pass != nil {
+		more = s.passSlice(j.pass)
+		if !more {
+			j.pass.a.pass = nil
+		}
+	} else {
+		more = s.removalSlice(j.rm)
+	}
+	if more {
+		n.queue = append(n.queue, j)
+	}
+	s.confirm()
+}
+
+// passSlice sends one slice of p and reports whether more is left.
+func (s *Service) passSlice(p *pass) bool {
+	a := p.a
+	code := a.sentCode()
+	v := ViewOf(a.flags)
+	sent, visited := 0, 0
+	hi, _ := slices.BinarySearchFunc(a.handles, p.handle, func(h *handle, n string) int { return cmpString(h.name, n) })
+	for ; hi < len(a.handles); hi++ {
+		h := a.handles[hi]
+		start := 0
+		if h.name == p.handle {
+			start, _ = findID(h.subs, p.next)
+		}
+		for i := start; i < len(h.subs); i++ {
+			if sent == fanOutSlice || visited == visitSlice {
+				p.handle, p.next = h.name, h.subs[i].contact
+				return true
+			}
+			visited++
+			sb := &h.subs[i]
+			if sb.sent == code {
+				continue
+			}
+			s.out.Presence(h.name, s.contacts.name(sb.contact), v)
+			sb.sent = code
+			sent++
+		}
+	}
+	return false
+}
+
+// removalSlice sends one slice of the notices of rm and reports whether
+// more is left. A contact that subscribed again to a handle of the same
+// name (added again since) is skipped: nothing is withdrawn from it.
+func (s *Service) removalSlice(rm *removal) bool {
+	n := min(len(rm.contacts), fanOutSlice)
+	part := &removal{handle: rm.handle, owner: rm.owner, contacts: rm.contacts[:n]}
+	v := s.goneView(rm.owner)
+	for _, c := range part.contacts {
+		if s.IsSubscribed(rm.handle, c) {
+			continue
+		}
+		s.out.Presence(rm.handle, c, v)
+		s.out.Unsubscribed(rm.handle, c)
+	}
+	s.notes.inflight = append(s.notes.inflight, inflight{rm: part, mark: s.out.Mark()})
+	rm.contacts = rm.contacts[n:]
+	return len(rm.contacts) > 0
+}
+
+// confirm forgets the removal notices that have been written.
+func (s *Service) confirm() {
+	n := &s.notes
+	w := s.out.Written()
+	i := 0
+	for i < len(n.inflight) && n.inflight[i].mark <= w {
+		i++
+	}
+	if i > 0 {
+		clear(n.inflight[:i])
+		n.inflight = n.inflight[i:]
+	}
+}
+
+// Discard drops the fan-out work that the next connection's resync does
+// again; it is called when the connection is lost. The removal notices
+// that may not have been written are parked: their subscriptions are gone,
+// so no resync could rebuild them.
+func (s *Service) Discard() {
+	s.online = false
+	s.confirm()
+	n := &s.notes
+	for _, f := range n.inflight {
+		n.parked = append(n.parked, f.rm)
+	}
+	n.inflight = nil
+	for _, j := range n.queue {
+		if j.rm != nil {
+			n.parked = append(n.parked, j.rm)
+		} else {
+			j.pass.a.pass = nil
+		}
+	}
+	n.queue = nil
+}
+
+// MarkStale is called when the connection to the XMPP server is
+// (re)established, before the owners are probed. What subscribers were
+// told over an earlier connection no longer counts, and every known
+// resource becomes unconfirmed: those that answer the probe are confirmed
+// by OwnerPresence; DropStale then removes the others.
+func (s *Service) MarkStale() {
+	s.online = true
+	s.resyncing = true
+	for _, h := range s.handles {
+		for i := range h.subs {
+			h.subs[i].sent = 0
+		}
+	}
+	for _, a := range s.accounts {
+		for _, r := range a.resources {
+			r.stale = true
+		}
+	}
+}
+
+// DropStale removes the resources not confirmed since MarkStale and
+// settles the flags; once they are stored, it queues a pass for every
+// account, which tells every subscriber not yet told since MarkStale the
+// current state, sends the parked removal notices, and calls done.
+func (s *Service) DropStale(done func()) {
+	s.resyncing = false
+	for _, a := range s.accounts {
+		for res, r := range a.resources {
+			if r.stale {
+				delete(a.resources, res)
+			}
+		}
+		s.setFlags(a, derivedFrom(a, a.want), true, nil)
+	}
+	s.AfterCommit(func() {
+		for _, owner := range s.Owners() {
+			s.notes.account(s.accounts[owner])
+		}
+		for _, rm := range s.notes.parked {
+			s.notes.removed(rm)
+		}
+		s.notes.parked = nil
+		if done != nil {
+			done()
+		}
+	})
+}
+
+// Withdrawal is what withdraws one handle from its subscribers: View, which
+// is never available, goes to each of Contacts, followed by unsubscribed
+// when the handle was removed.
+type Withdrawal struct {
+	Handle   string
+	Contacts []string
+	View     View
+	Removed  bool
+}
+
+// Withdrawals returns what the component must send at shutdown, when it can
+// no longer vouch for any handle: the removal notices not known to be
+// written, which it takes, and, for every handle, the subscribers that may
+// see it as available (last sent an available presence, or anything but
+// the current View, or nothing since a reconnect, so a change to hiding or
+// off-line not yet sent is covered too). A visible account is withdrawn as
+// of at, the moment GoOffline then stores; a hidden or off-line one with
+// its own View. It is called once everything sent was written.
+func (s *Service) Withdrawals(at time.Time) []Withdrawal {
+	var out []Withdrawal
+	s.confirm()
+	n := &s.notes
+	rms := n.parked
+	for _, f := range n.inflight {
+		rms = append(rms, f.rm)
+	}
+	for _, j := range n.queue {
+		if j.rm != nil {
+			rms = append(rms, j.rm)
+		}
+	}
+	n.parked, n.inflight = nil, nil
+	n.queue = slices.DeleteFunc(n.queue, func(j job) bool { return j.rm != nil })
+	for _, rm := range rms {
+		var contacts []string
+		for _, c := range rm.contacts {
+			// The handle was added again and c subscribed anew: nothing
+			// to withdraw.
+			if !s.IsSubscribed(rm.handle, c) {
+				contacts = append(contacts, c)
+			}
+		}
+		if len(contacts) > 0 {
+			out = append(out, Withdrawal{Handle: rm.handle, Contacts: contacts, View: goneViewOf(rm.owner, at), Removed: true})
+		}
+	}
+	// No sorting: the order does not matter, and at shutdown every
+	// millisecond spent before the first withdrawal counts.
+	for _, h := range s.handles {
+		code := h.owner.sentCode()
+		var contacts []string
+		for _, sb := range h.subs {
+			if sb.sent == 0 || sb.sent != code || code&1 == 1 {
+				contacts = append(contacts, s.contacts.name(sb.contact))
+			}
+		}
+		if len(contacts) > 0 {
+			out = append(out, Withdrawal{Handle: h.name, Contacts: contacts, View: goneViewOf(h.owner, at)})
+		}
+	}
+	return out
+}
+
+// GoneView returns the unavailable presence that tells a subscriber of
+// handle that it no longer sees the handle, as when it unsubscribed. See
+// goneViewOf.
+func (s *Service) GoneView(handle string) View {
+	var a *account
+	if h := s.handles[handle]; h != nil {
+		a = h.owner
+	}
+	return s.goneView(a)
+}
+
+func (s *Service) goneView(a *account) View { return goneViewOf(a, s.now()) }
+
+// goneViewOf returns the View that withdraws a handle of a (can be nil):
+// a's own View while it is hidden or off-line, so the stamp is the one its
+// subscribers already have (a fresh one would tell them that a hiding
+// owner is active), else unavailable as of at.
+func goneViewOf(a *account, at time.Time) View {
+	if a != nil {
+		if v := ViewOf(a.flags); !v.Available {
+			return v
+		}
+	}
+	return View{Since: at}
+}
+
+// GoOffline forgets every resource and stores every account as off-line;
+// those that were visible stopped being visible at at. It is called at
+// shutdown, once nothing is committing, after the component sent the
+// Withdrawals of the same moment; it writes synchronously, in one
+// transaction.
+func (s *Service) GoOffline(ctx context.Context, at time.Time) error {
+	var ops []storage.Op
+	var changed []*account
+	for _, a := range s.accounts {
+		clear(a.resources)
+		f := derivedFrom(a, a.want)
+		if ViewOf(a.want).Available != ViewOf(f).Available || f.Since.IsZero() {
+			f.Since = at
+		}
+		if f == a.flags && f == a.want {
+			continue
+		}
+		a.want = f
+		changed = append(changed, a)
+		ops = append(ops, storage.Op{Kind: storage.OpSetFlags, Account: a.jid, Flags: f})
+	}
+	if err := s.store.Apply(ctx, ops); err != nil {
+		return fmt.Errorf("roster: go off-line: %w", err)
+	}
+	for _, a := range changed {
+		if ViewOf(a.flags) != ViewOf(a.want) {
+			a.view++
+		}
+		a.flags = a.want
+	}
+	return nil
+}
