@@ -74,7 +74,7 @@ func (c *Component) handleCommand(w *replier, n *node, a address, q *node) {
 		w.refuse(n, condItemNotFound("No such command."))
 		return
 	}
-	if a.from.Localpart() == "" {
+	if a.from.local == "" {
 		w.refuse(n, condNotAllowed("Commands are for user accounts."))
 		return
 	}

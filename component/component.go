@@ -79,9 +79,12 @@ type Component struct {
 	fullSuffix           string // "@domain/resource", for handle full JIDs
 	capsNode             string
 	handleCaps, selfCaps *node
-	roster               *roster.Service
-	log                  *slog.Logger
-	cmds                 *commandSessions
+	// The same, pre-rendered for appendView: the handles' <c/>, and the
+	// start of a <delay/> up to its stamp.
+	handleCapsXML, delayPrefix []byte
+	roster                     *roster.Service
+	log                        *slog.Logger
+	cmds                       *commandSessions
 	// out is where every stanza goes; gen counts the connections begun and
 	// ended. Both belong to the engine goroutine.
 	out *output
@@ -158,6 +161,9 @@ func New(cfg Config, r *roster.Service, log *slog.Logger) (*Component, error) {
 		log:        log,
 		cmds:       newCommandSessions(),
 	}
+	c.handleCapsXML = c.handleCaps.appendIn(nil, nsStream)
+	c.delayPrefix = el(qname(nsDelay, "delay"), "from", c.domainStr).appendIn(nil, nsStream)
+	c.delayPrefix = append(c.delayPrefix[:len(c.delayPrefix)-2], " stamp='"...)
 	c.out = &output{c: c}
 	if r != nil {
 		r.SetSender(c.out)
@@ -372,6 +378,39 @@ func (c *Component) viewStanza(handle, contact string, v roster.View) *node {
 	return p.add(c.handleCaps)
 }
 
+// appendView appends what viewStanza(handle, contact, v) renders, without
+// building it.
+func (c *Component) appendView(b []byte, handle, contact string, v roster.View) []byte {
+	b = append(b, "<presence"...)
+	if !v.Available {
+		b = append(b, " type='unavailable'"...)
+	}
+	b = append(b, " from='"...)
+	b = appendEscaped(b, handle, true)
+	b = appendEscaped(b, c.fullSuffix, true)
+	b = append(b, "' to='"...)
+	b = appendEscaped(b, contact, true)
+	b = append(b, "'>"...)
+	if !v.Available {
+		b = append(b, c.delayPrefix...)
+		b = v.Since.UTC().AppendFormat(b, stampLayout)
+		return append(b, "'/></presence>"...)
+	}
+	switch v.Status {
+	case "away":
+		b = append(b, "<show>away</show>"...)
+	case "busy":
+		b = append(b, "<show>dnd</show>"...)
+	}
+	if v.Text != "" {
+		b = append(b, "<status>"...)
+		b = appendEscaped(b, v.Text, false)
+		b = append(b, "</status>"...)
+	}
+	b = append(b, c.handleCapsXML...)
+	return append(b, "</presence>"...)
+}
+
 // selfPresenceFor is the component's presence for to, a JID of bare: on-line
 // to an owner while the component serves, off-line to anyone else and once
 // shutdown has begun, so nothing can show it on-line after it withdrew.
@@ -393,8 +432,11 @@ func (c *Component) selfPresence(typ, to string) *node {
 	return p
 }
 
+// stampLayout is the XEP-0082 form of <delay/> stamps, to the second.
+const stampLayout = "2006-01-02T15:04:05Z"
+
 func stamp(t time.Time) string {
-	return t.UTC().Format("2006-01-02T15:04:05Z")
+	return t.UTC().Format(stampLayout)
 }
 
 // handleXMPP is the session's only handler, on the reader goroutine. It

@@ -81,7 +81,7 @@ func (c *Component) handleIQToComponent(w *replier, n *node, a address, typ stri
 // invisibleIQ is XEP-0186 sent to the component's JID: <invisible/> hides
 // every handle of the account; <visible/> lifts hiding.
 func (c *Component) invisibleIQ(w *replier, n *node, a address, q *node) {
-	if a.from.Localpart() == "" {
+	if a.from.local == "" {
 		w.refuse(n, condNotAllowed("Only user accounts can hide."))
 		return
 	}

@@ -6,8 +6,6 @@ import (
 	"strings"
 	"unicode/utf8"
 
-	"mellium.im/xmpp/jid"
-
 	"presenced/roster"
 	"presenced/storage"
 )
@@ -19,7 +17,7 @@ const maxStatusText = 1024
 // address is the parsed 'from' and 'to' of a stanza addressed to the
 // component's domain.
 type address struct {
-	from     jid.JID
+	from     addr
 	bare     string // from, bare
 	handle   string // localpart of 'to'; empty when addressed to the component
 	resource string // resourcepart of 'to', if any
@@ -28,25 +26,25 @@ type address struct {
 // parseAddress checks the stanza's addresses. It refuses a stanza that is
 // not addressed to this component's domain or has a malformed address.
 func (c *Component) parseAddress(w *replier, n *node) (address, bool) {
-	from, err := jid.Parse(n.get("from"))
-	if err != nil || n.get("from") == "" {
+	from, err := parseAddr(n.get("from"))
+	if err != nil {
 		c.log.Debug("stanza without a valid from dropped", "from", n.get("from"))
 		return address{}, false
 	}
-	to, err := jid.Parse(n.get("to"))
+	to, err := parseAddr(n.get("to"))
 	if err != nil {
 		w.refuse(n, condJIDMalformed("The 'to' address is not a valid JID."))
 		return address{}, false
 	}
-	if !to.Domain().Equal(c.domain) {
+	if to.domain != c.domainStr {
 		w.refuse(n, condServiceUnavailable())
 		return address{}, false
 	}
 	return address{
 		from:     from,
-		bare:     from.Bare().String(),
-		handle:   to.Localpart(),
-		resource: to.Resourcepart(),
+		bare:     from.bare(),
+		handle:   to.local,
+		resource: to.resource,
 	}, true
 }
 
@@ -103,7 +101,7 @@ func (c *Component) ownerPresence(w *replier, a address, n *node) {
 		return
 	}
 	p := parseOwnerPresence(n)
-	p.Resource = a.from.Resourcepart()
+	p.Resource = a.from.resource
 	if p.Available && !c.roster.HasResource(a.bare, p.Resource) {
 		w.write(c.selfPresenceFor(a.bare, a.from.String()))
 	}

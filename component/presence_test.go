@@ -1,10 +1,15 @@
 package component
 
 import (
+	"io"
+	"log/slog"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+
+	"presenced/roster"
+	"presenced/storage"
 )
 
 // quiet is how long a negative check waits for a stanza that must not come.
@@ -223,6 +228,31 @@ func TestLastActivityAndHandleIQs(t *testing.T) {
 		tc.send(`<iq type='get' id='%s' from='%s/x' to='%s'>%s</iq>`, id, bob, h, q)
 		if r := tc.expect("handle iq", isReplyTo(id)); r.get("type") != "result" {
 			t.Fatalf("%s on a handle: %s", q, r)
+		}
+	}
+}
+
+// TestAppendViewRendersViewStanza: the fast path that writes most of
+// presenced's stanzas writes exactly what viewStanza builds, for every
+// kind of View, with text that needs escaping.
+func TestAppendViewRendersViewStanza(t *testing.T) {
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	c, err := New(Config{Domain: testDomain, Server: "127.0.0.1:1", Secret: "x"}, nil, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	since := time.Date(2026, 5, 4, 3, 2, 1, 0, time.FixedZone("x", 3600))
+	for _, v := range []roster.View{
+		{Since: since},
+		{Available: true, Status: storage.StatusUndefined},
+		{Available: true, Status: storage.StatusAway, Text: "at <lunch> & 'back' \"soon\"\r\n"},
+		{Available: true, Status: storage.StatusBusy, Text: "ünïcode \u0001 \uFFFE"},
+	} {
+		for _, h := range []string{"h", "o'neil"} {
+			want := c.viewStanza(h, "carol@example.net", v).String()
+			if got := string(c.appendView(nil, h, "carol@example.net", v)); got != want {
+				t.Errorf("appendView(%q, %+v) =\n%s\nwant (viewStanza)\n%s", h, v, got, want)
+			}
 		}
 	}
 }

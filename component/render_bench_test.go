@@ -21,8 +21,18 @@ func BenchmarkViewStanza(b *testing.B) {
 		{Since: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)},
 	}
 	buf := make([]byte, 0, chunkSize)
-	b.ReportAllocs()
-	for i := 0; b.Loop(); i++ {
-		buf = c.viewStanza("work", "contact@example.net", views[i%2]).appendXML(buf[:0])
-	}
+	// What fan-out and probe answers use.
+	b.Run("appendView", func(b *testing.B) {
+		b.ReportAllocs()
+		for i := 0; b.Loop(); i++ {
+			buf = c.appendView(buf[:0], "work", "contact@example.net", views[i%2])
+		}
+	})
+	// What every other stanza uses: a tree, then rendered.
+	b.Run("tree", func(b *testing.B) {
+		b.ReportAllocs()
+		for i := 0; b.Loop(); i++ {
+			buf = c.viewStanza("work", "contact@example.net", views[i%2]).appendXML(buf[:0])
+		}
+	})
 }

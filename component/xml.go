@@ -219,6 +219,10 @@ const xmlNS = "http://www.w3.org/XML/1998/namespace"
 func appendEscaped(b []byte, s string, attr bool) []byte {
 	last := 0
 	for i := 0; i < len(s); {
+		if c := s[i]; c >= 0x20 && c < utf8.RuneSelf && !needsEscape[c] {
+			i++ // the common case: printable ASCII that stands for itself
+			continue
+		}
 		r, w := utf8.DecodeRuneInString(s[i:])
 		var esc string
 		switch {
@@ -253,6 +257,10 @@ func appendEscaped(b []byte, s string, attr bool) []byte {
 	}
 	return append(b, s[last:]...)
 }
+
+// needsEscape marks the printable ASCII bytes that appendEscaped may
+// replace.
+var needsEscape = [utf8.RuneSelf]bool{'&': true, '<': true, '>': true, '\'': true, '"': true}
 
 // isXMLChar reports whether r may appear in an XML 1.0 document.
 func isXMLChar(r rune) bool {

@@ -22,6 +22,28 @@ const sqliteBusyTimeout = 5000
 // serializable.
 type sqliteStore struct {
 	db *sql.DB
+	// stmts are the statements of the frequent ops, prepared once: at
+	// group commit, preparing each statement again costs more than running
+	// it.
+	stmts map[OpKind]*sql.Stmt
+}
+
+// sqliteStatements are the statements prepared at open, by op.
+var sqliteStatements = map[OpKind]string{
+	OpSetFlags: `
+		INSERT INTO accounts (jid, online, status, explicit, hiding, status_text, since, created_at)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+		ON CONFLICT (jid) DO UPDATE SET
+			online = excluded.online,
+			status = excluded.status,
+			explicit = excluded.explicit,
+			hiding = excluded.hiding,
+			status_text = excluded.status_text,
+			since = excluded.since`,
+	OpAddSubscription: `
+		INSERT INTO subscriptions (handle, contact) VALUES (?, ?)
+		ON CONFLICT (handle, contact) DO NOTHING`,
+	OpRemoveSubscription: "DELETE FROM subscriptions WHERE handle = ? AND contact = ?",
 }
 
 var _ Store = (*sqliteStore)(nil)
@@ -58,10 +80,18 @@ func OpenSQLite(ctx context.Context, path string) (Store, error) {
 	db.SetConnMaxLifetime(0)
 	db.SetConnMaxIdleTime(0)
 
-	s := &sqliteStore{db: db}
+	s := &sqliteStore{db: db, stmts: make(map[OpKind]*sql.Stmt)}
 	if err := s.upgrade(ctx); err != nil {
 		db.Close()
 		return nil, fmt.Errorf("storage: open sqlite %q: %w", path, err)
+	}
+	for kind, query := range sqliteStatements {
+		st, err := db.PrepareContext(ctx, query)
+		if err != nil {
+			db.Close()
+			return nil, fmt.Errorf("storage: open sqlite %q: prepare %s: %w", path, kind, err)
+		}
+		s.stmts[kind] = st
 	}
 	return s, nil
 }
@@ -128,6 +158,9 @@ func (s *sqliteStore) inTx(ctx context.Context, f func(tx *sql.Tx) error) error 
 
 // Close implements Store.
 func (s *sqliteStore) Close() error {
+	for _, st := range s.stmts {
+		st.Close()
+	}
 	if err := s.db.Close(); err != nil {
 		return fmt.Errorf("storage: close: %w", err)
 	}
@@ -315,7 +348,7 @@ func (s *sqliteStore) Apply(ctx context.Context, ops []Op) error {
 	defer cancel()
 	err := s.inTx(ctx, func(tx *sql.Tx) error {
 		for i, op := range ops {
-			if err := sqliteApply(ctx, tx, op); err != nil {
+			if err := s.apply(ctx, tx, op); err != nil {
 				return &OpError{Index: i, Err: sqliteError(op.Kind.String(), err)}
 			}
 		}
@@ -328,8 +361,8 @@ func (s *sqliteStore) Apply(ctx context.Context, ops []Op) error {
 	return err
 }
 
-// sqliteApply runs one op inside tx.
-func sqliteApply(ctx context.Context, tx *sql.Tx, op Op) error {
+// apply runs one op inside tx.
+func (s *sqliteStore) apply(ctx context.Context, tx *sql.Tx, op Op) error {
 	var err error
 	switch op.Kind {
 	case OpAddHandle:
@@ -338,25 +371,13 @@ func sqliteApply(ctx context.Context, tx *sql.Tx, op Op) error {
 		err = sqliteRemoveHandle(ctx, tx, op.Account, op.Handle)
 	case OpSetFlags:
 		f := op.Flags
-		_, err = tx.ExecContext(ctx, `
-			INSERT INTO accounts (jid, online, status, explicit, hiding, status_text, since, created_at)
-			VALUES (?, ?, ?, ?, ?, ?, ?, ?)
-			ON CONFLICT (jid) DO UPDATE SET
-				online = excluded.online,
-				status = excluded.status,
-				explicit = excluded.explicit,
-				hiding = excluded.hiding,
-				status_text = excluded.status_text,
-				since = excluded.since`,
+		_, err = tx.StmtContext(ctx, s.stmts[OpSetFlags]).ExecContext(ctx,
 			op.Account, f.Online, string(f.Status), f.Explicit, f.Hiding, f.StatusText,
 			storedTime(f.Since).UnixMicro(), storedTime(time.Now()).UnixMicro())
 	case OpAddSubscription:
-		_, err = tx.ExecContext(ctx, `
-			INSERT INTO subscriptions (handle, contact) VALUES (?, ?)
-			ON CONFLICT (handle, contact) DO NOTHING`,
-			op.Handle, op.Contact)
+		_, err = tx.StmtContext(ctx, s.stmts[OpAddSubscription]).ExecContext(ctx, op.Handle, op.Contact)
 	case OpRemoveSubscription:
-		_, err = tx.ExecContext(ctx, "DELETE FROM subscriptions WHERE handle = ? AND contact = ?", op.Handle, op.Contact)
+		_, err = tx.StmtContext(ctx, s.stmts[OpRemoveSubscription]).ExecContext(ctx, op.Handle, op.Contact)
 	}
 	return err
 }
