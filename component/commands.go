@@ -121,6 +121,7 @@ func (c *Component) handleCommand(w *replier, n *node, a address, q *node) {
 		w.refuse(n, condBadRequest("The command needs its form filled in."))
 		return
 	}
+	c.cmds.setBusy(sid, true)
 	c.completeCommand(w, n, cmd, a.bare, sid, submitted)
 }
 
@@ -129,10 +130,16 @@ func (c *Component) handleCommand(w *replier, n *node, a address, q *node) {
 // so the user can correct the form.
 func (c *Component) completeCommand(w *replier, n *node, cmd *command, owner, sid string, x *node) {
 	if t := x.get("type"); t != "submit" {
+		if sid != "" {
+			c.cmds.setBusy(sid, false)
+		}
 		w.refuse(n, condBadRequest("The form must be submitted (type 'submit')."))
 		return
 	}
 	done := func(note string, result *node, err error) {
+		if err != nil && sid != "" {
+			c.cmds.setBusy(sid, false) // refused: the form may be corrected
+		}
 		var ue userError
 		switch {
 		case errors.As(err, &ue):
@@ -420,6 +427,7 @@ type commandSessions struct {
 type commandSession struct {
 	node, requester string
 	expires         time.Time
+	busy            bool
 }
 
 func newCommandSessions() *commandSessions {
@@ -467,7 +475,18 @@ func (s *commandSessions) valid(id, node, requester string) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	cs, ok := s.sessions[id]
-	return ok && cs.node == node && cs.requester == requester && time.Now().Before(cs.expires)
+	return ok && !cs.busy && cs.node == node && cs.requester == requester && time.Now().Before(cs.expires)
+}
+
+// setBusy marks the session as being completed (its work not yet stored),
+// when no other step may use it, or not any more.
+func (s *commandSessions) setBusy(id string, busy bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if cs, ok := s.sessions[id]; ok {
+		cs.busy = busy
+		s.sessions[id] = cs
+	}
 }
 
 // end forgets the session.

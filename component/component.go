@@ -203,9 +203,9 @@ func (c *Component) Run(ctx context.Context) error {
 		}
 		backoff = min(backoff*2, c.cfg.MaxBackoff)
 	}
-	// Not connected: nothing to withdraw, and the flags on record are
-	// read as off-line at the next start.
-	c.roster.Shutdown(func() {})
+	// If not connected, there was nothing to withdraw, and the flags on
+	// record are read as off-line at the next start.
+	c.roster.Stop()
 	<-engineDone
 	return nil
 }
@@ -312,6 +312,8 @@ func (c *Component) resync(gen uint64) {
 // vouch for it, sends the notices of removed handles still due, shows the
 // component off-line to its owners, and stores the accounts as off-line.
 func (c *Component) withdraw() {
+	// Whatever happens, the writer ends: serveOnce waits for it.
+	defer c.out.detach()
 	c.stopping.Store(true)
 	// First what was already on its way, so that the withdrawals know
 	// which removal notices went out.
@@ -340,7 +342,6 @@ func (c *Component) withdraw() {
 	if err := c.roster.GoOffline(ctx, at); err != nil {
 		c.log.Error("off-line flags not stored at shutdown", "err", err)
 	}
-	c.out.detach() // the writer ends; the session writes its closing tag
 }
 
 // handleBare is the bare JID of handle, from which subscription answers

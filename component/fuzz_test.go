@@ -63,11 +63,15 @@ func newOfflineComponent(f *testing.F, maxHandles int) *offlineComponent {
 		f.Fatal(err)
 	}
 	go r.Run()
-	f.Cleanup(func() { r.Shutdown(func() {}) })
 	o := &offlineComponent{c: c, r: r, out: &lockedBuffer{}}
 	w := newWriter(o.out)
 	go w.run()
 	r.Do(func() { c.out.attach(w) })
+	f.Cleanup(func() {
+		r.Do(c.out.detach)
+		<-w.done
+		r.Stop()
+	})
 	return o
 }
 

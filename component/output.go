@@ -19,8 +19,11 @@ import (
 //
 // mellium's Session is not used to write: it flushes, and takes its output
 // lock, once per Send. Handlers write nothing to the session either, so the
-// session writes only the stream header at the handshake and the closing
-// tag at shutdown, both when the writer is not running.
+// session writes only the stream header at the handshake and its closing
+// tag: at shutdown after the writer has stopped, or when the stream ends on
+// its own (lost, or closed by the server), from the reader, possibly while
+// the writer still runs; the stream is over then, so what that last write
+// lands next to no longer matters.
 
 const (
 	// chunkSize is the size at which the engine hands its buffer over.

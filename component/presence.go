@@ -167,6 +167,9 @@ func (c *Component) probe(w *replier, a address) {
 	if c.roster.Probe(a.handle, a.bare) {
 		return
 	}
+	if c.roster.SubscribePending(a.handle, a.bare) {
+		return // 'subscribed' and the presence follow once it is stored
+	}
 	w.write(presence("unsubscribed", c.handleBare(a.handle), a.bare))
 }
 

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"time"
 
 	"presenced/storage"
 )
@@ -28,7 +29,9 @@ func (s *Service) AddHandle(owner, name string, done func(error)) {
 		return
 	}
 	if r, ok := s.reservedNames[name]; ok && r == owner {
-		done(ErrHandleOwned)
+		// The same add is on its way and could still fail: decide again
+		// once it is settled.
+		s.AfterCommit(func() { s.AddHandle(owner, name, done) })
 		return
 	}
 	if _, ok := s.reservedNames[name]; ok || s.handles[name] != nil {
@@ -96,8 +99,13 @@ func (s *Service) RemoveHandle(owner, name string, done func(error)) {
 	}
 	h := s.handles[name]
 	switch {
-	case h == nil || h.removing:
+	case h == nil:
 		done(ErrUnknownHandle)
+		return
+	case h.removing:
+		// A removal is on its way and could still fail: decide again once
+		// it is settled.
+		s.AfterCommit(func() { s.RemoveHandle(owner, name, done) })
 		return
 	case h.owner.jid != owner:
 		done(ErrNotOwner)
@@ -160,10 +168,24 @@ func (s *Service) Subscribe(name, contact string, done func(error)) {
 		done(nil)
 		return
 	}
+	key := pendingKey{h, contact}
+	p := s.pendingSubs[key]
+	if p == nil {
+		p = &pendingSub{}
+		s.pendingSubs[key] = p
+	}
+	p.n++
+	p.cancelled = false
 	s.commits.add(&entry{
 		op: storage.Op{Kind: storage.OpAddSubscription, Handle: name, Contact: contact},
 		apply: func(err error) {
+			if p.n--; p.n == 0 {
+				delete(s.pendingSubs, key)
+			}
 			switch {
+			case err == nil && p.cancelled:
+				// Unsubscribed before this was stored; the removal,
+				// queued after it, took the row away again.
 			case errors.Is(err, storage.ErrNotFound):
 				err = ErrUnknownHandle
 			case err != nil:
@@ -178,6 +200,27 @@ func (s *Service) Subscribe(name, contact string, done func(error)) {
 			done(err)
 		},
 	})
+}
+
+// pendingKey names a subscription being stored.
+type pendingKey struct {
+	h       *handle
+	contact string
+}
+
+// pendingSub counts the writes of one subscription on their way, and
+// whether an unsubscription came after them.
+type pendingSub struct {
+	n         int
+	cancelled bool
+}
+
+// SubscribePending reports whether a subscription of contact to handle is
+// being stored: its presence follows once it is, so a probe meanwhile is
+// not answered.
+func (s *Service) SubscribePending(handle, contact string) bool {
+	h := s.handles[handle]
+	return h != nil && s.pendingSubs[pendingKey{h, contact}] != nil
 }
 
 // addSub adds contact to h's subscribers unless it is one already.
@@ -208,12 +251,17 @@ func (s *Service) Unsubscribe(name, contact string, done func(was bool, err erro
 		return
 	}
 	i, ok := s.findSub(h, contact)
-	if !ok {
+	p := s.pendingSubs[pendingKey{h, contact}]
+	switch {
+	case ok:
+		s.contacts.unref(h.subs[i].contact)
+		h.subs = append(h.subs[:i], h.subs[i+1:]...)
+	case p != nil:
+		p.cancelled = true // a subscription on its way must not take effect
+	default:
 		done(false, nil)
 		return
 	}
-	s.contacts.unref(h.subs[i].contact)
-	h.subs = append(h.subs[:i], h.subs[i+1:]...)
 	s.commits.add(&entry{
 		op: storage.Op{Kind: storage.OpRemoveSubscription, Handle: name, Contact: contact},
 		apply: func(err error) {
@@ -237,7 +285,6 @@ func (s *Service) OwnerPresence(owner string, p OwnerPresence) error {
 	if a == nil {
 		return nil
 	}
-	f := a.want
 	if p.Available {
 		s.seq++
 		a.resources[p.Resource] = &resource{priority: p.Priority, status: p.Status, text: p.Text, seq: s.seq}
@@ -246,17 +293,12 @@ func (s *Service) OwnerPresence(owner string, p OwnerPresence) error {
 	}
 	// The owner's clients changing their own status ends an explicit
 	// status; repeating it (a reconnect, an answer to a probe) does not.
+	st := flagStep{at: s.now(), hide: p.Hide}
 	if top := topResource(a); top != nil {
-		if a.client != "" && top.status != a.client {
-			f.Explicit = false
-		}
+		st.endExplicit = a.client != "" && top.status != a.client
 		a.client = top.status
 	}
-	f = derivedFrom(a, f)
-	if p.Hide {
-		f.Hiding = true
-	}
-	s.setFlags(a, f, true, nil)
+	s.setFlags(a, st)
 	return nil
 }
 
@@ -274,23 +316,136 @@ func (s *Service) Instruct(owner string, in Instruction, done func(error)) {
 		done(ErrNoAccount)
 		return
 	}
-	f := a.want
 	switch in {
+	case InstructHide, InstructVisible, InstructAway, InstructBusy, InstructUndefined:
+	default:
+		done(ErrBadStatus)
+		return
+	}
+	s.setFlags(a, flagStep{at: s.now(), in: in, done: done})
+}
+
+// flagStep is one decided change of an account's flags, kept until it is
+// stored: a refused instruction is then taken out and the steps around it
+// applied again, so that a refusal undoes the instruction alone.
+type flagStep struct {
+	at time.Time   // when it was decided: the Since of a change of visibility
+	in Instruction // an instruction; "" for the owner's presence
+	// For a presence: the client changed its own status (which ends an
+	// explicit one); the presence asked for invisibility.
+	endExplicit, hide bool
+	// done is an instruction's callback; a presence may have one too,
+	// told of a storage failure that memory did not wait for.
+	done func(error)
+}
+
+// apply returns f changed by st, with a's resources as they are now.
+func (st flagStep) apply(a *account, f storage.Flags) storage.Flags {
+	prev := f
+	switch st.in {
+	case "":
+		if st.endExplicit {
+			f.Explicit = false
+		}
+		f = derivedFrom(a, f)
+		if st.hide {
+			f.Hiding = true
+		}
 	case InstructHide:
 		f.Hiding = true
 	case InstructVisible:
 		f.Hiding = false
 		f.Explicit = false
 		f = derivedFrom(a, f)
-	case InstructAway, InstructBusy, InstructUndefined:
-		f.Hiding = false
-		f.Status = storage.Status(in)
-		f.Explicit = true
 	default:
-		done(ErrBadStatus)
+		f.Hiding = false
+		f.Status = storage.Status(st.in)
+		f.Explicit = true
+	}
+	if ViewOf(prev).Available != ViewOf(f).Available || f.Since.IsZero() {
+		f.Since = st.at
+	}
+	return f
+}
+
+// setFlags decides st for a. Its write joins the account's entry in the
+// pending batch if there is one, which writes the flags last decided:
+// changes made while a transaction commits coalesce into one row write.
+// An instruction's callback runs once its write committed, even when it
+// changes nothing, if a write is on its way: that write could still fail.
+func (s *Service) setFlags(a *account, st flagStep) {
+	f := st.apply(a, a.want)
+	if f == a.want && a.flagsOp == nil && a.writing == nil {
+		if st.done != nil {
+			st.done(nil)
+		}
 		return
 	}
-	s.setFlags(a, f, false, done)
+	a.want = f
+	e := a.flagsOp
+	if e == nil {
+		e = &entry{acct: a}
+		e.apply = func(err error) { s.flagsStored(e, err) }
+		a.flagsOp = e
+		s.commits.add(e)
+	}
+	e.steps = append(e.steps, st)
+}
+
+// flagsStored is the end of a flags write. Stored, the flags it wrote
+// become the account's. Refused, its instructions fail and its presence
+// steps hold all the same, in memory; the changes decided since are
+// applied again on top.
+func (s *Service) flagsStored(e *entry, err error) {
+	a := e.acct
+	a.writing = nil
+	if err == nil {
+		s.setCommitted(a, e.op.Flags)
+		for _, st := range e.steps {
+			if st.done != nil {
+				st.done(nil)
+			}
+		}
+		return
+	}
+	err = fmt.Errorf("roster: set flags: %w", err)
+	f := a.flags
+	kept := false
+	for _, st := range e.steps {
+		if st.in != "" {
+			st.done(err)
+			continue
+		}
+		f = st.apply(a, f)
+		kept = true
+		if st.done != nil {
+			st.done(err)
+		}
+	}
+	if kept {
+		s.log.Error("flags not stored; kept in memory", "account", a.jid, "err", err)
+	}
+	s.setCommitted(a, f)
+	a.want = f
+	if later := a.flagsOp; later != nil {
+		for _, st := range later.steps {
+			a.want = st.apply(a, a.want)
+		}
+	}
+}
+
+// setCommitted makes f a's flags, and what subscribers see follows.
+func (s *Service) setCommitted(a *account, f storage.Flags) {
+	old := ViewOf(a.flags)
+	a.flags = f
+	if ViewOf(f) != old {
+		a.view++
+		// While resyncing, showing an account waits for DropStale; hiding
+		// it or taking it off-line never waits.
+		if !s.resyncing || !ViewOf(f).Available {
+			s.notes.account(a)
+		}
+	}
 }
 
 // derivedFrom returns f with the on-line flag, status and text taken from
@@ -319,76 +474,6 @@ func topResource(a *account) *resource {
 		}
 	}
 	return top
-}
-
-// setFlags decides f as a's flags. Since moves to now when the account's
-// visibility changes. The write joins the account's entry in the pending
-// batch if there is one, which writes the flags last decided: changes made
-// while a transaction commits coalesce into one row write. If keep, a
-// storage failure still moves memory on (the error is logged); else it
-// leaves the flags as they were and done gets the error.
-func (s *Service) setFlags(a *account, f storage.Flags, keep bool, done func(error)) {
-	if ViewOf(a.want).Available != ViewOf(f).Available || f.Since.IsZero() {
-		f.Since = s.now()
-	}
-	if f == a.want {
-		if done != nil {
-			done(nil)
-		}
-		return
-	}
-	a.want = f
-	e := a.flagsOp
-	if e == nil {
-		e = &entry{acct: a, keep: true}
-		e.apply = func(err error) { s.flagsStored(e, err) }
-		a.flagsOp = e
-		s.commits.add(e)
-	}
-	e.keep = e.keep && keep
-	if done != nil {
-		e.dones = append(e.dones, done)
-	}
-}
-
-// flagsStored is the end of a flags write: the flags it wrote become the
-// account's, and what subscribers see follows.
-func (s *Service) flagsStored(e *entry, err error) {
-	a := e.acct
-	f := e.op.Flags
-	if err != nil {
-		err = fmt.Errorf("roster: set flags: %w", err)
-		if !e.keep {
-			// An instruction was refused: back to the stored flags, for
-			// this and every later change not yet written.
-			// A change decided since, not yet written, built on the refused
-			// one: it is refused too.
-			a.want = a.flags
-			dones := e.dones
-			if later := a.flagsOp; later != nil {
-				dones = append(dones, later.dones...)
-				later.dones = nil
-			}
-			for _, d := range dones {
-				d(err)
-			}
-			return
-		}
-		s.log.Error("flags not stored; kept in memory", "account", a.jid, "err", err)
-	}
-	old := ViewOf(a.flags)
-	a.flags = f
-	if ViewOf(f) != old {
-		a.view++
-		// While resyncing, showing an account waits for DropStale; hiding
-		// it or taking it off-line never waits.
-		if !s.resyncing || !ViewOf(f).Available {
-			s.notes.account(a)
-		}
-	}
-	for _, d := range e.dones {
-		d(err)
-	}
 }
 
 // AfterCommit runs f once every change made so far is stored (or failed).

@@ -27,11 +27,10 @@ const (
 type entry struct {
 	op storage.Op // a Kind of 0 writes nothing (AfterCommit)
 	// acct is set for a flags write, whose op is made when its batch is
-	// taken, from the flags last decided then; keep and dones belong to
-	// the changes that decided them.
+	// taken, from the flags last decided then; steps are the changes that
+	// decided them.
 	acct  *account
-	keep  bool
-	dones []func(error)
+	steps []flagStep
 	// apply runs on the engine goroutine once the batch committed (nil)
 	// or failed.
 	apply func(error)
@@ -68,6 +67,7 @@ func (s *Service) take() *batch {
 			if e.acct.flagsOp == e {
 				e.acct.flagsOp = nil
 			}
+			e.acct.writing = e
 		}
 		b.opOf[i] = -1
 		if e.op.Kind != 0 {
@@ -98,7 +98,7 @@ func commit(ctx context.Context, store storage.Store, b *batch) {
 			return
 		}
 		var oe *storage.OpError
-		if errors.As(err, &oe) && oe.Index < len(live) && isSentinel(oe.Err) {
+		if errors.As(err, &oe) && oe.Index >= 0 && oe.Index < len(live) && isSentinel(oe.Err) {
 			b.errs[live[oe.Index]] = oe.Err
 			live = append(live[:oe.Index], live[oe.Index+1:]...)
 			continue
@@ -148,8 +148,9 @@ type engine struct {
 	results  chan *batch
 	done     chan struct{} // closed when Run returns
 	// last runs once everything pending is committed, after Shutdown;
-	// Run then returns.
+	// once stop is set too, Run returns.
 	last func()
+	stop bool
 }
 
 func (e *engine) init() {
@@ -160,8 +161,15 @@ func (e *engine) init() {
 }
 
 // Do runs f on the engine goroutine. It blocks while the engine's queue is
-// full, and reports false, without running f, once Run has returned.
+// full, and reports false, without running f, once Run has returned (a
+// call that races with Run's return may report true for an f that never
+// runs).
 func (s *Service) Do(f func()) bool {
+	select {
+	case <-s.eng.done:
+		return false
+	default:
+	}
 	select {
 	case s.eng.events <- f:
 		return true
@@ -170,15 +178,37 @@ func (s *Service) Do(f func()) bool {
 	}
 }
 
-// Shutdown stops the Service for good: every change but an unsubscription
-// (which the contact's server has made already) is refused from now on,
-// and once the changes already made are committed, last runs on the
-// engine goroutine (the component withdraws there and calls GoOffline).
-// Run then returns, and so does Shutdown.
+// Shutdown freezes the Service for good: every change but an
+// unsubscription (which the contact's server has made already) is refused
+// from now on, and once the changes already made are committed, last runs
+// on the engine goroutine (the component withdraws there and calls
+// GoOffline). Shutdown returns when last has run. The engine goes on, so
+// that unsubscriptions read until the stream closes are still stored,
+// until Stop.
 func (s *Service) Shutdown(last func()) {
+	ran := make(chan struct{})
+	if !s.Do(func() {
+		s.stopping = true
+		s.eng.last = func() {
+			defer close(ran)
+			last()
+		}
+	}) {
+		return
+	}
+	select {
+	case <-ran:
+	case <-s.eng.done:
+	}
+}
+
+// Stop ends the engine once the changes already made are committed (and
+// refuses new ones but unsubscriptions meanwhile); Run then returns, and
+// so does Stop.
+func (s *Service) Stop() {
 	s.Do(func() {
 		s.stopping = true
-		s.eng.last = last
+		s.eng.stop = true
 	})
 	<-s.eng.done
 }
@@ -187,7 +217,7 @@ func (s *Service) Shutdown(last func()) {
 // commits the changes they make in groups (one transaction in flight;
 // whatever is decided meanwhile goes in the next), and does the fan-out a
 // slice at a time between them. When it has nothing left to do right now,
-// it flushes the Sender. It returns after Shutdown.
+// it flushes the Sender. It returns after Stop.
 func (s *Service) Run() {
 	e := &s.eng
 	go s.commitLoop()
@@ -198,8 +228,14 @@ func (s *Service) Run() {
 			s.commits.inFlight = true
 			e.requests <- s.take()
 		}
-		if e.last != nil && !s.commits.inFlight && len(s.commits.pending) == 0 {
-			s.safely("shutdown", e.last)
+		settled := !s.commits.inFlight && len(s.commits.pending) == 0
+		if e.last != nil && settled {
+			last := e.last
+			e.last = nil
+			s.safely("shutdown", last)
+			continue
+		}
+		if e.stop && settled {
 			return
 		}
 		events := e.events

@@ -16,7 +16,7 @@ func startEngine(t *testing.T, s *Service) {
 		s.Run()
 	}()
 	t.Cleanup(func() {
-		s.Shutdown(func() {})
+		s.Stop()
 		<-done
 	})
 }

@@ -194,6 +194,7 @@ func (s *Service) Discard() {
 // resource becomes unconfirmed: those that answer the probe are confirmed
 // by OwnerPresence; DropStale then removes the others.
 func (s *Service) MarkStale() {
+	s.epoch++
 	s.online = true
 	s.resyncing = true
 	for _, h := range s.handles {
@@ -211,7 +212,8 @@ func (s *Service) MarkStale() {
 // DropStale removes the resources not confirmed since MarkStale and
 // settles the flags; once they are stored, it queues a pass for every
 // account, which tells every subscriber not yet told since MarkStale the
-// current state, sends the parked removal notices, and calls done.
+// current state, sends the parked removal notices, and calls done; unless
+// the connection ended meanwhile.
 func (s *Service) DropStale(done func()) {
 	s.resyncing = false
 	for _, a := range s.accounts {
@@ -220,9 +222,13 @@ func (s *Service) DropStale(done func()) {
 				delete(a.resources, res)
 			}
 		}
-		s.setFlags(a, derivedFrom(a, a.want), true, nil)
+		s.setFlags(a, flagStep{at: s.now()})
 	}
+	epoch := s.epoch
 	s.AfterCommit(func() {
+		if s.epoch != epoch || !s.online {
+			return // its connection ended meanwhile: the next one resyncs
+		}
 		for _, owner := range s.Owners() {
 			s.notes.account(s.accounts[owner])
 		}

@@ -138,8 +138,9 @@ type account struct {
 	// top resource), or "" when unknown, as after a restart. An explicit
 	// status ends when it changes.
 	client storage.Status
-	// flagsOp is the entry of the pending batch that writes want, if any.
-	flagsOp *entry
+	// flagsOp is the entry of the pending batch that writes want, if any;
+	// writing is the one in the transaction in flight.
+	flagsOp, writing *entry
 	// reserved counts the handles being added, not yet committed.
 	reserved int
 	// pass is the fan-out pass under way or queued, if any.
@@ -188,7 +189,11 @@ type Service struct {
 	reservedNames map[string]string
 	newAccounts   map[string]*account
 	contacts      interner
+	pendingSubs   map[pendingKey]*pendingSub
 	seq           uint64
+	// epoch counts the connections (MarkStale): what a resync settles
+	// after its connection ended is not told to anyone.
+	epoch uint64
 
 	// resyncing is set between MarkStale and DropStale, while the owners'
 	// servers answer the probes: passes that would show an account are held
@@ -239,6 +244,7 @@ func New(ctx context.Context, store storage.Store, opts Options) (*Service, erro
 		reservedNames: make(map[string]string),
 		newAccounts:   make(map[string]*account),
 		contacts:      newInterner(),
+		pendingSubs:   make(map[pendingKey]*pendingSub),
 	}
 	if s.maxHandles <= 0 {
 		s.maxHandles = DefaultMaxHandles

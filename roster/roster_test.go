@@ -546,7 +546,7 @@ func TestStopFreezesChanges(t *testing.T) {
 		t.Fatal(err)
 	}
 	before, _ := s.Flags(owner)
-	s.Stop()
+	s.Freeze()
 	at := clock.Add(time.Minute)
 	for name, err := range map[string]error{
 		"Instruct":      s.Instruct(ctx, owner, InstructHide),

@@ -82,7 +82,8 @@ func (s *syncService) OwnerPresence(ctx context.Context, owner string, p OwnerPr
 // write of owner, if one is pending.
 func (s *syncService) AfterCommitErr(f func(error), owner string) {
 	if a := s.accounts[owner]; a != nil && a.flagsOp != nil {
-		a.flagsOp.dones = append(a.flagsOp.dones, f)
+		// A presence step that changes nothing, carrying the callback.
+		a.flagsOp.steps = append(a.flagsOp.steps, flagStep{at: s.now(), done: f})
 	}
 }
 
@@ -96,8 +97,8 @@ func (s *syncService) DropStale(ctx context.Context) error {
 	return nil
 }
 
-// Stop freezes changes as Shutdown does.
-func (s *syncService) Stop() { s.stopping = true }
+// Freeze refuses changes as Shutdown does.
+func (s *syncService) Freeze() { s.stopping = true }
 
 func (s *syncService) Outbox() syncOutbox { return syncOutbox{s} }
 
