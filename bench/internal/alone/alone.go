@@ -42,10 +42,10 @@ func parseFlags(args []string, out io.Writer) (*options, error) {
 	o := &options{}
 	fs := flag.NewFlagSet("bench alone", flag.ContinueOnError)
 	fs.SetOutput(out)
-	bins := fs.String("presenced", "", "presenced binaries to measure, comma-separated (runs interleaved A B A B …)")
+	bins := fs.String("presenced", "", "presenced binaries to measure, comma-separated (runs interleaved, the order alternating pair by pair: A B, B A, …)")
 	fs.IntVar(&o.pairs, "pairs", 3, "runs of each build")
 	fs.StringVar(&o.store, "store", storage.DriverSQLite, "storage driver: sqlite or postgres")
-	fs.StringVar(&o.dsn, "dsn", "", "postgres: URL of a database on a server where the harness may create and drop databases; empty starts a throwaway PostgreSQL 15")
+	fs.StringVar(&o.dsn, "dsn", "", "postgres: URL of a database on a server where the harness may create and drop databases; empty starts a throwaway PostgreSQL (the highest version in /usr/lib/postgresql/*/bin, as root)")
 	fs.IntVar(&o.contacts, "contacts", 20000, "contacts cK@example.net, each subscribing to every handle")
 	fs.IntVar(&o.handles, "handles", 8, "handles hJ of owner@example.org")
 	fs.IntVar(&o.window, "window", 256, "most requests unanswered at once in the storms")
@@ -82,6 +82,10 @@ func parseFlags(args []string, out io.Writer) (*options, error) {
 	}
 	if o.dsn != "" && o.store != storage.DriverPostgres {
 		errs = append(errs, errors.New("-dsn is for -store postgres only"))
+	} else if o.dsn != "" {
+		if err := checkServerURL(o.dsn); err != nil {
+			errs = append(errs, err)
+		}
 	}
 	check := func(name string, v, lo, hi int) {
 		if v < lo || v > hi {
@@ -156,8 +160,9 @@ func runAll(ctx context.Context, o *options, dbs *databases, tmp string, out io.
 	}
 	runs := make([][]*result, len(o.builds))
 	for p := 0; p < o.pairs; p++ {
-		var pair []*result
-		for _, bin := range o.builds {
+		pair := make([]*result, len(o.builds))
+		for _, b := range runOrder(len(o.builds), p) {
+			bin := o.builds[b]
 			t0 := time.Now()
 			var r *result
 			var err error
@@ -170,7 +175,7 @@ func runAll(ctx context.Context, o *options, dbs *databases, tmp string, out io.
 				return runs, fmt.Errorf("run %d of %s: %w", p+1, label(bin), err)
 			}
 			r.Pair = p + 1
-			pair = append(pair, r)
+			pair[b] = r
 			fmt.Fprintf(out, "run %d %-24s done in %5.1f s: %s\n", p+1, label(bin), time.Since(t0).Seconds(), headline(r))
 		}
 		for b, r := range pair {
@@ -178,6 +183,20 @@ func runAll(ctx context.Context, o *options, dbs *databases, tmp string, out io.
 		}
 	}
 	return runs, nil
+}
+
+// runOrder is the order in which pair p runs the n builds: first to last
+// in even pairs, last to first in odd ones (A B, B A, A B …), so that a
+// drift over the run weighs on every build alike.
+func runOrder(n, p int) []int {
+	order := make([]int, n)
+	for i := range order {
+		order[i] = i
+		if p%2 == 1 {
+			order[i] = n - 1 - i
+		}
+	}
+	return order
 }
 
 // headline is a one-line summary of a run for the progress output.

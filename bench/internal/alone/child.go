@@ -9,6 +9,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"presenced/bench/internal/shared"
 )
 
 // tail keeps the last bytes written to it: presenced's stderr, shown when
@@ -50,20 +52,10 @@ type child struct {
 	waitErr error // set before exited is closed
 }
 
-// configText is presenced's configuration pointing at the harness. It has
-// no resource key: older builds reject unknown keys.
+// configText is presenced's configuration pointing at the harness.
 func configText(server, secret, driver, dsn string) string {
-	return fmt.Sprintf(`[component]
-domain = %q
-server = %q
-secret = %q
-resync_delay = "200ms"
-[storage]
-driver = %q
-dsn = %q
-[log]
-level = "warn"
-`, domain, server, secret, driver, dsn)
+	return shared.PresencedConfig(shared.Config{Domain: domain, Server: server, Secret: secret,
+		ResyncDelay: "200ms", Driver: driver, DSN: dsn})
 }
 
 // startChild writes the configuration into dir and starts bin on it, in its
@@ -112,10 +104,16 @@ func (c *child) failure(err error) error {
 	return fmt.Errorf("%w (presenced %s)\n%s", err, state, c.stderr)
 }
 
-// kill ends presenced at once and waits for it.
+// kill ends presenced (its whole process group) at once and waits for it,
+// at most exitGrace.
 func (c *child) kill() {
 	if c.alive() {
 		_ = syscall.Kill(-c.pid(), syscall.SIGKILL)
-		<-c.exited
+		t := time.NewTimer(exitGrace)
+		defer t.Stop()
+		select {
+		case <-c.exited:
+		case <-t.C:
+		}
 	}
 }

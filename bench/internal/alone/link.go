@@ -4,15 +4,14 @@ import (
 	"bufio"
 	"bytes"
 	"context"
-	"crypto/rand"
-	"crypto/sha1"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"net"
 	"strconv"
 	"sync/atomic"
 	"time"
+
+	"presenced/bench/internal/shared"
 )
 
 // Addresses the harness uses.
@@ -23,19 +22,8 @@ const (
 	contactDomain = "example.net"
 )
 
-// handshakeDigest is the XEP-0114 handshake value: lower-case hex of
-// SHA-1(stream id + secret).
-func handshakeDigest(id, secret string) string {
-	sum := sha1.Sum([]byte(id + secret))
-	return hex.EncodeToString(sum[:])
-}
-
-// randomToken returns n random bytes in hex.
-func randomToken(n int) string {
-	b := make([]byte, n)
-	_, _ = rand.Read(b)
-	return hex.EncodeToString(b)
-}
+// handshakeDigest is the XEP-0114 handshake value.
+func handshakeDigest(id, secret string) string { return shared.HandshakeDigest(id, secret) }
 
 // handler receives every top-level element presenced sends once the
 // handshake is done. It runs on the link's reader goroutine only.
@@ -105,7 +93,7 @@ func (l *link) handshake(secret string) (time.Time, error) {
 	if kind != KindHeader || !bytes.Contains(el, []byte("jabber:component:accept")) {
 		return time.Time{}, fmt.Errorf("unexpected stream header %q", el)
 	}
-	id := randomToken(8)
+	id := shared.RandomHex(8)
 	fmt.Fprintf(l.w, `<?xml version='1.0'?><stream:stream xmlns='jabber:component:accept' xmlns:stream='http://etherx.jabber.org/streams' id='%s' from='%s'>`, id, domain)
 	if err := l.w.Flush(); err != nil {
 		return time.Time{}, err
@@ -156,22 +144,24 @@ var errStreamEnd = errors.New("presenced closed its stream")
 // use makes h the handler of the elements read from now on.
 func (l *link) use(h handler) { l.h.Store(&h) }
 
-// waitQuiet returns once no stanza arrived for quiet, or after limit.
-func (l *link) waitQuiet(quiet, limit time.Duration) {
+// waitQuiet returns once no stanza arrived for quiet (true), or after limit
+// or when the stream ends (false).
+func (l *link) waitQuiet(quiet, limit time.Duration) bool {
 	deadline := time.Now().Add(limit)
 	last, since := l.received.Load(), time.Now()
 	for time.Now().Before(deadline) {
 		select {
 		case <-l.ended:
-			return
+			return false
 		case <-time.After(20 * time.Millisecond):
 		}
 		if n := l.received.Load(); n != last {
 			last, since = n, time.Now()
 		} else if time.Since(since) >= quiet {
-			return
+			return true
 		}
 	}
+	return false
 }
 
 // presence writes one presence stanza; the caller flushes.

@@ -2,7 +2,6 @@ package alone
 
 import (
 	"context"
-	"database/sql"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -11,6 +10,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"presenced/bench/internal/proc"
+	"presenced/bench/internal/shared"
 	"presenced/storage"
 )
 
@@ -40,59 +40,40 @@ func mContactJID(c int) string {
 // fillMillion creates the schema through storage, then writes the data set
 // in one transaction.
 func fillMillion(ctx context.Context, driver, dsn string) error {
+	if driver == storage.DriverSQLite {
+		return fillSQLite(ctx, dsn) // creates the schema itself
+	}
 	st, err := storage.Open(ctx, driver, dsn)
 	if err != nil {
 		return err
 	}
 	st.Close()
-	if driver == storage.DriverSQLite {
-		return fillSQLite(ctx, dsn)
-	}
 	return fillPostgres(ctx, dsn)
 }
 
-// fillSQLite writes the data set with prepared statements in one
-// transaction.
+// fillSQLite writes the data set in one transaction.
 func fillSQLite(ctx context.Context, path string) error {
-	db, err := sql.Open("sqlite", path+"?_foreign_keys=on&_journal_mode=WAL")
+	f, err := shared.OpenSQLiteFill(ctx, path)
 	if err != nil {
 		return err
 	}
-	defer db.Close()
-	tx, err := db.BeginTx(ctx, nil)
-	if err != nil {
-		return err
-	}
-	defer tx.Rollback()
-	now := time.Now().UnixMicro()
-	insAcc, err := tx.PrepareContext(ctx, `INSERT INTO accounts (jid, online, status, hiding, status_text, since, created_at) VALUES (?, 0, 'undefined', 0, '', ?, ?)`)
-	if err != nil {
-		return err
-	}
-	insHandle, err := tx.PrepareContext(ctx, `INSERT INTO handles (name, account, created_at) VALUES (?, ?, ?)`)
-	if err != nil {
-		return err
-	}
-	insSub, err := tx.PrepareContext(ctx, `INSERT INTO subscriptions (handle, contact) VALUES (?, ?)`)
-	if err != nil {
-		return err
-	}
+	defer f.Close()
 	contacts := make([]string, mContacts)
 	for c := range contacts {
 		contacts[c] = mContactJID(c)
 	}
 	for a := 0; a < mAccounts; a++ {
 		acc := mAccount(a)
-		if _, err := insAcc.ExecContext(ctx, acc, now, now); err != nil {
+		if err := f.Account(ctx, acc); err != nil {
 			return err
 		}
 		for h := 0; h < mHandles; h++ {
 			name := mHandle(a, h)
-			if _, err := insHandle.ExecContext(ctx, name, acc, now); err != nil {
+			if err := f.Handle(ctx, name, acc); err != nil {
 				return err
 			}
 			for i := 0; i < mSubscribers; i++ {
-				if _, err := insSub.ExecContext(ctx, name, contacts[mContact(a*mHandles+h, i)]); err != nil {
+				if err := f.Subscription(ctx, name, contacts[mContact(a*mHandles+h, i)]); err != nil {
 					return err
 				}
 			}
@@ -101,7 +82,7 @@ func fillSQLite(ctx context.Context, path string) error {
 			return err
 		}
 	}
-	return tx.Commit()
+	return f.Commit()
 }
 
 // fillPostgres writes the data set with COPY in one transaction.
@@ -151,7 +132,13 @@ type memSample struct {
 	rss     int64         // VmRSS once settled
 	at      time.Duration // after the handshake
 	stanzas int64         // received from the handshake to the sample
+	// settled is false when presenced still sent stanzas 2 minutes
+	// after the least settling time: rss was sampled all the same.
+	settled bool
 }
+
+// settleLimit bounds the wait for 1 s without a stanza.
+const settleLimit = 2 * time.Minute
 
 // settledRSS starts bin on the database, waits until it is connected and
 // settled (at least o.settle after the handshake and no stanza for 1 s),
@@ -178,13 +165,13 @@ func settledRSS(ctx context.Context, o *options, bin, dir, dsn string) (memSampl
 		case <-time.After(50 * time.Millisecond):
 		}
 	}
-	s.l.waitQuiet(time.Second, 2*time.Minute)
+	settled := s.l.waitQuiet(time.Second, settleLimit)
 	rss, err := proc.RSS(s.c.pid())
 	if err != nil {
 		return memSample{}, s.c.failure(fmt.Errorf("read RSS: %w", err))
 	}
-	m := memSample{startup: s.startup, early: early, rss: rss, at: time.Since(s.hsAt), stanzas: n.n.Load()}
-	if _, err := s.shutdown(time.Minute); err != nil {
+	m := memSample{startup: s.startup, early: early, rss: rss, at: time.Since(s.hsAt), stanzas: n.n.Load(), settled: settled}
+	if _, err := s.shutdown(ctx, time.Minute); err != nil {
 		return memSample{}, err
 	}
 	return m, nil
@@ -246,5 +233,7 @@ func runMillion(ctx context.Context, o *options, dbs *databases, m *million, bin
 	res.add("empty RSS at handshake", "MB", float64(empty.early)/1e6)
 	res.add("RSS per subscription at handshake", "bytes", float64(full.early-empty.early)/mTotal)
 	res.add("1M stanzas before sample", "count", float64(full.stanzas))
+	settled := empty.settled && full.settled
+	res.Settled = &settled
 	return res, nil
 }

@@ -206,19 +206,20 @@ func runStorm(ctx context.Context, l *link, c *child, o *options, typ string) (s
 		return stormResult{}, fmt.Errorf("%s storm: %d of %d answered: %w", typ, s.answered.Load(), len(s.seen), wd.err())
 	}
 	r := stormResult{n: len(s.seen), wall: time.Since(t0)}
-	cpu1, err := cpuOf(c)
-	if err != nil {
-		return stormResult{}, err
-	}
-	r.cpu, r.self = cpu1-cpu0, selfCPU()-self0
 	if !s.probe {
 		// The presence that follows each 'subscribed' is not part of the
-		// rate; wait for it (bounded) so the next phase starts clean.
+		// rate, but it is work presenced does for the subscribe: wait for
+		// it (bounded) inside the CPU window.
 		for deadline := time.Now().Add(o.stall); s.extra.Load() < int64(r.n) && time.Now().Before(deadline); {
 			time.Sleep(5 * time.Millisecond)
 		}
 		r.notified = time.Since(t0)
 	}
+	cpu1, err := cpuOf(c)
+	if err != nil {
+		return stormResult{}, err
+	}
+	r.cpu, r.self = cpu1-cpu0, selfCPU()-self0
 	l.waitQuiet(300*time.Millisecond, o.stall)
 	r.failed, r.dups, r.extra = s.failed.Load(), s.dups.Load(), s.extra.Load()
 	return r, nil
@@ -226,14 +227,55 @@ func runStorm(ctx context.Context, l *link, c *child, o *options, typ string) (s
 
 // fanout is the handler of the owner fan-out: it counts, for the current
 // round, the presences from a handle to a contact carrying the round's show,
-// each subscription once.
+// each subscription once. The round number and its count share one word, so
+// that a stanza of the previous round read while the round switches cannot
+// count towards the new one.
 type fanout struct {
 	handles, contacts int
-	seen              []uint8 // round that last counted each subscription
-	round             atomic.Int32
-	count             atomic.Int64 // this round's distinct presences
+	seen              []uint8      // round+1 that last counted each subscription
+	state             atomic.Int64 // round<<32 | this round's distinct presences
 	dups, stray       atomic.Int64
 	complete          chan struct{}
+}
+
+// newFanout is the handler for handles × contacts subscriptions.
+func newFanout(handles, contacts int) *fanout {
+	return &fanout{handles: handles, contacts: contacts, seen: make([]uint8, handles*contacts), complete: make(chan struct{}, 1)}
+}
+
+// begin switches to round, with nothing counted yet.
+func (f *fanout) begin(round int) {
+	f.state.Store(int64(round) << 32)
+	select {
+	case <-f.complete: // a timed-out round that completed late
+	default:
+	}
+}
+
+// current is the round and what it has counted so far.
+func (f *fanout) current() (round int, count int64) {
+	st := f.state.Load()
+	return int(st >> 32), st & (1<<32 - 1)
+}
+
+// tally counts one presence towards round; false if the round has switched
+// since.
+func (f *fanout) tally(round int) bool {
+	for {
+		st := f.state.Load()
+		if int(st>>32) != round {
+			return false
+		}
+		if f.state.CompareAndSwap(st, st+1) {
+			if st&(1<<32-1)+1 == int64(len(f.seen)) {
+				select {
+				case f.complete <- struct{}{}:
+				default:
+				}
+			}
+			return true
+		}
+	}
 }
 
 // showOf is the show a round's presences carry: none for round 0 (the
@@ -255,7 +297,7 @@ func (f *fanout) stanza(el []byte) {
 	if !ok {
 		return // the component's own presence to the owner, and the like
 	}
-	round := int(f.round.Load())
+	round, _ := f.current()
 	if len(attr(el, "type")) != 0 || string(childText(el, "show")) != showOf(round) {
 		f.stray.Add(1)
 		return
@@ -266,87 +308,90 @@ func (f *fanout) stanza(el []byte) {
 		return
 	}
 	f.seen[i] = uint8(round + 1)
-	if f.count.Add(1) == int64(len(f.seen)) {
-		select {
-		case f.complete <- struct{}{}:
-		default:
-		}
+	if !f.tally(round) {
+		f.stray.Add(1) // late: its round ended while it was read
 	}
 }
 
 // fanoutResult is what the owner fan-out measured.
 type fanoutResult struct {
 	online   time.Duration   // round 0: the owner comes on-line
-	rounds   []time.Duration // show changes
-	cpu      time.Duration   // presenced's, over the show-change rounds
+	rounds   []time.Duration // show changes that completed
+	cpu      time.Duration   // presenced's, over the completed show-change rounds
 	self     time.Duration   // the harness's, over the same rounds
 	missing  int64
 	dups     int64
 	stray    int64
-	timeouts int
+	timeouts int // rounds (round 0 included) that timed out, not in rounds
 }
 
 // maxRounds keeps round numbers within the fan-out's uint8 marks.
 const maxRounds = 250
 
 // runFanout makes the owner available, then changes its show o.rounds
-// times, each round bounded by o.roundTimeout.
+// times, each round bounded by o.roundTimeout. Only completed show-change
+// rounds enter the round times and the CPU, whose window per round opens
+// just before the trigger and closes when the round is complete.
 func runFanout(ctx context.Context, l *link, c *child, o *options) (fanoutResult, error) {
-	f := &fanout{handles: o.handles, contacts: o.contacts, seen: make([]uint8, o.handles*o.contacts), complete: make(chan struct{}, 1)}
+	f := newFanout(o.handles, o.contacts)
 	l.use(f)
 	var r fanoutResult
-	var cpu0, self0 time.Duration
 	for round := 0; round <= o.rounds; round++ {
-		if round == 1 {
-			var err error
-			if cpu0, err = cpuOf(c); err != nil {
-				return r, err
-			}
-			self0 = selfCPU()
+		cpu0, err := cpuOf(c)
+		if err != nil {
+			return r, err
 		}
-		f.count.Store(0)
-		f.round.Store(int32(round))
-		select {
-		case <-f.complete: // a timed-out round that completed late
-		default:
+		self0 := selfCPU()
+		d, complete, err := fanoutRound(ctx, l, f, round, o.roundTimeout)
+		if err != nil {
+			return r, err
 		}
-		l.presence("", owner+"/"+ownerResource, domain, showOf(round))
-		t0 := time.Now()
-		if err := l.w.Flush(); err != nil {
-			return r, fmt.Errorf("fan-out: write: %w", err)
+		cpu1, err := cpuOf(c)
+		if err != nil {
+			return r, err
 		}
-		timer := time.NewTimer(o.roundTimeout)
-		select {
-		case <-f.complete:
-		case <-timer.C:
+		self1 := selfCPU()
+		switch {
+		case !complete:
+			_, got := f.current()
 			r.timeouts++
-			r.missing += int64(len(f.seen)) - f.count.Load()
-		case <-ctx.Done():
-			timer.Stop()
-			return r, ctx.Err()
-		case <-l.ended:
-			timer.Stop()
-			return r, fmt.Errorf("fan-out round %d: stream ended: %v", round, l.err)
-		}
-		timer.Stop()
-		d := time.Since(t0)
-		if round == 0 {
+			r.missing += int64(len(f.seen)) - got
+			l.waitQuiet(time.Second, o.roundTimeout) // let the late round drain, outside any window
+		case round == 0:
 			r.online = d
-		} else {
+		default:
 			r.rounds = append(r.rounds, d)
-		}
-		if r.timeouts > 0 {
-			l.waitQuiet(time.Second, o.roundTimeout) // let a late round drain
+			r.cpu += cpu1 - cpu0
+			r.self += self1 - self0
 		}
 	}
-	cpu1, err := cpuOf(c)
-	if err != nil {
-		return r, err
-	}
-	r.cpu, r.self = cpu1-cpu0, selfCPU()-self0
 	l.waitQuiet(300*time.Millisecond, o.stall)
 	r.dups, r.stray = f.dups.Load(), f.stray.Load()
 	return r, nil
+}
+
+// fanoutRound switches f to round, writes the owner's presence of that
+// round and waits until every subscription has it or timeout passes
+// (complete false).
+func fanoutRound(ctx context.Context, l *link, f *fanout, round int, timeout time.Duration) (time.Duration, bool, error) {
+	f.begin(round)
+	l.presence("", owner+"/"+ownerResource, domain, showOf(round))
+	t0 := time.Now()
+	if err := l.w.Flush(); err != nil {
+		return 0, false, fmt.Errorf("fan-out: write: %w", err)
+	}
+	timer := time.NewTimer(timeout)
+	defer timer.Stop()
+	select {
+	case <-f.complete:
+		return time.Since(t0), true, nil
+	case <-timer.C:
+		return time.Since(t0), false, nil
+	case <-ctx.Done():
+		return 0, false, ctx.Err()
+	case <-l.ended:
+		return 0, false, fmt.Errorf("fan-out round %d: stream ended: %v", round, l.err)
+	}
 }
 
 // counter is a handler that only counts (start-up and shutdown).

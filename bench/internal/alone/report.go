@@ -6,6 +6,7 @@ import (
 	"math"
 	"path/filepath"
 	"strings"
+	"time"
 	"unicode/utf8"
 
 	"presenced/bench/internal/proc"
@@ -16,7 +17,14 @@ type figure struct {
 	Name  string  `json:"name"`
 	Unit  string  `json:"unit"`
 	Value float64 `json:"value"`
+	// NA marks a CPU figure computed from under minCPU of CPU time: /proc
+	// counts 10 ms ticks, too coarse to show. It is shown as n/a and left
+	// out of medians and ratios.
+	NA bool `json:"na,omitempty"`
 }
+
+// minCPU is the least CPU time a CPU figure is shown for: 5 ticks.
+const minCPU = 50 * time.Millisecond
 
 // result is what one run of one build measured, figures in report order.
 type result struct {
@@ -24,21 +32,45 @@ type result struct {
 	Pair    int       `json:"pair"`
 	Figures []figure  `json:"figures"`
 	Rounds  []float64 `json:"fanout_rounds_ms,omitempty"`
+	// Settled (-million only) is false when either RSS sample was taken
+	// after waiting settleLimit without 1 s free of stanzas.
+	Settled *bool `json:"settled,omitempty"`
 }
 
 // add appends a figure.
 func (r *result) add(name, unit string, v float64) {
-	r.Figures = append(r.Figures, figure{name, unit, v})
+	r.Figures = append(r.Figures, figure{Name: name, Unit: unit, Value: v})
 }
 
-// value returns the named figure.
+// addCPU appends a CPU figure in µs per stanza, n/a when cpu is under
+// minCPU.
+func (r *result) addCPU(name string, cpu time.Duration, n int) {
+	r.Figures = append(r.Figures, figure{Name: name, Unit: "µs/stanza", Value: perStanza(cpu, n), NA: cpu < minCPU})
+}
+
+// value returns the named figure; ok false if the run lacks it or it is
+// n/a.
 func (r *result) value(name string) (float64, bool) {
 	for _, f := range r.Figures {
 		if f.Name == name {
-			return f.Value, true
+			return f.Value, !f.NA
 		}
 	}
 	return 0, false
+}
+
+// cell is the named figure as the run table shows it: "-" if missing,
+// "n/a" if too coarse.
+func (r *result) cell(name, unit string) string {
+	for _, f := range r.Figures {
+		if f.Name == name {
+			if f.NA {
+				return "n/a"
+			}
+			return format(f.Value, unit)
+		}
+	}
+	return "-"
 }
 
 // ratios returns, for each pair in which both runs have the figure and the
@@ -97,7 +129,7 @@ func report(out io.Writer, builds []string, runs [][]*result) {
 	if len(runs) == 0 || len(runs[0]) == 0 {
 		return
 	}
-	names := runs[0][0].Figures
+	names := figureNames(runs)
 	for b, bin := range builds {
 		fmt.Fprintf(out, "\n%s (%s)\n", label(bin), bin)
 		head := []string{"figure", "unit"}
@@ -111,14 +143,19 @@ func report(out io.Writer, builds []string, runs [][]*result) {
 			for _, r := range runs[b] {
 				if v, ok := r.value(f.Name); ok {
 					xs = append(xs, v)
-					row = append(row, format(v, f.Unit))
-				} else {
-					row = append(row, "-")
 				}
+				row = append(row, r.cell(f.Name, f.Unit))
 			}
-			rows = append(rows, append(row, format(proc.Summarize(xs).Median, f.Unit)))
+			med := "n/a"
+			if len(xs) > 0 {
+				med = format(proc.Summarize(xs).Median, f.Unit)
+			}
+			rows = append(rows, append(row, med))
 		}
 		writeTable(out, rows)
+		if line := settledLine(runs[b]); line != "" {
+			fmt.Fprintln(out, line)
+		}
 	}
 	for b := 1; b < len(builds); b++ {
 		fmt.Fprintf(out, "\n%s / %s (median of per-pair ratios; >1 means more of the figure)\n", label(builds[b]), label(builds[0]))
@@ -139,6 +176,48 @@ func report(out io.Writer, builds []string, runs [][]*result) {
 		}
 		writeTable(out, rows)
 	}
+}
+
+// settledLine says, for -million runs, which runs' RSS was sampled before
+// presenced settled; "" for other runs.
+func settledLine(runs []*result) string {
+	var not []string
+	some := false
+	for p, r := range runs {
+		if r.Settled == nil {
+			continue
+		}
+		some = true
+		if !*r.Settled {
+			not = append(not, fmt.Sprintf("run %d", p+1))
+		}
+	}
+	switch {
+	case !some:
+		return ""
+	case len(not) == 0:
+		return "settled: yes in every run (1 s without a stanza before each RSS sample)"
+	default:
+		return "settled: NO in " + strings.Join(not, ", ") + " (still receiving stanzas after " + settleLimit.String() + "; RSS sampled anyway)"
+	}
+}
+
+// figureNames lists every figure of any run once, in the order of first
+// appearance (a run whose fan-out timed out lacks some).
+func figureNames(runs [][]*result) []figure {
+	var names []figure
+	seen := map[string]bool{}
+	for _, rs := range runs {
+		for _, r := range rs {
+			for _, f := range r.Figures {
+				if !seen[f.Name] {
+					seen[f.Name] = true
+					names = append(names, figure{Name: f.Name, Unit: f.Unit})
+				}
+			}
+		}
+	}
+	return names
 }
 
 // writeTable writes rows as columns two spaces apart, the first column

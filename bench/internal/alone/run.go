@@ -2,12 +2,14 @@ package alone
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"os"
 	"time"
 
 	"presenced/bench/internal/proc"
+	"presenced/bench/internal/shared"
 	"presenced/storage"
 )
 
@@ -41,7 +43,7 @@ func connect(ctx context.Context, bin, dir, driver, dsn string, limit time.Durat
 		return nil, err
 	}
 	defer ln.Close()
-	secret := randomToken(12)
+	secret := shared.RandomHex(12)
 	c, err := startChild(bin, dir, configText(ln.Addr().String(), secret, driver, dsn))
 	if err != nil {
 		return nil, err
@@ -54,31 +56,54 @@ func connect(ctx context.Context, bin, dir, driver, dsn string, limit time.Durat
 	return &session{c: c, l: l, startup: hsAt.Sub(c.started), hsAt: hsAt}, nil
 }
 
-// shutdown sends SIGTERM, drains what presenced sends while it withdraws,
-// closes the stream when presenced closes its own, and waits for the exit.
-// It returns the number of stanzas drained.
-func (s *session) shutdown(limit time.Duration) (int64, error) {
+// exitGrace bounds the wait for presenced to exit once its stream is
+// closed, and again after SIGKILL.
+const exitGrace = 10 * time.Second
+
+// shutdown sends SIGINT, drains what presenced sends while it withdraws
+// (until presenced closes its stream or exits, at most limit), closes the
+// harness's side of the stream, and waits at most exitGrace for the exit;
+// then it kills presenced (SIGKILL, waited for at most exitGrace). It
+// returns the number of stanzas drained. ctx ends every wait at once.
+func (s *session) shutdown(ctx context.Context, limit time.Duration) (int64, error) {
 	n := &counter{}
 	s.l.use(n)
 	_ = s.c.cmd.Process.Signal(os.Interrupt)
-	timer := time.NewTimer(limit)
-	defer timer.Stop()
-	select {
-	case <-s.l.ended:
-	case <-s.c.exited:
-	case <-timer.C:
-	}
+	err := waitAny(ctx, limit, s.l.ended, s.c.exited)
 	s.l.close()
-	select {
-	case <-s.c.exited:
-	case <-timer.C:
+	if err == nil || errors.Is(err, errTimeout) {
+		// The drain timing out is not yet a failure: presenced may exit
+		// once the harness closes its side.
+		err = waitAny(ctx, exitGrace, s.c.exited, nil)
+	}
+	if err != nil {
 		s.c.kill()
-		return n.n.Load(), s.c.failure(fmt.Errorf("presenced did not stop within %v of SIGINT", limit))
+		return n.n.Load(), s.c.failure(fmt.Errorf("presenced did not stop within %v of SIGINT (+%v after the stream closed): %w", limit, exitGrace, err))
 	}
 	if s.c.waitErr != nil {
 		return n.n.Load(), s.c.failure(fmt.Errorf("presenced exited with an error"))
 	}
 	return n.n.Load(), nil
+}
+
+// errTimeout is waitAny's error when d passed.
+var errTimeout = errors.New("timed out")
+
+// waitAny waits until a or b (nil: never) is closed, d passes (errTimeout)
+// or ctx ends (its error).
+func waitAny(ctx context.Context, d time.Duration, a, b <-chan struct{}) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-a:
+		return nil
+	case <-b:
+		return nil
+	case <-t.C:
+		return errTimeout
+	case <-ctx.Done():
+		return ctx.Err()
+	}
 }
 
 // prepare creates the owner's handles h0…h(H-1) in a fresh database.
@@ -175,7 +200,7 @@ func runScenarios(ctx context.Context, o *options, dbs *databases, bin, tmp stri
 	res.addFanout(fo, o.handles*o.contacts)
 
 	t0 := time.Now()
-	drained, err := s.shutdown(o.stall + time.Duration(o.handles*o.contacts)*50*time.Microsecond)
+	drained, err := s.shutdown(ctx, o.stall+time.Duration(o.handles*o.contacts)*50*time.Microsecond)
 	if err != nil {
 		return nil, err
 	}
@@ -192,8 +217,8 @@ func runScenarios(ctx context.Context, o *options, dbs *databases, bin, tmp stri
 // addStorm records a storm's rate, CPU per stanza and wall time.
 func (r *result) addStorm(name string, s stormResult) {
 	r.add(name+" rate", "/s", float64(s.n)/s.wall.Seconds())
-	r.add(name+" CPU", "µs/stanza", perStanza(s.cpu, s.n))
-	r.add(name+" harness CPU", "µs/stanza", perStanza(s.self, s.n))
+	r.addCPU(name+" CPU", s.cpu, s.n)
+	r.addCPU(name+" harness CPU", s.self, s.n)
 	r.add(name+" wall", "s", s.wall.Seconds())
 	r.add(name+" failed", "count", float64(s.failed))
 	r.add(name+" duplicates", "count", float64(s.dups))
@@ -206,21 +231,27 @@ func (r *result) addFanout(f fanoutResult, perRound int) {
 	for i, d := range f.rounds {
 		rounds[i] = ms(d)
 	}
-	sum := proc.Summarize(rounds)
 	r.Rounds = rounds
-	r.add("fan-out: on-line round", "ms", ms(f.online))
-	if sum.Median > 0 {
-		r.add("fan-out rate", "/s", float64(perRound)/(sum.Median/1000))
+	if f.online > 0 {
+		r.add("fan-out: on-line round", "ms", ms(f.online))
 	}
-	r.add("fan-out round median", "ms", sum.Median)
-	r.add("fan-out round min", "ms", sum.Min)
-	r.add("fan-out round max", "ms", sum.Max)
-	r.add("fan-out CPU", "µs/stanza", perStanza(f.cpu, perRound*len(f.rounds)))
-	r.add("fan-out harness CPU", "µs/stanza", perStanza(f.self, perRound*len(f.rounds)))
+	// Timed-out rounds have no time: they are counted apart below.
+	if len(rounds) > 0 {
+		sum := proc.Summarize(rounds)
+		if sum.Median > 0 {
+			r.add("fan-out rate", "/s", float64(perRound)/(sum.Median/1000))
+		}
+		r.add("fan-out round median", "ms", sum.Median)
+		r.add("fan-out round min", "ms", sum.Min)
+		r.add("fan-out round max", "ms", sum.Max)
+		r.addCPU("fan-out CPU", f.cpu, perRound*len(f.rounds))
+		r.addCPU("fan-out harness CPU", f.self, perRound*len(f.rounds))
+	}
 	r.add("fan-out missing", "count", float64(f.missing))
 	r.add("fan-out duplicates", "count", float64(f.dups))
 	r.add("fan-out stray", "count", float64(f.stray))
 	r.add("fan-out timed-out rounds", "count", float64(f.timeouts))
+	r.add("fan-out completed rounds", "count", float64(len(f.rounds)))
 }
 
 // ms is d in milliseconds.

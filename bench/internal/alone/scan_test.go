@@ -178,24 +178,44 @@ func TestStormCountsFirstAnswers(t *testing.T) {
 }
 
 func TestFanoutCountsRoundShow(t *testing.T) {
-	f := &fanout{handles: 1, contacts: 2, seen: make([]uint8, 2), complete: make(chan struct{}, 1)}
-	f.round.Store(1)
+	f := newFanout(1, 2)
+	f.begin(1)
 	f.stanza([]byte(`<presence from='h0@presence.localhost/presenced' to='c0@example.net'><show>dnd</show></presence>`))  // wrong show
 	f.stanza([]byte(`<presence from='h0@presence.localhost/presenced' to='c0@example.net'><show>away</show></presence>`)) // counted
 	f.stanza([]byte(`<presence from='h0@presence.localhost/presenced' to='c0@example.net'><show>away</show></presence>`)) // duplicate
-	if f.count.Load() != 1 || f.stray.Load() != 1 || f.dups.Load() != 1 || len(f.complete) != 0 {
-		t.Fatalf("count %d stray %d dups %d", f.count.Load(), f.stray.Load(), f.dups.Load())
+	if _, n := f.current(); n != 1 || f.stray.Load() != 1 || f.dups.Load() != 1 || len(f.complete) != 0 {
+		t.Fatalf("count %d stray %d dups %d", n, f.stray.Load(), f.dups.Load())
 	}
 	f.stanza([]byte(`<presence from='h0@presence.localhost' to='c1@example.net'><show>away</show></presence>`))
 	if len(f.complete) != 1 {
 		t.Fatal("round not complete")
 	}
 	// The next round counts the same subscriptions again.
-	f.count.Store(0)
-	f.round.Store(2)
+	f.begin(2)
+	if len(f.complete) != 0 {
+		t.Fatal("begin left the previous round's completion")
+	}
 	f.stanza([]byte(`<presence from='h0@presence.localhost' to='c1@example.net'><show>dnd</show></presence>`))
-	if f.count.Load() != 1 || f.dups.Load() != 1 {
-		t.Fatalf("round 2: count %d dups %d", f.count.Load(), f.dups.Load())
+	if _, n := f.current(); n != 1 || f.dups.Load() != 1 {
+		t.Fatalf("round 2: count %d dups %d", n, f.dups.Load())
+	}
+}
+
+func TestFanoutLateStanzaDoesNotCountInNextRound(t *testing.T) {
+	f := newFanout(1, 2)
+	f.begin(1)
+	// A stanza of round 1 read just before the switch to round 2 is
+	// tallied after it: it must not count towards round 2.
+	f.begin(2)
+	if f.tally(1) {
+		t.Fatal("a round-1 stanza counted after the switch to round 2")
+	}
+	if round, n := f.current(); round != 2 || n != 0 {
+		t.Fatalf("round %d count %d, want 2 and 0", round, n)
+	}
+	first, second := f.tally(2), f.tally(2)
+	if !first || !second || len(f.complete) != 1 {
+		t.Fatal("round 2 not counted to completion")
 	}
 }
 

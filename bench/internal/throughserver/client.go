@@ -9,6 +9,7 @@ import (
 	"io"
 	"net"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -103,8 +104,9 @@ type client struct {
 	readErr  error         // why it returned, once readDone is closed
 
 	// onSubscribe, if set, is called by the reader for a 'subscribe'
-	// presence with its 'from'.
-	onSubscribe func(from string)
+	// presence with its 'from'. Set from another goroutine than the
+	// reader's, hence atomic.
+	onSubscribe atomic.Pointer[func(from string)]
 }
 
 // loginOptions say how a client logs in.
@@ -314,10 +316,10 @@ func (c *client) dispatch(elems [][]byte, componentDomain string, now time.Time)
 		switch string(tagName(el)) {
 		case "presence":
 			typ := attr(el, "type")
-			if string(typ) == "subscribe" && c.onSubscribe != nil {
+			if f := c.onSubscribe.Load(); f != nil && string(typ) == "subscribe" {
 				from := string(attr(el, "from"))
 				c.t.mu.Unlock()
-				c.onSubscribe(from)
+				(*f)(from)
 				c.t.mu.Lock()
 				continue
 			}

@@ -22,9 +22,20 @@ type ejabberd struct {
 	p    ports
 	node string
 	beam int // pid of the node's beam.smp, once started
+	// madeRun is set when the harness created /run/ejabberd (removed by
+	// stop).
+	madeRun bool
 }
 
 func (s *ejabberd) name() string { return "ejabberd" }
+
+// check makes sure ejabberd is installed: ejabberdctl and its system user.
+func (s *ejabberd) check() error {
+	return checkInstalled("ejabberd", "ejabberdctl", "ejabberd")
+}
+
+// runDir is where ejabberdctl keeps its lock files.
+const runDir = "/run/ejabberd"
 
 // ejabberdConfig renders a loopback-only ejabberd.yml: no TLS, plain
 // passwords, in-band registration open (for this harness only), no
@@ -83,14 +94,21 @@ func (s *ejabberd) prepare(ctx context.Context, subs, handles int, secret string
 		"inetrc":          "",
 	}
 	for name, text := range files {
-		if err := os.WriteFile(filepath.Join(s.dir, name), []byte(text), 0o644); err != nil {
+		// 0640, and owned by ejabberd below: ejabberd.yml holds the
+		// component secret.
+		if err := os.WriteFile(filepath.Join(s.dir, name), []byte(text), 0o640); err != nil {
 			return err
 		}
 	}
-	if err := os.MkdirAll("/run/ejabberd", 0o755); err != nil {
-		return err
-	}
-	if err := chownTree("/run/ejabberd", "ejabberd"); err != nil {
+	if _, err := os.Stat(runDir); errors.Is(err, os.ErrNotExist) {
+		if err := os.Mkdir(runDir, 0o755); err != nil {
+			return err
+		}
+		s.madeRun = true
+		if err := chownTree(runDir, "ejabberd"); err != nil {
+			return err
+		}
+	} else if err != nil {
 		return err
 	}
 	return chownTree(s.dir, "ejabberd")
@@ -156,6 +174,18 @@ func (s *ejabberd) pid() int { return s.beam }
 // stop stops the node with ejabberdctl, then kills it if it is still there
 // after 60 s.
 func (s *ejabberd) stop() error {
+	err := s.stopNode()
+	if s.madeRun {
+		if rerr := os.RemoveAll(runDir); rerr != nil && err == nil {
+			err = rerr
+		}
+		s.madeRun = false
+	}
+	return err
+}
+
+// stopNode stops the node, if it runs.
+func (s *ejabberd) stopNode() error {
 	if s.beam == 0 {
 		// Perhaps started but never seen: try all the same.
 		if pid, err := s.findBeam(); err == nil {

@@ -3,8 +3,6 @@ package throughserver
 import (
 	"bytes"
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"net"
@@ -13,6 +11,8 @@ import (
 	"strconv"
 	"syscall"
 	"time"
+
+	"presenced/bench/internal/shared"
 )
 
 // Names of the test world.
@@ -37,35 +37,11 @@ func subUser(k int) string { return "u" + strconv.Itoa(k) }
 func password(user string) string { return "pw-" + user }
 
 // randomSecret returns 32 random hex digits.
-func randomSecret() string {
-	b := make([]byte, 16)
-	_, _ = rand.Read(b)
-	return hex.EncodeToString(b)
-}
+func randomSecret() string { return shared.RandomHex(16) }
 
 // ports are the TCP ports of one XMPP server on 127.0.0.1.
 type ports struct {
 	c2s, component, dist int
-}
-
-// freePorts returns n distinct ports that were free a moment ago.
-func freePorts(n int) ([]int, error) {
-	var ls []net.Listener
-	defer func() {
-		for _, l := range ls {
-			l.Close()
-		}
-	}()
-	var ps []int
-	for range n {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			return nil, fmt.Errorf("no free port: %w", err)
-		}
-		ls = append(ls, l)
-		ps = append(ps, l.Addr().(*net.TCPAddr).Port)
-	}
-	return ps, nil
 }
 
 // addr is host:port on loopback.

@@ -3,13 +3,13 @@ package throughserver
 import (
 	"bufio"
 	"context"
-	"crypto/sha1"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"net"
 	"strconv"
 	"time"
+
+	"presenced/bench/internal/shared"
 )
 
 // nullWriterSize is the null component's one buffered writer.
@@ -137,8 +137,7 @@ func (n *nullComponent) handshake() error {
 	if len(id) == 0 {
 		return errors.New("stream header without id")
 	}
-	sum := sha1.Sum(append(append([]byte(nil), id...), n.cfg.secret...))
-	if _, err := n.conn.Write([]byte("<handshake>" + hex.EncodeToString(sum[:]) + "</handshake>")); err != nil {
+	if _, err := n.conn.Write([]byte("<handshake>" + shared.HandshakeDigest(string(id), n.cfg.secret) + "</handshake>")); err != nil {
 		return err
 	}
 	el, kind, err = n.rd.next()

@@ -2,16 +2,14 @@ package throughserver
 
 import (
 	"context"
-	"database/sql"
 	"errors"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"time"
 
-	"presenced/storage"
+	"presenced/bench/internal/shared"
 )
 
 // resyncDelay is presenced's wait for the owners' answers after it
@@ -53,73 +51,35 @@ func moduleRoot() (string, error) {
 	}
 }
 
-// presencedConfig renders presenced's configuration. It writes no key that
-// older builds do not know (such as component.resource).
+// presencedConfig renders presenced's configuration.
 func presencedConfig(server, secret, dsn string, handles int) string {
-	s := fmt.Sprintf(`[component]
-domain = %q
-server = %q
-secret = %q
-resync_delay = %q
-
-[storage]
-driver = "sqlite"
-dsn = %q
-
-[log]
-level = "warn"
-`, componentDomain, server, secret, resyncDelay, dsn)
-	if handles > 64 {
-		s += fmt.Sprintf("\n[accounts]\nmax_handles = %d\n", handles)
-	}
-	return s
+	return shared.PresencedConfig(shared.Config{Domain: componentDomain, Server: server, Secret: secret,
+		ResyncDelay: resyncDelay, Driver: "sqlite", DSN: dsn, MaxHandles: handles})
 }
 
 // prefillDB creates presenced's SQLite database at path with the owner's
 // account (off-line), its handles h0…h(handles-1) and every subscriber
 // subscribed to every handle, in one transaction.
 func prefillDB(ctx context.Context, path string, subs, handles int) error {
-	st, err := storage.OpenSQLite(ctx, path) // creates the schema
+	f, err := shared.OpenSQLiteFill(ctx, path)
 	if err != nil {
 		return err
 	}
-	if err := st.Close(); err != nil {
-		return err
-	}
-	db, err := sql.Open("sqlite", path)
-	if err != nil {
-		return err
-	}
-	defer db.Close()
-	tx, err := db.BeginTx(ctx, nil)
-	if err != nil {
-		return err
-	}
-	defer tx.Rollback()
-	now := time.Now().UTC().UnixMicro()
-	if _, err := tx.ExecContext(ctx, `INSERT INTO accounts (jid, online, status, hiding, status_text, since, created_at)
-		VALUES (?, 0, 'undefined', 0, '', ?, ?)`, ownerJID, now, now); err != nil {
-		return fmt.Errorf("prefill accounts: %w", err)
-	}
-	hs, err := tx.PrepareContext(ctx, "INSERT INTO handles (name, account, created_at) VALUES (?, ?, ?)")
-	if err != nil {
-		return err
-	}
-	ss, err := tx.PrepareContext(ctx, "INSERT INTO subscriptions (handle, contact) VALUES (?, ?)")
-	if err != nil {
+	defer f.Close()
+	if err := f.Account(ctx, ownerJID); err != nil {
 		return err
 	}
 	for j := range handles {
-		if _, err := hs.ExecContext(ctx, handleName(j), ownerJID, now); err != nil {
-			return fmt.Errorf("prefill handles: %w", err)
+		if err := f.Handle(ctx, handleName(j), ownerJID); err != nil {
+			return err
 		}
 		for k := range subs {
-			if _, err := ss.ExecContext(ctx, handleName(j), subUser(k)+"@"+userHost); err != nil {
-				return fmt.Errorf("prefill subscriptions: %w", err)
+			if err := f.Subscription(ctx, handleName(j), subUser(k)+"@"+userHost); err != nil {
+				return err
 			}
 		}
 	}
-	return tx.Commit()
+	return f.Commit()
 }
 
 // presencedProc is one run of presenced.

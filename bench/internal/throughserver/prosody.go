@@ -122,6 +122,23 @@ type prosody struct {
 
 func (s *prosody) name() string { return "prosody" }
 
+// check makes sure Prosody is installed: its program and its system user.
+func (s *prosody) check() error {
+	return checkInstalled("prosody", "prosody", "prosody")
+}
+
+// checkInstalled reports a missing program prog or system user of the
+// Debian package pkg, with how to install it.
+func checkInstalled(pkg, prog, user string) error {
+	if _, err := exec.LookPath(prog); err != nil {
+		return fmt.Errorf("%s is not installed (no %s on PATH): apt-get install %s", pkg, prog, pkg)
+	}
+	if _, _, err := lookupUser(user); err != nil {
+		return fmt.Errorf("%s looks not (fully) installed: %v; apt-get install %s", pkg, err, pkg)
+	}
+	return nil
+}
+
 // prepare writes the configuration, the accounts and the rosters: each
 // subscriber holds every handle with subscription "to"; the owner holds the
 // component with subscription "from", so that its presence reaches the
@@ -133,7 +150,8 @@ func (s *prosody) prepare(ctx context.Context, subs, handles int, secret string)
 			return err
 		}
 	}
-	if err := os.WriteFile(filepath.Join(s.dir, "prosody.cfg.lua"), []byte(prosodyConfig(s.dir, s.p, secret, s.gc)), 0o644); err != nil {
+	// 0640, and owned by prosody below: it holds the component secret.
+	if err := os.WriteFile(filepath.Join(s.dir, "prosody.cfg.lua"), []byte(prosodyConfig(s.dir, s.p, secret, s.gc)), 0o640); err != nil {
 		return err
 	}
 	items := make([]rosterItem, handles)
@@ -222,7 +240,7 @@ func lookupUser(name string) (uint32, uint32, error) {
 		}
 		return uint32(uid), uint32(gid), nil
 	}
-	return 0, 0, fmt.Errorf("no system user %q (is the server installed?)", name)
+	return 0, 0, fmt.Errorf("no system user %q", name)
 }
 
 // chownTree gives dir and everything in it to the system user name.

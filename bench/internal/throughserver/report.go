@@ -53,9 +53,10 @@ func delivered(os []outcome) int {
 	return n
 }
 
-// perThousand is CPU milliseconds per 1,000 stanzas; NaN without stanzas.
+// perThousand is CPU milliseconds per 1,000 stanzas; NaN without stanzas
+// or when cpu is under minRatioCPU (5 ticks of /proc), too coarse to show.
 func perThousand(cpu time.Duration, stanzas int) float64 {
-	if stanzas == 0 {
+	if stanzas == 0 || cpu < minRatioCPU {
 		return math.NaN()
 	}
 	return float64(cpu) / float64(time.Millisecond) / (float64(stanzas) / 1000)
@@ -87,10 +88,15 @@ type metric struct {
 // in 10 ms ticks.
 const minRatioCPU = 50 * time.Millisecond
 
+// eachOutcome applies f to every complete outcome of os: a round or storm
+// that timed out has no round time, first stanza or rate (its missing
+// presences are counted in the delivery table instead).
 func eachOutcome(os []outcome, f func(outcome) float64) []float64 {
 	v := make([]float64, 0, len(os))
 	for _, o := range os {
-		v = append(v, f(o))
+		if o.Complete {
+			v = append(v, f(o))
+		}
 	}
 	return v
 }
@@ -296,6 +302,11 @@ func writeTable(out io.Writer, rep *report) {
 		fmt.Fprintf(tw, "%s storm\t%d\t%d\t%d\t%d\t%d\t%d\t\n", side, st.Expected, st.Delivered, st.Missing, st.Duplicates, st.Other, st.Incomplete)
 	}
 	tw.Flush()
+	fmt.Fprintln(out, "Incomplete rounds and storms (timed out) are left out of round time, first stanza and rate; their deliveries count in the CPU per 1k.")
+	if rep.FailedTurns > 0 {
+		fmt.Fprintf(out, "%d of %d turns did not complete (failed or interrupted): none of their figures is above.\n",
+			rep.FailedTurns, 2*rep.Options.Pairs)
+	}
 	fmt.Fprintln(out)
 	for _, t := range rep.Turns {
 		if t.Side != sidePresenced {
@@ -311,7 +322,8 @@ func writeTable(out io.Writer, rep *report) {
 		fmt.Fprintln(out, line)
 	}
 	fmt.Fprintf(out, "\nset-up: %s\n", rep.Setup)
-	fmt.Fprintln(out, "CPU from /proc utime+stime over the measured rounds only; the null component runs as a child process of the harness, "+
+	fmt.Fprintln(out, "CPU from /proc utime+stime, summed over each measured round (or storm): sampled after the quiet pause just before its trigger "+
+		"and again just after it ended; the null component runs as a child process of the harness, "+
 		"so its CPU is its own; \"harness\" is the tool's own process (the clients). "+
-		"A CPU ratio is n/a when either side used under 50 ms (/proc counts 10 ms ticks).")
+		"A CPU figure is left out (\"-\") and a CPU ratio is n/a when the turn used under 50 ms (/proc counts 10 ms ticks).")
 }

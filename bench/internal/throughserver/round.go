@@ -124,9 +124,11 @@ type outcome struct {
 }
 
 // runRound arms every client for r, calls trigger (which sends the stanzas
-// that start the round and returns when their first byte was written), and
-// waits until every client is complete, timeout passes or ctx ends.
+// that start the round and returns the time their first byte was written),
+// and waits until every client is complete, ctx ends or timeout has passed
+// since the call: the time trigger takes counts against it.
 func runRound(ctx context.Context, clients []*client, r *round, timeout time.Duration, trigger func() (time.Time, error)) (outcome, error) {
+	deadline := time.Now().Add(timeout)
 	for _, c := range clients {
 		c.t.arm(r)
 	}
@@ -139,7 +141,7 @@ func runRound(ctx context.Context, clients []*client, r *round, timeout time.Dur
 	if err != nil {
 		return outcome{}, err
 	}
-	timer := time.NewTimer(timeout)
+	timer := time.NewTimer(time.Until(deadline))
 	defer timer.Stop()
 	select {
 	case <-r.done:

@@ -33,6 +33,7 @@ import (
 	"time"
 
 	"presenced/bench/internal/proc"
+	"presenced/bench/internal/shared"
 )
 
 // options are the command-line flags.
@@ -96,9 +97,16 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 		return o, errors.New("-pairs and -rounds must be at least 1, -storms at least 0")
 	case o.Timeout < time.Second:
 		return o, errors.New("-timeout must be at least 1s")
+	case o.Subs*o.Handles > maxSubscriptions:
+		return o, fmt.Errorf("-subs × -handles = %d: at most %d subscriptions (the null component pre-renders three waves of S×H stanzas, some 250 bytes each)",
+			o.Subs*o.Handles, maxSubscriptions)
 	}
 	return o, nil
 }
+
+// maxSubscriptions caps -subs × -handles: the null component holds three
+// pre-rendered waves of that many stanzas (about 375 MB at the cap).
+const maxSubscriptions = 500_000
 
 // Main runs the harness with args and writes its report to out.
 func Main(args []string, out io.Writer) error {
@@ -115,7 +123,8 @@ func Main(args []string, out io.Writer) error {
 		return runNullChild(ctx, o, out)
 	}
 	if os.Geteuid() != 0 {
-		return errors.New("run as root: the XMPP server is started under its own system user")
+		return errors.New("run as root: the XMPP server is started under its own system user " +
+			"(go build -o /tmp/bench ./bench as yourself, then sudo /tmp/bench server …)")
 	}
 	rep, err := run(ctx, o, out)
 	if rep != nil && measuredAny(rep.Turns) {
@@ -144,8 +153,11 @@ func measuredAny(turns []turnResult) bool {
 type report struct {
 	Options options      `json:"options"`
 	Setup   setupTimes   `json:"setup"`
-	Turns   []turnResult `json:"turns"`
-	Rows    []row        `json:"summary"`
+	Turns   []turnResult `json:"turns"` // complete turns only
+	// FailedTurns counts the turns that did not complete (failed,
+	// interrupted or never started); none of their figures is reported.
+	FailedTurns int   `json:"failed_turns"`
+	Rows        []row `json:"summary"`
 }
 
 // setupTimes says how long each step of the set-up took.
@@ -177,6 +189,8 @@ func writeJSON(path string, rep *report) error {
 // xmppServer is Prosody or ejabberd as the harness runs it.
 type xmppServer interface {
 	name() string
+	// check says what is missing on this machine to run the server.
+	check() error
 	prepare(ctx context.Context, subs, handles int, secret string) error
 	start(ctx context.Context) error
 	stop() error
@@ -220,7 +234,7 @@ func run(ctx context.Context, o options, out io.Writer) (rep *report, err error)
 	if err := os.Chmod(h.dir, 0o755); err != nil {
 		return rep, err
 	}
-	ps, err := freePorts(3)
+	ps, err := shared.FreePorts(3)
 	if err != nil {
 		return rep, err
 	}
@@ -248,15 +262,27 @@ func run(ctx context.Context, o options, out io.Writer) (rep *report, err error)
 	}()
 	fmt.Fprintf(out, "set-up: %s\n", rep.Setup)
 	for pair := range o.Pairs {
-		for _, side := range []string{sidePresenced, sideNull} {
+		for _, side := range turnOrder(pair) {
 			t, err := h.turn(ctx, side, pair)
-			rep.Turns = append(rep.Turns, t)
 			if err != nil {
+				// Its figures are partial: only complete turns are reported.
+				rep.FailedTurns = 2*o.Pairs - len(rep.Turns)
 				return rep, fmt.Errorf("pair %d, %s: %w", pair+1, side, err)
 			}
+			rep.Turns = append(rep.Turns, t)
 		}
 	}
 	return rep, nil
+}
+
+// turnOrder is the order of the sides in pair: presenced first in even
+// pairs, the null component first in odd ones, so that a drift over the run
+// weighs on both sides alike.
+func turnOrder(pair int) []string {
+	if pair%2 == 1 {
+		return []string{sideNull, sidePresenced}
+	}
+	return []string{sidePresenced, sideNull}
 }
 
 // setup prepares the files, builds presenced, starts the server and logs
@@ -266,7 +292,11 @@ func (h *harness) setup(ctx context.Context, st *setupTimes) (err error) {
 	if err := os.MkdirAll(filepath.Join(h.dir, "presenced"), 0o755); err != nil {
 		return err
 	}
+	if err := h.server.check(); err != nil {
+		return err
+	}
 	if err := h.server.prepare(ctx, h.o.Subs, h.o.Handles, h.secret); err != nil {
+		_ = h.server.stop() // removes what prepare made outside h.dir
 		return fmt.Errorf("%s files: %w", h.server.name(), err)
 	}
 	db := filepath.Join(h.dir, "presenced", "presence.db")
@@ -396,14 +426,15 @@ func (h *harness) subscribeThroughProtocol(ctx context.Context) error {
 	defer n.close()
 	ownerOK := make(chan struct{})
 	var once sync.Once
-	h.owner.onSubscribe = func(from string) {
+	approve := func(from string) {
 		if string(bareOf([]byte(from))) != componentDomain {
 			return
 		}
 		_ = h.owner.write("<presence type='subscribed' to='" + componentDomain + "'/>")
 		once.Do(func() { close(ownerOK) })
 	}
-	defer func() { h.owner.onSubscribe = nil }()
+	h.owner.onSubscribe.Store(&approve)
+	defer h.owner.onSubscribe.Store(nil)
 	if err := n.send("<presence type='subscribe' from='" + componentDomain + "' to='" + ownerJID + "'/>"); err != nil {
 		return err
 	}
@@ -433,12 +464,19 @@ func (h *harness) subscribeThroughProtocol(ctx context.Context) error {
 	if !o.Complete {
 		return fmt.Errorf("%d of %d subscriptions not approved within 2 minutes", o.Missing, o.Expected)
 	}
+	wait := time.NewTimer(30 * time.Second)
+	defer wait.Stop()
 	select {
 	case <-ownerOK:
-	case <-time.After(30 * time.Second):
-		return errors.New("the owner was never asked to let the component see its presence")
+	case <-wait.C:
+		return errors.New("the owner was never asked to let the component see its presence (30 s)")
+	case <-ctx.Done():
+		return ctx.Err()
 	}
-	if err := h.owner.ping(ctx); err != nil {
+	// The ping proves the server has processed the owner's 'subscribed'.
+	pctx, pcancel := context.WithTimeout(ctx, 30*time.Second)
+	defer pcancel()
+	if err := h.owner.ping(pctx); err != nil {
 		return err
 	}
 	cancel()
@@ -490,8 +528,12 @@ func (h *harness) turn(ctx context.Context, side string, pair int) (t turnResult
 	if err := h.measure(ctx, comp, &t); err != nil {
 		return t, err
 	}
-	t.ServerRSS, _ = proc.RSS(h.server.pid())
-	t.ComponentRSS, _ = proc.RSS(comp.pid())
+	if t.ServerRSS, err = proc.RSS(h.server.pid()); err != nil {
+		return t, fmt.Errorf("%s RSS: %w", h.server.name(), err)
+	}
+	if t.ComponentRSS, err = proc.RSS(comp.pid()); err != nil {
+		return t, fmt.Errorf("%s RSS: %w", side, err)
+	}
 	if side == sidePresenced {
 		w, err := h.stopPresenced(ctx, comp)
 		t.Withdraw = w
@@ -541,13 +583,14 @@ func (h *harness) startPresenced(ctx context.Context) (*presencedProc, *outcome,
 }
 
 // stopPresenced sends SIGTERM, waits for presenced to exit and for its
-// withdrawal (unavailable from every handle) to reach every subscriber.
+// withdrawal (unavailable from every handle) to reach every subscriber, all
+// within one -timeout (presenced is killed if it has not exited by then).
 func (h *harness) stopPresenced(ctx context.Context, p *process) (*outcome, error) {
 	r := newRound(modeUnavailable, "", h.o.Handles, len(h.subs))
 	var stopErr error
 	o, err := runRound(ctx, h.subs, r, h.o.Timeout, func() (time.Time, error) {
 		t0 := time.Now()
-		stopErr = p.stop(30 * time.Second)
+		stopErr = p.stop(h.o.Timeout)
 		return t0, nil
 	})
 	if err != nil {
@@ -646,53 +689,66 @@ func (u cpuUse) sub(v cpuUse) cpuUse {
 	return cpuUse{Server: u.Server - v.Server, Component: u.Component - v.Component, Harness: u.Harness - v.Harness}
 }
 
-// measure runs the turn's fan-out rounds, then its login storms.
+// measure runs the turn's fan-out rounds, then its login storms. CPU is
+// summed over the rounds (and over the storms) only: each window opens
+// after the quiet pause, just before the trigger, and closes as soon as the
+// round has ended.
 func (h *harness) measure(ctx context.Context, comp *process, t *turnResult) error {
-	c0, err := h.cpuNow(comp)
-	if err != nil {
-		return err
-	}
 	for i := range h.o.Rounds {
-		show := "dnd"
-		if h.show == "dnd" {
-			show = "away"
-		}
-		if err := quiet(ctx); err != nil {
-			return err
-		}
-		r := newRound(modeShow, show, h.o.Handles, len(h.subs))
-		stanza := "<presence><show>" + show + "</show></presence>"
-		o, err := runRound(ctx, h.subs, r, h.o.Timeout, func() (time.Time, error) {
-			t0 := time.Now()
-			return t0, h.owner.write(stanza)
-		})
+		o, cpu, err := h.fanoutRound(ctx, comp)
 		if err != nil {
 			return err
 		}
-		h.show = show
+		t.RoundsCPU = t.RoundsCPU.add(cpu)
 		t.Rounds = append(t.Rounds, o)
-		h.verbose("pair %d %-9s round %d (%s): %s", t.Pair+1, t.Side, i+1, show, o)
+		h.verbose("pair %d %-9s round %d (%s): %s", t.Pair+1, t.Side, i+1, h.show, o)
 		if !comp.alive() {
 			return errors.New("the component exited during the rounds")
 		}
 	}
-	c1, err := h.cpuNow(comp)
-	if err != nil {
-		return err
-	}
-	t.RoundsCPU = c1.sub(c0)
-	var storms cpuUse
 	for i := range h.o.Storms {
 		o, cpu, err := h.storm(ctx, comp)
 		if err != nil {
 			return fmt.Errorf("login storm: %w", err)
 		}
-		storms = storms.add(cpu)
+		t.StormCPU = t.StormCPU.add(cpu)
 		t.Storms = append(t.Storms, o)
 		h.verbose("pair %d %-9s storm %d: %s", t.Pair+1, t.Side, i+1, o)
 	}
-	t.StormCPU = storms
 	return nil
+}
+
+// fanoutRound pauses, then has the owner switch its show between away and
+// dnd and waits until every subscriber has it from every handle. It returns
+// the round and the CPU used from just before the trigger to its end.
+func (h *harness) fanoutRound(ctx context.Context, comp *process) (outcome, cpuUse, error) {
+	show := "dnd"
+	if h.show == "dnd" {
+		show = "away"
+	}
+	if err := quiet(ctx); err != nil {
+		return outcome{}, cpuUse{}, err
+	}
+	c0, err := h.cpuNow(comp)
+	if err != nil {
+		return outcome{}, cpuUse{}, err
+	}
+	r := newRound(modeShow, show, h.o.Handles, len(h.subs))
+	stanza := "<presence><show>" + show + "</show></presence>"
+	o, err := runRound(ctx, h.subs, r, h.o.Timeout, func() (time.Time, error) {
+		t0 := time.Now()
+		return t0, h.owner.write(stanza)
+	})
+	if err != nil {
+		return o, cpuUse{}, err
+	}
+	c1, err := h.cpuNow(comp)
+	if err != nil {
+		return o, cpuUse{}, err
+	}
+	// The owner's show changed even if the round is incomplete.
+	h.show = show
+	return o, c1.sub(c0), nil
 }
 
 func (u cpuUse) add(v cpuUse) cpuUse {
