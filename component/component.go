@@ -1,17 +1,17 @@
 // Package component connects presenced to an XMPP server as an external
 // component (XEP-0114) and speaks XMPP for the roster logic: it turns the
 // owners' presence and commands into roster calls, answers probes, disco,
-// ping, version and last activity, and sends the notifications that the
-// roster's outbox queues.
+// ping, version and last activity, and renders what the roster's engine
+// sends. It reads and writes the XEP-0114 stream itself (stream.go,
+// output.go); mellium gives it JIDs and the XEP-0115 hash.
 //
 // It is the only package that reads or writes XML.
 package component
 
 import (
 	"context"
-	"encoding/xml"
-	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"math/rand/v2"
 	"net"
@@ -20,9 +20,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"mellium.im/xmlstream"
-	"mellium.im/xmpp"
-	xcomponent "mellium.im/xmpp/component"
 	"mellium.im/xmpp/jid"
 
 	"presenced/roster"
@@ -224,19 +221,16 @@ func (c *Component) serveOnce(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	// mellium gets a plain io.ReadWriter, not the net.Conn: it would turn
-	// the end of each Send's context into a write deadline from a goroutine
-	// that can fire after the Send returned and break a later write. The
-	// wire sets its own deadline on every write instead.
+	// Every write through the wire has its own deadline.
 	rw := &wire{conn: conn, log: c.log, trace: c.cfg.TraceXML}
 	_ = conn.SetDeadline(time.Now().Add(handshakeTimeout))
-	sess, err := xcomponent.NewSession(ctx, c.domain, []byte(c.cfg.Secret), rw)
+	st, err := handshake(rw, c.domainStr, c.cfg.Secret)
 	if err != nil {
 		conn.Close()
 		return fmt.Errorf("handshake: %w", err)
 	}
 	_ = conn.SetDeadline(time.Time{})
-	c.log.Info("connected to the XMPP server", "server", c.cfg.Server, "domain", c.domain.String())
+	c.log.Info("connected to the XMPP server", "server", c.cfg.Server, "domain", c.domainStr)
 	c.connected.Fire()
 
 	w := newWriter(rw)
@@ -245,21 +239,22 @@ func (c *Component) serveOnce(ctx context.Context) error {
 	// told over the last one no longer counts.
 	c.roster.Do(func() { c.connect(w) })
 	served := make(chan error, 1)
-	go func() { served <- sess.Serve(xmpp.HandlerFunc(c.handleXMPP)) }()
+	go func() { served <- c.readStream(st) }()
 
 	select {
 	case err := <-served:
 		c.roster.Do(c.disconnect)
 		<-w.done
 		conn.Close()
-		if err == nil {
-			err = errors.New("the server closed the stream")
-		}
 		return fmt.Errorf("connection lost: %w", err)
 	case <-ctx.Done():
 		c.roster.Shutdown(c.withdraw)
 		<-w.done
-		_ = sess.Close()
+		// The writer has stopped: close the stream, and read what the
+		// server still sends (unsubscriptions are stored) until it closes
+		// its own.
+		_ = conn.SetWriteDeadline(time.Now().Add(closeTimeout))
+		_, _ = io.WriteString(rw, "</stream:stream>")
 		_ = conn.SetReadDeadline(time.Now().Add(closeTimeout))
 		<-served
 		conn.Close()
@@ -440,20 +435,26 @@ func stamp(t time.Time) string {
 	return t.UTC().Format(stampLayout)
 }
 
-// handleXMPP is the session's only handler, on the reader goroutine. It
-// reads the whole stanza and hands it to the engine, which handles it; it
-// never waits for storage or for the network, only for room in the
-// engine's queue. It never returns an error for a bad stanza, since any
-// error closes the stream (mellium trap 3), and writes nothing to the
-// session (output.go).
-func (c *Component) handleXMPP(t xmlstream.TokenReadEncoder, start *xml.StartElement) (err error) {
+// readStream is the reader goroutine of a connection. It parses each
+// stanza and hands it to the engine, which handles it; it never waits for
+// storage or for the network, only for room in the engine's queue.
+func (c *Component) readStream(st *stream) (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			c.log.Error("panic", "where", "reader", "panic", r, "stack", string(debug.Stack()))
+			err = fmt.Errorf("component: panic in the reader: %v", r)
+		}
+	}()
+	return st.read(func(p parsed) {
+		c.roster.Do(func() { c.handle(p) })
+	})
+}
+
+// handle handles one stanza on the engine goroutine; a panic ends that
+// stanza only.
+func (c *Component) handle(p parsed) {
 	defer c.recoverLog("handler")
-	n, rerr := readNode(t, *start)
-	if rerr != nil && !errors.Is(rerr, errTooBig) {
-		return rerr
-	}
-	c.roster.Do(func() { c.dispatch(&replier{c: c}, n, rerr) })
-	return nil
+	c.dispatch(&replier{c: c}, p.n, p.tooBig)
 }
 
 // dispatch handles one parsed stanza on the engine goroutine; tooBig is
@@ -507,7 +508,7 @@ func (r *replier) refuse(n *node, e stanzaError) {
 	r.write(reply)
 }
 
-// wire is the connection as mellium sees it. Every write has a deadline; a
+// wire is the connection as the component reads and writes it. Every write has a deadline; a
 // write that fails closes the connection, since a stanza cut short leaves
 // the stream unusable, and the reconnect loop takes over. With trace set it
 // logs the raw XML at debug level.

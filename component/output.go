@@ -17,21 +17,22 @@ import (
 // now: a wave of presences goes out in a few large writes, and a lone
 // reply at once.
 //
-// mellium's Session is not used to write: it flushes, and takes its output
-// lock, once per Send. Handlers write nothing to the session either, so the
-// session writes only the stream header at the handshake and its closing
-// tag: at shutdown after the writer has stopped, or when the stream ends on
-// its own (lost, or closed by the server), from the reader, possibly while
-// the writer still runs; the stream is over then, so what that last write
-// lands next to no longer matters.
+// mellium's Session is not used: it takes its locks and flushes once per
+// stanza. The component writes the stream header and the handshake itself
+// (stream.go), then only the writer writes, until the component writes the
+// closing tag at shutdown, once the writer has stopped.
 
 const (
 	// chunkSize is the size at which the engine hands its buffer over.
 	chunkSize = 32 << 10
 	// chunksQueued is how many chunks may wait for the writer. When they
-	// all wait, the engine waits too, and with it the reader: the output
-	// in memory is bounded by (chunksQueued + 2) × chunkSize.
+	// all wait, the engine waits too, and with it the reader.
 	chunksQueued = 8
+	// maxBuffers is how many output buffers a connection has: those
+	// queued, the one the writer writes and the one the engine fills. They
+	// go round, so a wave of presences makes no garbage, and the output in
+	// memory stays under maxBuffers × (chunkSize plus a stanza).
+	maxBuffers = chunksQueued + 2
 	// writeBuffer is the writer's buffer: chunks that queued up while it
 	// wrote are written together.
 	writeBuffer = 64 << 10
@@ -95,14 +96,7 @@ func (o *output) Flush() {
 	}
 	o.handed++
 	o.w.chunks <- o.buf
-	select {
-	case b := <-o.w.free:
-		o.buf = b[:0]
-	default:
-		// Small to start with: an idle engine hands over a reply at a
-		// time, and append grows a buffer that fills.
-		o.buf = make([]byte, 0, 4<<10)
-	}
+	o.buf = o.w.buffer()
 }
 
 // Mark is the number of the chunk that holds the last stanza sent.
@@ -166,6 +160,7 @@ type writer struct {
 	dst      io.Writer
 	chunks   chan []byte
 	free     chan []byte   // written chunks, for the engine to fill again
+	made     int           // buffers made so far; the engine's
 	progress chan struct{} // a signal after each flush
 	failed   chan struct{} // closed when a write failed
 	written  atomic.Uint64 // chunks written and flushed
@@ -175,13 +170,31 @@ type writer struct {
 
 func newWriter(dst io.Writer) *writer {
 	return &writer{
-		dst:      dst,
-		chunks:   make(chan []byte, chunksQueued),
-		free:     make(chan []byte, chunksQueued),
+		dst:    dst,
+		chunks: make(chan []byte, chunksQueued),
+		// The buffers made here and the one the engine brings from before:
+		// the writer never waits to give one back.
+		free:     make(chan []byte, maxBuffers+1),
 		progress: make(chan struct{}, 1),
 		failed:   make(chan struct{}),
 		done:     make(chan struct{}),
 	}
+}
+
+// buffer returns an empty buffer for the engine to fill: one the writer
+// has written, or a new one while fewer than maxBuffers exist, or else the
+// next one the writer gives back. It is called on the engine goroutine.
+func (w *writer) buffer() []byte {
+	select {
+	case b := <-w.free:
+		return b[:0]
+	default:
+	}
+	if w.made < maxBuffers {
+		w.made++
+		return make([]byte, 0, chunkSize+chunkSize/4)
+	}
+	return (<-w.free)[:0]
 }
 
 // run writes the chunks it is handed, flushing whenever none is waiting,
@@ -193,14 +206,12 @@ func (w *writer) run() {
 	var n uint64
 	for chunk := range w.chunks {
 		if w.err != nil {
+			w.free <- chunk
 			continue
 		}
 		_, err := bw.Write(chunk)
 		n++
-		select {
-		case w.free <- chunk:
-		default:
-		}
+		w.free <- chunk // never blocks: free holds every buffer there is
 		if err == nil && len(w.chunks) == 0 {
 			err = bw.Flush()
 			if err == nil {

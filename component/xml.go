@@ -33,7 +33,7 @@ const (
 var errTooBig = errors.New("component: stanza exceeds limits")
 
 // node is a parsed element: small, complete and owned by the component, so
-// handlers never decode from the live stream (mellium issue #197).
+// the engine handles it away from the live stream.
 type node struct {
 	name     xml.Name
 	attr     []xml.Attr
@@ -162,9 +162,9 @@ func (n *node) withText(s string) *node {
 const nsStream = "jabber:component:accept"
 
 // appendXML appends the element, serialised, to b and returns the result.
-// The component writes its own bytes rather than going through mellium's
-// encoder: the encoder flushes once per Send, and presenced writes a wave
-// of stanzas in a few large writes (see output.go). The element's
+// The component writes its own bytes rather than going through an
+// encoder: presenced writes a wave of stanzas in a few large writes (see
+// output.go). The element's
 // namespace is declared where it differs from its parent's; children
 // without one inherit it.
 func (n *node) appendXML(b []byte) []byte { return n.appendIn(b, nsStream) }

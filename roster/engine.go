@@ -254,6 +254,19 @@ func (s *Service) Run() {
 			}
 			continue
 		}
+		// Nothing to send before the next event: flush only if none is
+		// waiting, so that a burst of stanzas gets its answers in one
+		// write.
+		select {
+		case f := <-events:
+			s.safely("event", f)
+			continue
+		case b := <-e.results:
+			s.commits.inFlight = false
+			s.finish(b)
+			continue
+		default:
+		}
 		s.out.Flush()
 		select {
 		case f := <-events:
