@@ -1,6 +1,8 @@
 package storage
 
 import (
+	"context"
+	"errors"
 	"fmt"
 	"time"
 )
@@ -70,4 +72,25 @@ func checkOp(op Op) error {
 		return fmt.Errorf("storage: unknown op kind %d", int(op.Kind))
 	}
 	return nil
+}
+
+// checkOps refuses a batch with an op no backend could apply, naming it.
+func checkOps(ops []Op) error {
+	for i, op := range ops {
+		if err := checkOp(op); err != nil {
+			return &OpError{Index: i, Err: err}
+		}
+	}
+	return nil
+}
+
+// applyOne applies a single op through s.Apply, in its own transaction,
+// and returns its error as the op's own method does.
+func applyOne(ctx context.Context, s Store, op Op) error {
+	err := s.Apply(ctx, []Op{op})
+	var oe *OpError
+	if errors.As(err, &oe) {
+		return oe.Err
+	}
+	return err
 }

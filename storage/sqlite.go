@@ -304,33 +304,22 @@ func (s *sqliteStore) AddHandle(ctx context.Context, account, handle string, max
 
 // RemoveHandle implements Store.
 func (s *sqliteStore) RemoveHandle(ctx context.Context, account, handle string) error {
-	return s.one(ctx, Op{Kind: OpRemoveHandle, Account: account, Handle: handle})
+	return applyOne(ctx, s, Op{Kind: OpRemoveHandle, Account: account, Handle: handle})
 }
 
 // SetFlags implements Store.
 func (s *sqliteStore) SetFlags(ctx context.Context, account string, f Flags) error {
-	return s.one(ctx, Op{Kind: OpSetFlags, Account: account, Flags: f})
+	return applyOne(ctx, s, Op{Kind: OpSetFlags, Account: account, Flags: f})
 }
 
 // AddSubscription implements Store.
 func (s *sqliteStore) AddSubscription(ctx context.Context, handle, contact string) error {
-	return s.one(ctx, Op{Kind: OpAddSubscription, Handle: handle, Contact: contact})
+	return applyOne(ctx, s, Op{Kind: OpAddSubscription, Handle: handle, Contact: contact})
 }
 
 // RemoveSubscription implements Store.
 func (s *sqliteStore) RemoveSubscription(ctx context.Context, handle, contact string) error {
-	return s.one(ctx, Op{Kind: OpRemoveSubscription, Handle: handle, Contact: contact})
-}
-
-// one applies a single op in its own transaction and returns its error as
-// the op's own method does.
-func (s *sqliteStore) one(ctx context.Context, op Op) error {
-	err := s.Apply(ctx, []Op{op})
-	var oe *OpError
-	if errors.As(err, &oe) {
-		return oe.Err
-	}
-	return err
+	return applyOne(ctx, s, Op{Kind: OpRemoveSubscription, Handle: handle, Contact: contact})
 }
 
 // Apply implements Store. The whole batch is one transaction, so it costs
@@ -339,10 +328,8 @@ func (s *sqliteStore) Apply(ctx context.Context, ops []Op) error {
 	if len(ops) == 0 {
 		return nil
 	}
-	for i, op := range ops {
-		if err := checkOp(op); err != nil {
-			return &OpError{Index: i, Err: err}
-		}
+	if err := checkOps(ops); err != nil {
+		return err
 	}
 	ctx, cancel := context.WithTimeout(ctx, batchTimeout)
 	defer cancel()
