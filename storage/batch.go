@@ -94,3 +94,34 @@ func applyOne(ctx context.Context, s Store, op Op) error {
 	}
 	return err
 }
+
+// applyInTx is Apply for a backend whose inTx runs a function in one
+// transaction of type T, apply runs one op in it, and opError maps a
+// driver error of an op to what the op's own method returns.
+func applyInTx[T any](ctx context.Context, ops []Op,
+	inTx func(context.Context, func(T) error) error,
+	apply func(context.Context, T, Op) error,
+	opError func(op string, err error) error,
+) error {
+	if len(ops) == 0 {
+		return nil
+	}
+	if err := checkOps(ops); err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(ctx, batchTimeout)
+	defer cancel()
+	err := inTx(ctx, func(tx T) error {
+		for i, op := range ops {
+			if err := apply(ctx, tx, op); err != nil {
+				return &OpError{Index: i, Err: opError(op.Kind.String(), err)}
+			}
+		}
+		return nil
+	})
+	var oe *OpError
+	if err != nil && !errors.As(err, &oe) {
+		return fmt.Errorf("storage: apply: %w", err)
+	}
+	return err
+}

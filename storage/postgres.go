@@ -220,27 +220,8 @@ func (s *postgresStore) RemoveSubscription(ctx context.Context, handle, contact 
 // Apply implements Store: one transaction, one commit, whatever the length
 // of the batch.
 func (s *postgresStore) Apply(ctx context.Context, ops []Op) error {
-	if len(ops) == 0 {
-		return nil
-	}
-	if err := checkOps(ops); err != nil {
-		return err
-	}
-	ctx, cancel := context.WithTimeout(ctx, batchTimeout)
-	defer cancel()
-	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
-		for i, op := range ops {
-			if err := postgresApply(ctx, tx, op); err != nil {
-				return &OpError{Index: i, Err: postgresError(op.Kind.String(), err)}
-			}
-		}
-		return nil
-	})
-	var oe *OpError
-	if err != nil && !errors.As(err, &oe) {
-		return fmt.Errorf("storage: apply: %w", err)
-	}
-	return err
+	inTx := func(ctx context.Context, f func(pgx.Tx) error) error { return pgx.BeginFunc(ctx, s.pool, f) }
+	return applyInTx(ctx, ops, inTx, postgresApply, postgresError)
 }
 
 // postgresApply runs one op inside tx.
@@ -332,8 +313,7 @@ func postgresRemoveHandle(ctx context.Context, tx pgx.Tx, account, handle string
 // wrapped with the name of the operation.
 func postgresError(op string, err error) error {
 	switch {
-	case errors.Is(err, ErrNotFound), errors.Is(err, ErrExists),
-		errors.Is(err, ErrLimit), errors.Is(err, ErrNotOwner):
+	case IsRowError(err):
 		return err
 	case errors.Is(err, pgx.ErrNoRows):
 		return ErrNotFound

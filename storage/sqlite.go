@@ -325,27 +325,7 @@ func (s *sqliteStore) RemoveSubscription(ctx context.Context, handle, contact st
 // Apply implements Store. The whole batch is one transaction, so it costs
 // one fsync (synchronous=FULL) whatever its length.
 func (s *sqliteStore) Apply(ctx context.Context, ops []Op) error {
-	if len(ops) == 0 {
-		return nil
-	}
-	if err := checkOps(ops); err != nil {
-		return err
-	}
-	ctx, cancel := context.WithTimeout(ctx, batchTimeout)
-	defer cancel()
-	err := s.inTx(ctx, func(tx *sql.Tx) error {
-		for i, op := range ops {
-			if err := s.apply(ctx, tx, op); err != nil {
-				return &OpError{Index: i, Err: sqliteError(op.Kind.String(), err)}
-			}
-		}
-		return nil
-	})
-	var oe *OpError
-	if err != nil && !errors.As(err, &oe) {
-		return fmt.Errorf("storage: apply: %w", err)
-	}
-	return err
+	return applyInTx(ctx, ops, s.inTx, s.apply, sqliteError)
 }
 
 // apply runs one op inside tx.
@@ -427,8 +407,7 @@ func sqliteRemoveHandle(ctx context.Context, tx *sql.Tx, account, handle string)
 // wrapped with the name of the operation.
 func sqliteError(op string, err error) error {
 	switch {
-	case errors.Is(err, ErrNotFound), errors.Is(err, ErrExists),
-		errors.Is(err, ErrLimit), errors.Is(err, ErrNotOwner):
+	case IsRowError(err):
 		return err
 	}
 	var serr *sqlite.Error

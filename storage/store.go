@@ -34,6 +34,15 @@ var (
 	ErrSchemaTooNew = errors.New("storage: database schema is newer than this binary")
 )
 
+// IsRowError reports whether err says that a change could not apply to the
+// rows as they stand (ErrNotFound, ErrExists, ErrLimit, ErrNotOwner), as
+// opposed to a failure of the database: such a change fails on its own,
+// and the others of its batch can be applied without it.
+func IsRowError(err error) bool {
+	return errors.Is(err, ErrNotFound) || errors.Is(err, ErrExists) ||
+		errors.Is(err, ErrLimit) || errors.Is(err, ErrNotOwner)
+}
+
 // Status is the patent's status flag, less hiding, which is kept apart in
 // Flags.Hiding because hiding must not forget the status underneath it.
 type Status string
