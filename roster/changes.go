@@ -38,32 +38,26 @@ func (s *Service) AddHandle(owner, name string, done func(error)) {
 		done(ErrHandleTaken)
 		return
 	}
-	// Until the write commits, a reservation stands for the handle, and
-	// for the account if it is new.
-	resv := s.accounts[owner]
-	if resv == nil {
-		resv = s.newAccounts[owner]
-		if resv == nil {
-			resv = &account{jid: owner}
-			s.newAccounts[owner] = resv
-		}
+	// Until the write commits, the name is reserved and counts towards
+	// the owner's limit; the account is made in memory once it commits.
+	held := 0
+	if a := s.accounts[owner]; a != nil {
+		held = len(a.handles)
 	}
-	if len(resv.handles)+resv.reserved >= s.maxHandles {
+	if held+s.adding[owner] >= s.maxHandles {
 		done(ErrHandleLimit)
 		return
 	}
-	resv.reserved++
+	s.adding[owner]++
 	s.reservedNames[name] = owner
 	now := s.now()
 	s.commits.add(&entry{
 		op: storage.Op{Kind: storage.OpAddHandle, Account: owner, Handle: name, Max: s.maxHandles, Now: now},
 		apply: func(err error) {
 			delete(s.reservedNames, name)
-			a := s.accounts[owner]
-			if a == nil {
-				a = s.newAccounts[owner]
+			if s.adding[owner]--; s.adding[owner] == 0 {
+				delete(s.adding, owner)
 			}
-			a.reserved--
 			switch {
 			case errors.Is(err, storage.ErrExists):
 				err = ErrHandleTaken
@@ -72,17 +66,12 @@ func (s *Service) AddHandle(owner, name string, done func(error)) {
 			case err != nil:
 				err = fmt.Errorf("roster: add handle: %w", err)
 			default:
-				if s.accounts[owner] == nil {
-					delete(s.newAccounts, owner)
-					n := a.reserved
+				a := s.accounts[owner]
+				if a == nil {
 					a = s.newAccount(owner)
-					a.reserved = n
 					a.flags.Since, a.want.Since = now, now
 				}
 				s.addHandleLocal(a, name)
-			}
-			if a.reserved == 0 && s.accounts[owner] == nil {
-				delete(s.newAccounts, owner)
 			}
 			done(err)
 		},
@@ -160,8 +149,14 @@ func (s *Service) Subscribe(name, contact string, done func(error)) {
 		return
 	}
 	h := s.handles[name]
-	if h == nil || h.removing {
+	switch {
+	case h == nil:
 		done(ErrUnknownHandle)
+		return
+	case h.removing:
+		// The handle's removal is on its way and could still fail:
+		// decide again once it is settled.
+		s.AfterCommit(func() { s.Subscribe(name, contact, done) })
 		return
 	}
 	if _, ok := s.findSub(h, contact); ok {

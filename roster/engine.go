@@ -79,7 +79,7 @@ func (s *Service) take() *batch {
 }
 
 // commit writes b's ops in one transaction and records each op's error in
-// b.errs. An op that fails on its own (a sentinel error: the row was
+// b.errs. An op that fails on its own (storage.IsRowError: the row was
 // taken, or gone) is left out and the rest tried again, so that one bad
 // change does not fail the others; any other failure fails them all.
 func commit(ctx context.Context, store storage.Store, b *batch) {
@@ -98,7 +98,7 @@ func commit(ctx context.Context, store storage.Store, b *batch) {
 			return
 		}
 		var oe *storage.OpError
-		if errors.As(err, &oe) && oe.Index >= 0 && oe.Index < len(live) && isSentinel(oe.Err) {
+		if errors.As(err, &oe) && oe.Index >= 0 && oe.Index < len(live) && storage.IsRowError(oe.Err) {
 			b.errs[live[oe.Index]] = oe.Err
 			live = append(live[:oe.Index], live[oe.Index+1:]...)
 			continue
@@ -108,15 +108,6 @@ func commit(ctx context.Context, store storage.Store, b *batch) {
 		}
 		return
 	}
-}
-
-func isSentinel(err error) bool {
-	for _, s := range []error{storage.ErrNotFound, storage.ErrExists, storage.ErrLimit, storage.ErrNotOwner} {
-		if errors.Is(err, s) {
-			return true
-		}
-	}
-	return false
 }
 
 // finish applies a committed batch to memory, in the order its changes
@@ -243,13 +234,7 @@ func (s *Service) Run() {
 			events = nil
 		}
 		if s.online && s.notes.busy() {
-			select {
-			case f := <-events:
-				s.safely("event", f)
-			case b := <-e.results:
-				s.commits.inFlight = false
-				s.finish(b)
-			default:
+			if !s.next(events, false) {
 				s.pump()
 			}
 			continue
@@ -257,25 +242,41 @@ func (s *Service) Run() {
 		// Nothing to send before the next event: flush only if none is
 		// waiting, so that a burst of stanzas gets its answers in one
 		// write.
-		select {
-		case f := <-events:
-			s.safely("event", f)
-			continue
-		case b := <-e.results:
-			s.commits.inFlight = false
-			s.finish(b)
-			continue
-		default:
-		}
-		s.out.Flush()
-		select {
-		case f := <-events:
-			s.safely("event", f)
-		case b := <-e.results:
-			s.commits.inFlight = false
-			s.finish(b)
+		if !s.next(events, false) {
+			s.out.Flush()
+			s.next(events, true)
 		}
 	}
+}
+
+// next handles one function from events (nil: none taken) or one
+// committed batch. Unless block, it takes only what is already waiting;
+// it reports whether it handled anything.
+func (s *Service) next(events chan func(), block bool) bool {
+	if !block {
+		select {
+		case f := <-events:
+			s.safely("event", f)
+		case b := <-s.eng.results:
+			s.committed(b)
+		default:
+			return false
+		}
+		return true
+	}
+	select {
+	case f := <-events:
+		s.safely("event", f)
+	case b := <-s.eng.results:
+		s.committed(b)
+	}
+	return true
+}
+
+// committed takes back a batch the committer has done.
+func (s *Service) committed(b *batch) {
+	s.commits.inFlight = false
+	s.finish(b)
 }
 
 // commitLoop commits the batches Run hands it, one at a time.

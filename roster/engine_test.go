@@ -31,10 +31,10 @@ func on(s *Service, f func()) {
 	<-done
 }
 
-// TestGroupCommit: the changes decided while a transaction commits go
-// together in the next one, and each is acknowledged only once its own
-// transaction committed.
-func TestGroupCommit(t *testing.T) {
+// runningWithHandle returns a Service whose engine runs, with the handle h
+// of alice@example.org already stored.
+func runningWithHandle(t *testing.T) (*Service, *memStore) {
+	t.Helper()
 	store := newMemStore()
 	s, err := New(t.Context(), store, Options{})
 	if err != nil {
@@ -46,6 +46,14 @@ func TestGroupCommit(t *testing.T) {
 	if err := <-added; err != nil {
 		t.Fatal(err)
 	}
+	return s, store
+}
+
+// TestGroupCommit: the changes decided while a transaction commits go
+// together in the next one, and each is acknowledged only once its own
+// transaction committed.
+func TestGroupCommit(t *testing.T) {
+	s, store := runningWithHandle(t)
 	before := store.applyCount()
 
 	gate := make(chan struct{})
@@ -106,17 +114,7 @@ func TestGroupCommit(t *testing.T) {
 // at most a bounded number of changes; Do then blocks, which is what slows
 // the component's reader down, instead of a queue growing in memory.
 func TestEngineBackPressure(t *testing.T) {
-	store := newMemStore()
-	s, err := New(t.Context(), store, Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	startEngine(t, s)
-	added := make(chan error, 1)
-	on(s, func() { s.AddHandle("alice@example.org", "h", func(err error) { added <- err }) })
-	if err := <-added; err != nil {
-		t.Fatal(err)
-	}
+	s, store := runningWithHandle(t)
 	gate := make(chan struct{})
 	store.mu.Lock()
 	store.gate = gate

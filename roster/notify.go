@@ -1,6 +1,7 @@
 package roster
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"slices"
@@ -108,7 +109,7 @@ func (s *Service) passSlice(p *pass) bool {
 	code := a.sentCode()
 	v := ViewOf(a.flags)
 	sent, visited := 0, 0
-	hi, _ := slices.BinarySearchFunc(a.handles, p.handle, func(h *handle, n string) int { return cmpString(h.name, n) })
+	hi, _ := slices.BinarySearchFunc(a.handles, p.handle, func(h *handle, n string) int { return cmp.Compare(h.name, n) })
 	for ; hi < len(a.handles); hi++ {
 		h := a.handles[hi]
 		start := 0

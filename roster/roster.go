@@ -19,6 +19,7 @@
 package roster
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -141,8 +142,6 @@ type account struct {
 	// flagsOp is the entry of the pending batch that writes want, if any;
 	// writing is the one in the transaction in flight.
 	flagsOp, writing *entry
-	// reserved counts the handles being added, not yet committed.
-	reserved int
 	// pass is the fan-out pass under way or queued, if any.
 	pass *pass
 }
@@ -184,10 +183,9 @@ type Service struct {
 	accounts map[string]*account
 	handles  map[string]*handle
 	// reservedNames are the names of handles being added, with the
-	// account adding each; newAccounts hold the reservations of accounts
-	// that will exist once their first handle is stored.
+	// account adding each; adding counts them by account.
 	reservedNames map[string]string
-	newAccounts   map[string]*account
+	adding        map[string]int
 	contacts      interner
 	pendingSubs   map[pendingKey]*pendingSub
 	seq           uint64
@@ -242,7 +240,7 @@ func New(ctx context.Context, store storage.Store, opts Options) (*Service, erro
 		accounts:      make(map[string]*account, len(snap.Accounts)),
 		handles:       make(map[string]*handle, len(snap.Handles)),
 		reservedNames: make(map[string]string),
-		newAccounts:   make(map[string]*account),
+		adding:        make(map[string]int),
 		contacts:      newInterner(),
 		pendingSubs:   make(map[pendingKey]*pendingSub),
 	}
@@ -298,7 +296,7 @@ func (s *Service) load(snap *storage.Snapshot) {
 		cur.subs = append(cur.subs, sub{contact: s.contacts.ref(sb.Contact)})
 	}
 	for _, h := range s.handles {
-		slices.SortFunc(h.subs, func(a, b sub) int { return cmpID(a.contact, b.contact) })
+		slices.SortFunc(h.subs, func(a, b sub) int { return cmp.Compare(a.contact, b.contact) })
 		h.subs = slices.Clip(h.subs)
 	}
 }
@@ -323,22 +321,11 @@ func (s *Service) newAccount(jid string) *account {
 }
 
 // addHandleLocal gives a handle named name to a in memory.
-func (s *Service) addHandleLocal(a *account, name string) *handle {
+func (s *Service) addHandleLocal(a *account, name string) {
 	h := &handle{name: name, owner: a}
-	i, _ := slices.BinarySearchFunc(a.handles, name, func(h *handle, n string) int { return cmpString(h.name, n) })
+	i, _ := slices.BinarySearchFunc(a.handles, name, func(h *handle, n string) int { return cmp.Compare(h.name, n) })
 	a.handles = slices.Insert(a.handles, i, h)
 	s.handles[name] = h
-	return h
-}
-
-func cmpString(a, b string) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
-	}
-	return 0
 }
 
 // IsOwner reports whether jid (a bare JID) is an account.
@@ -416,17 +403,7 @@ func (s *Service) findSub(h *handle, contact string) (int, bool) {
 }
 
 func findID(subs []sub, id uint32) (int, bool) {
-	return slices.BinarySearchFunc(subs, id, func(s sub, id uint32) int { return cmpID(s.contact, id) })
-}
-
-func cmpID(a, b uint32) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
-	}
-	return 0
+	return slices.BinarySearchFunc(subs, id, func(s sub, id uint32) int { return cmp.Compare(s.contact, id) })
 }
 
 // HasResource reports whether resource of owner is known to be available
