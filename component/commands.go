@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"strings"
-	"sync"
 	"time"
 
 	"mellium.im/xmpp/jid"
@@ -417,11 +416,11 @@ func setStatus(c *Component, owner string, f formValues, done commandDone) {
 	})
 }
 
-// commandSessions are the command sessions waiting for their form.
+// commandSessions are the command sessions waiting for their form. They
+// belong to the engine goroutine, like every other piece of state.
 type commandSessions struct {
-	mu       sync.Mutex
-	sessions map[string]commandSession // guarded by mu
-	order    []string                  // guarded by mu; oldest first
+	sessions map[string]commandSession
+	order    []string // oldest first
 }
 
 type commandSession struct {
@@ -443,8 +442,6 @@ func newSessionID() string {
 func (s *commandSessions) open(node, requester string) string {
 	id := newSessionID()
 	now := time.Now()
-	s.mu.Lock()
-	defer s.mu.Unlock()
 	for len(s.order) > 0 {
 		old, ok := s.sessions[s.order[0]]
 		if ok && len(s.sessions) < maxCommandSessions && now.Before(old.expires) {
@@ -472,8 +469,6 @@ func (s *commandSessions) open(node, requester string) string {
 // valid reports whether the session exists, is for node and requester, and
 // has not expired.
 func (s *commandSessions) valid(id, node, requester string) bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
 	cs, ok := s.sessions[id]
 	return ok && !cs.busy && cs.node == node && cs.requester == requester && time.Now().Before(cs.expires)
 }
@@ -481,8 +476,6 @@ func (s *commandSessions) valid(id, node, requester string) bool {
 // setBusy marks the session as being completed (its work not yet stored),
 // when no other step may use it, or not any more.
 func (s *commandSessions) setBusy(id string, busy bool) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
 	if cs, ok := s.sessions[id]; ok {
 		cs.busy = busy
 		s.sessions[id] = cs
@@ -491,7 +484,5 @@ func (s *commandSessions) setBusy(id string, busy bool) {
 
 // end forgets the session.
 func (s *commandSessions) end(id string) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
 	delete(s.sessions, id)
 }

@@ -71,9 +71,7 @@ func (o *output) write(n *node) {
 }
 
 // Presence renders the presence of handle for contact straight into the
-// buffer: it is most of what presenced writes, so it builds no tree and
-// allocates nothing. It writes exactly what viewStanza renders (a test
-// holds the two together).
+// buffer (appendView): no tree, no allocation.
 func (o *output) Presence(handle, contact string, v roster.View) {
 	if o.w == nil {
 		return

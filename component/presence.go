@@ -211,7 +211,7 @@ func (c *Component) unsubscribe(w *replier, a address, typ string) {
 		if was && typ == "unsubscribe" {
 			// RFC 6121 §3.3.3: the contact no longer sees the handle. While
 			// the owner hides, the stamp is the one the contact already has.
-			w.write(c.viewStanza(a.handle, a.bare, c.roster.GoneView(a.handle)))
+			c.out.Presence(a.handle, a.bare, c.roster.GoneView(a.handle))
 		}
 	})
 }

@@ -256,3 +256,29 @@ func TestAppendViewRendersViewStanza(t *testing.T) {
 		}
 	}
 }
+
+// viewStanza builds, as a tree, the presence appendView renders: the
+// reference it is tested against. It renders v as the presence of handle
+// for contact, from the
+// handle's full JID. Hiding and off-line accounts render identically: an
+// unavailable presence whose <delay/> is the moment the account stopped
+// being visible. Available presence carries the handles' capabilities
+// (XEP-0115), the same for every handle and every status.
+func (c *Component) viewStanza(handle, contact string, v roster.View) *node {
+	from := c.handleFull(handle)
+	if !v.Available {
+		return presence("unavailable", from, contact).add(
+			el(qname(nsDelay, "delay"), "from", c.domainStr, "stamp", stamp(v.Since)))
+	}
+	p := presence("", from, contact)
+	switch v.Status {
+	case "away":
+		p.add(el(local("show")).withText("away"))
+	case "busy":
+		p.add(el(local("show")).withText("dnd"))
+	}
+	if v.Text != "" {
+		p.add(el(local("status")).withText(v.Text))
+	}
+	return p.add(c.handleCaps)
+}

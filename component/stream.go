@@ -8,7 +8,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"strings"
 )
 
 // The XEP-0114 stream, read by the component itself. mellium's Session
@@ -146,8 +145,4 @@ func streamErrorText(n *node) string {
 }
 
 // escapeAttr escapes s for a single-quoted attribute value.
-func escapeAttr(s string) string {
-	var b strings.Builder
-	b.Write(appendEscaped(nil, s, true))
-	return b.String()
-}
+func escapeAttr(s string) string { return string(appendEscaped(nil, s, true)) }
