@@ -18,6 +18,7 @@ import (
 	"syscall"
 	"time"
 
+	"presenced/bench/internal/shared"
 	"presenced/storage"
 )
 
@@ -148,7 +149,7 @@ func runAll(ctx context.Context, o *options, dbs *databases, tmp string, out io.
 	if o.million {
 		var err error
 		fmt.Fprintf(out, "filling %s with %s subscriptions (%d accounts × %d handles × %d subscribers of %d contacts)…\n",
-			o.store, thousands(mTotal), mAccounts, mHandles, mSubscribers, mContacts)
+			o.store, shared.Thousands(mTotal), mAccounts, mHandles, mSubscribers, mContacts)
 		if m, err = prepareMillion(ctx, dbs, tmp); err != nil {
 			return nil, err
 		}
@@ -156,7 +157,7 @@ func runAll(ctx context.Context, o *options, dbs *databases, tmp string, out io.
 		fmt.Fprintf(out, "filled in %.1f s\n", m.fill.Seconds())
 	} else {
 		fmt.Fprintf(out, "store %s, %d handles × %s contacts = %s subscriptions, window %d, %d fan-out rounds\n",
-			o.store, o.handles, thousands(int64(o.contacts)), thousands(int64(o.handles*o.contacts)), o.window, o.rounds)
+			o.store, o.handles, shared.Thousands(int64(o.contacts)), shared.Thousands(int64(o.handles*o.contacts)), o.window, o.rounds)
 	}
 	runs := make([][]*result, len(o.builds))
 	for p := 0; p < o.pairs; p++ {

@@ -10,6 +10,7 @@ import (
 	"unicode/utf8"
 
 	"presenced/bench/internal/proc"
+	"presenced/bench/internal/shared"
 )
 
 // figure is one measured value.
@@ -95,7 +96,7 @@ func ratios(base, runs []*result, name string) (per []float64, median float64, o
 func format(v float64, unit string) string {
 	switch {
 	case unit == "count" || unit == "/s" || unit == "bytes" && math.Abs(v) >= 100:
-		return thousands(int64(math.Round(v)))
+		return shared.Thousands(int64(math.Round(v)))
 	case math.Abs(v) >= 100:
 		return fmt.Sprintf("%.0f", v)
 	case math.Abs(v) >= 10:
@@ -103,24 +104,6 @@ func format(v float64, unit string) string {
 	default:
 		return fmt.Sprintf("%.2f", v)
 	}
-}
-
-// thousands writes n with commas every three digits.
-func thousands(n int64) string {
-	s := fmt.Sprint(n)
-	neg := strings.HasPrefix(s, "-")
-	s = strings.TrimPrefix(s, "-")
-	var b strings.Builder
-	for i, c := range s {
-		if i > 0 && (len(s)-i)%3 == 0 {
-			b.WriteByte(',')
-		}
-		b.WriteRune(c)
-	}
-	if neg {
-		return "-" + b.String()
-	}
-	return b.String()
 }
 
 // report writes one table per build (a column per run and the median) and,

@@ -75,3 +75,11 @@ func TestSQLiteFillIsReadByStorage(t *testing.T) {
 		t.Fatalf("%d subscriptions, want 2", len(snap.Subscriptions))
 	}
 }
+
+func TestThousands(t *testing.T) {
+	for n, want := range map[int64]string{0: "0", 999: "999", 1000: "1,000", 1234567: "1,234,567", -12345: "-12,345"} {
+		if got := Thousands(n); got != want {
+			t.Errorf("Thousands(%d) = %q, want %q", n, got, want)
+		}
+	}
+}

@@ -4,11 +4,11 @@ import (
 	"fmt"
 	"io"
 	"math"
-	"strings"
 	"text/tabwriter"
 	"time"
 
 	"presenced/bench/internal/proc"
+	"presenced/bench/internal/shared"
 )
 
 // Sides of a comparison.
@@ -247,7 +247,7 @@ func formatSummary(s proc.Summary, n int) string {
 func num(x float64) string {
 	switch ax := math.Abs(x); {
 	case ax >= 1000:
-		return group(fmt.Sprintf("%.0f", x))
+		return shared.Thousands(int64(math.Round(x)))
 	case ax >= 100:
 		return fmt.Sprintf("%.0f", x)
 	case ax >= 10:
@@ -255,25 +255,6 @@ func num(x float64) string {
 	default:
 		return fmt.Sprintf("%.2f", x)
 	}
-}
-
-// group inserts thousands separators into an integer string.
-func group(s string) string {
-	neg := strings.HasPrefix(s, "-")
-	if neg {
-		s = s[1:]
-	}
-	var b strings.Builder
-	for i, c := range s {
-		if i > 0 && (len(s)-i)%3 == 0 {
-			b.WriteByte(',')
-		}
-		b.WriteRune(c)
-	}
-	if neg {
-		return "-" + b.String()
-	}
-	return b.String()
 }
 
 // writeTable prints the comparison.
