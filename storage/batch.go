@@ -10,13 +10,28 @@ import (
 // OpKind is the kind of change an Op makes.
 type OpKind int
 
-// The kinds of Op. Each does what the Store method of the same name does.
+// The kinds of Op. Each of the first five does what the Store method of
+// the same name does; the others have no method of their own.
 const (
 	OpAddHandle OpKind = iota + 1
 	OpRemoveHandle
 	OpSetFlags
 	OpAddSubscription
 	OpRemoveSubscription
+	// OpAddRequest records the pending request of Contact to subscribe to
+	// Handle, made at Now. It is idempotent (a request made again keeps its
+	// first time) and fails with ErrNotFound if the handle does not exist.
+	OpAddRequest
+	// OpRemoveRequest forgets the request of Contact to Handle; removing
+	// one that does not exist is not an error.
+	OpRemoveRequest
+	// OpNoticesSent forgets the notices of Handle owed to Contacts, once
+	// they are sent; a missing one is not an error.
+	OpNoticesSent
+	// OpSetPolicy sets the Policy of Handle, which Account must own: it
+	// fails with ErrNotFound if no account holds the handle and ErrNotOwner
+	// if another does.
+	OpSetPolicy
 )
 
 func (k OpKind) String() string {
@@ -31,6 +46,14 @@ func (k OpKind) String() string {
 		return "add subscription"
 	case OpRemoveSubscription:
 		return "remove subscription"
+	case OpAddRequest:
+		return "add request"
+	case OpRemoveRequest:
+		return "remove request"
+	case OpNoticesSent:
+		return "notices sent"
+	case OpSetPolicy:
+		return "set policy"
 	}
 	return fmt.Sprintf("op %d", int(k))
 }
@@ -38,13 +61,18 @@ func (k OpKind) String() string {
 // Op is one change of a batch given to Store.Apply. Which fields count
 // depends on Kind, as the arguments of the Store method of the same name.
 type Op struct {
-	Kind    OpKind
-	Account string    // AddHandle, RemoveHandle, SetFlags
-	Handle  string    // AddHandle, RemoveHandle, AddSubscription, RemoveSubscription
-	Contact string    // AddSubscription, RemoveSubscription
-	Max     int       // AddHandle: the account's handle limit
-	Now     time.Time // AddHandle: the moment a new account is off-line since
-	Flags   Flags     // SetFlags
+	Kind     OpKind
+	Account  string   // AddHandle, RemoveHandle, SetFlags, SetPolicy
+	Handle   string   // every kind but SetFlags
+	Contact  string   // AddSubscription, RemoveSubscription, AddRequest, RemoveRequest
+	Max      int      // AddHandle: the account's handle limit
+	Flags    Flags    // SetFlags
+	Policy   Policy   // AddHandle, SetPolicy: must be valid
+	Contacts []string // NoticesSent: the contacts sent their notices
+	// Now is, for AddHandle, the moment a new account is off-line since;
+	// for RemoveHandle, when the name was removed; for AddRequest, when
+	// the request was made.
+	Now time.Time
 }
 
 // OpError is the error of Apply when one of its ops fails: Index is that
@@ -67,7 +95,12 @@ func checkOp(op Op) error {
 		if !op.Flags.Status.Valid() {
 			return fmt.Errorf("storage: set flags: invalid status %q", op.Flags.Status)
 		}
-	case OpAddHandle, OpRemoveHandle, OpAddSubscription, OpRemoveSubscription:
+	case OpAddHandle, OpSetPolicy:
+		if !op.Policy.Valid() {
+			return fmt.Errorf("storage: %s: invalid policy %q", op.Kind, op.Policy)
+		}
+	case OpRemoveHandle, OpAddSubscription, OpRemoveSubscription,
+		OpAddRequest, OpRemoveRequest, OpNoticesSent:
 	default:
 		return fmt.Errorf("storage: unknown op kind %d", int(op.Kind))
 	}

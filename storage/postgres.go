@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
+	"runtime/debug"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -22,10 +24,79 @@ const (
 // database at once do not both try to create it.
 const postgresMigrationLock = 0x70726573656e6365 // "presence"
 
+// postgresInstanceLock is the key of the session advisory lock that is the
+// instance lock of a PostgreSQL database.
+const postgresInstanceLock = 0x7072736e6c6f636b // "prsnlock"
+
+// postgresLockHolder finds the session that holds the advisory lock of key
+// $1 in the current database (a bigint key is split into classid and objid,
+// with objsubid 1). Its backend_start is NULL to a role that may not see
+// that session's details: one of another role is never this store's.
+const postgresLockHolder = `
+	SELECT l.pid, a.backend_start
+	FROM pg_locks l LEFT JOIN pg_stat_activity a ON a.pid = l.pid
+	WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1
+		AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
+		AND ((l.classid::int8 << 32) | l.objid::int8) = $1`
+
+// How the monitor watches the lock connection.
+const (
+	// lockPingInterval is how often it checks the connection while the lock
+	// is held: a dead session has dropped the lock, and the sooner the
+	// store knows, the fewer changes it takes only to fail them.
+	lockPingInterval = time.Second
+	// lockRetryInterval is how often it tries to connect and take the lock
+	// again once the connection is lost.
+	lockRetryInterval = 250 * time.Millisecond
+)
+
+// Errors of a store that cannot use its lock connection. They are no
+// sentinels: the first means the database failed, the second that the
+// caller did.
+var (
+	errLockDown = errors.New("the database connection is lost: the instance lock is not held until it is back")
+	errClosed   = errors.New("store is closed")
+)
+
 // postgresStore is the PostgreSQL backend.
+//
+// The instance lock is a session advisory lock, held by a connection of its
+// own, conn: PostgreSQL drops it when that session ends, so a process whose
+// connection died no longer holds it. Load and every change run on conn,
+// so that nothing can commit from a process that lost the lock; the pool
+// serves the reads that change nothing. A monitor goroutine pings conn,
+// and when the session is gone, connects again and takes the lock back if
+// no other process took it in between.
 type postgresStore struct {
-	pool *pgxpool.Pool
+	pool    *pgxpool.Pool
+	connCfg *pgx.ConnConfig // how to connect the lock connection again
+	log     *slog.Logger
+
+	// sem holds a token while conn and the fields below are in use: a
+	// mutex whose wait ends with a context, so that an Apply queued behind
+	// one stuck on a dead network keeps to its own deadline.
+	sem    chan struct{}
+	conn   *pgx.Conn // the lock connection; nil while the lock is not held
+	closed bool
+
+	// session is the last session that held the lock. Only open and then
+	// the monitor write it, and only the monitor reads it.
+	session pgSession
+
+	lost chan struct{}      // closed by the monitor once the lock is lost for good
+	wake chan struct{}      // tells the monitor that conn was dropped
+	stop context.CancelFunc // ends the monitor
+	done chan struct{}      // closed when the monitor has returned
 }
+
+// pgSession identifies a PostgreSQL session: its backend's pid, and when
+// that backend started, since a pid is reused once its backend has ended.
+type pgSession struct {
+	pid   uint32
+	start time.Time
+}
+
+func (a pgSession) is(b pgSession) bool { return a.pid == b.pid && a.start.Equal(b.start) }
 
 var _ Store = (*postgresStore)(nil)
 
@@ -33,33 +104,106 @@ var _ Store = (*postgresStore)(nil)
 // keyword/value connection string, as understood by pgx) and brings its
 // schema up to date. The returned errors never contain the password.
 //
+// The instance lock is a session advisory lock, held by a connection
+// opened for it. OpenPostgres waits while another process holds it, as
+// OpenWith does with the zero Options.
+//
 // Times are stored as timestamptz, to the microsecond.
 func OpenPostgres(ctx context.Context, dsn string) (Store, error) {
+	return openPostgres(ctx, dsn, Options{})
+}
+
+// openPostgres is OpenPostgres with the options of OpenWith.
+func openPostgres(ctx context.Context, dsn string, opts Options) (Store, error) {
 	cfg, err := pgxpool.ParseConfig(dsn)
 	if err != nil {
 		// The parse error quotes the connection string, and pgx can only
 		// hide the password from it on a best-effort basis.
 		return nil, errors.New("storage: open postgres: invalid connection string")
 	}
-	pool, err := pgxpool.NewWithConfig(ctx, cfg)
-	if err != nil {
+	s := &postgresStore{
+		connCfg: cfg.ConnConfig.Copy(),
+		log:     opts.logger(),
+		sem:     make(chan struct{}, 1),
+		lost:    make(chan struct{}),
+		wake:    make(chan struct{}, 1),
+		done:    make(chan struct{}),
+	}
+	if err := s.open(ctx, cfg, opts.Waiting); err != nil {
 		return nil, fmt.Errorf("storage: open postgres: %w", err)
 	}
-	s := &postgresStore{pool: pool}
-	if err := s.upgrade(ctx); err != nil {
-		pool.Close()
-		return nil, fmt.Errorf("storage: open postgres: %w", err)
-	}
+	monitorCtx, stop := context.WithCancel(context.Background())
+	s.stop = stop
+	go s.monitor(monitorCtx)
 	return s, nil
 }
 
+// open takes the instance lock, waiting for it, and only then upgrades the
+// schema and opens the pool.
+func (s *postgresStore) open(ctx context.Context, cfg *pgxpool.Config, waiting func()) error {
+	conn, err := s.connect(ctx)
+	if err != nil {
+		return err
+	}
+	err = waitForLock(ctx, waiting, func() (ok bool, err error) {
+		ok, s.session, err = tryLock(ctx, conn)
+		return ok, err
+	})
+	if err == nil {
+		err = s.upgrade(ctx, conn)
+	}
+	if err == nil {
+		s.pool, err = pgxpool.NewWithConfig(ctx, cfg)
+	}
+	if err != nil {
+		// Ending the session releases the lock.
+		closeConn(conn)
+		return err
+	}
+	s.conn = conn
+	return nil
+}
+
+// connect opens a lock connection, which holds no lock yet.
+func (s *postgresStore) connect(ctx context.Context) (*pgx.Conn, error) {
+	ctx, cancel := context.WithTimeout(ctx, lockTimeout)
+	defer cancel()
+	return pgx.ConnectConfig(ctx, s.connCfg)
+}
+
+// tryLock takes the instance lock on conn if no other session holds it, and
+// returns conn's session.
+func tryLock(ctx context.Context, conn *pgx.Conn) (bool, pgSession, error) {
+	ctx, cancel := context.WithTimeout(ctx, lockTimeout)
+	defer cancel()
+	var ok bool
+	var pid int64
+	var start time.Time
+	err := conn.QueryRow(ctx, `
+		SELECT pg_try_advisory_lock($1), pid, backend_start
+		FROM pg_stat_activity WHERE pid = pg_backend_pid()`,
+		int64(postgresInstanceLock)).Scan(&ok, &pid, &start)
+	return ok, pgSession{pid: uint32(pid), start: start}, err
+}
+
+// closeConn ends the session of conn, and so its locks, however it fails.
+func closeConn(conn *pgx.Conn) {
+	ctx, cancel := context.WithTimeout(context.Background(), lockTimeout)
+	defer cancel()
+	conn.Close(ctx)
+}
+
 // upgrade checks the schema version and applies the missing steps, all in
-// one transaction.
-func (s *postgresStore) upgrade(ctx context.Context) error {
+// one transaction on conn, which holds the instance lock. It is the one
+// step of the lock connection bound by migrateTimeout rather than
+// lockTimeout: a step may rewrite a large table.
+func (s *postgresStore) upgrade(ctx context.Context, conn *pgx.Conn) error {
 	ctx, cancel := context.WithTimeout(ctx, migrateTimeout)
 	defer cancel()
 
-	return pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+	return pgx.BeginFunc(ctx, conn, func(tx pgx.Tx) error {
+		// The instance lock already keeps two stores of this version
+		// apart; an older presenced takes only this one.
 		if _, err := tx.Exec(ctx, "SELECT pg_advisory_xact_lock($1)", int64(postgresMigrationLock)); err != nil {
 			return fmt.Errorf("lock schema: %w", err)
 		}
@@ -93,57 +237,345 @@ func (s *postgresStore) upgrade(ctx context.Context) error {
 	})
 }
 
-// Close implements Store.
+// acquire takes sem, or fails when ctx ends first.
+func (s *postgresStore) acquire(ctx context.Context) error {
+	select {
+	case s.sem <- struct{}{}:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+func (s *postgresStore) release() { <-s.sem }
+
+// withConn runs f on the lock connection, once no one else uses it. It
+// fails at once if the store is closed or the lock is not held. When f
+// fails and pgx has closed the connection (a network error, a deadline, a
+// terminated session), the session and the lock with it may be gone: the
+// connection is dropped, and the monitor takes the lock again.
+func (s *postgresStore) withConn(ctx context.Context, f func(*pgx.Conn) error) error {
+	if err := s.acquire(ctx); err != nil {
+		return err
+	}
+	defer s.release()
+	switch {
+	case s.closed:
+		return errClosed
+	case s.isLost():
+		return ErrNotActive
+	case s.conn == nil:
+		return errLockDown
+	}
+	err := f(s.conn)
+	if err != nil && s.conn.IsClosed() {
+		s.dropLocked(err)
+	}
+	return err
+}
+
+// isLost reports whether the lock is lost for good.
+func (s *postgresStore) isLost() bool {
+	select {
+	case <-s.lost:
+		return true
+	default:
+		return false
+	}
+}
+
+// dropLocked forgets the lock connection, whose session is presumed gone,
+// and has the monitor take the lock again. The caller holds sem.
+func (s *postgresStore) dropLocked(err error) {
+	closeConn(s.conn)
+	s.conn = nil
+	s.log.Error("database connection lost; the instance lock is gone until it is back", "err", err)
+	select {
+	case s.wake <- struct{}{}:
+	default:
+	}
+}
+
+// monitor pings the lock connection while the lock is held, and tries to
+// take the lock again while it is not, until ctx ends or the lock is lost
+// for good.
+func (s *postgresStore) monitor(ctx context.Context) {
+	defer close(s.done)
+	defer func() {
+		if r := recover(); r != nil {
+			s.log.Error("instance lock monitor panicked", "panic", r, "stack", string(debug.Stack()))
+		}
+	}()
+	timer := time.NewTimer(lockPingInterval)
+	defer timer.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-s.wake:
+			timer.Reset(lockRetryInterval)
+			continue
+		case <-timer.C:
+		}
+		next, ok := s.watch(ctx)
+		if !ok {
+			return
+		}
+		timer.Reset(next)
+	}
+}
+
+// watch makes one check of the monitor and returns when to make the next,
+// or false if the monitor is done.
+func (s *postgresStore) watch(ctx context.Context) (time.Duration, bool) {
+	if err := s.acquire(ctx); err != nil {
+		return 0, false
+	}
+	if s.conn == nil {
+		s.release()
+		return s.retake(ctx)
+	}
+	defer s.release()
+	pctx, cancel := context.WithTimeout(ctx, lockTimeout)
+	defer cancel()
+	if err := s.conn.Ping(pctx); err != nil {
+		if ctx.Err() != nil {
+			return 0, false // Close interrupted the ping
+		}
+		s.dropLocked(err)
+		return lockRetryInterval, true
+	}
+	return lockPingInterval, true
+}
+
+// What takeAgain found.
+type retakeResult int
+
+const (
+	lockTaken retakeResult = iota
+	lockBusy               // not taken, try again: released meanwhile, or the database failed
+	lockStale              // held by this store's last session, now being ended
+	lockOther              // held by another process
+)
+
+// retake connects again and tries to take the lock back, without holding
+// sem: meanwhile, Apply fails at once rather than wait for the database.
+func (s *postgresStore) retake(ctx context.Context) (time.Duration, bool) {
+	conn, err := s.connect(ctx)
+	if err != nil {
+		return lockRetryInterval, true // the database does not answer yet
+	}
+	session, result, err := takeAgain(ctx, conn, s.session)
+	if result == lockTaken {
+		return s.install(ctx, conn, session)
+	}
+	closeConn(conn)
+	switch {
+	case result == lockOther:
+		close(s.lost)
+		s.log.Error("the instance lock is held by another process: this store stops serving the database")
+		return 0, false
+	case err != nil:
+		if ctx.Err() == nil {
+			s.log.Debug("instance lock not taken again yet", "err", err)
+		}
+	case result == lockStale:
+		s.log.Info("ended this store's last database session, which still held the instance lock", "pid", s.session.pid)
+	}
+	return lockRetryInterval, true
+}
+
+// takeAgain tries to take the lock on conn, and returns conn's session.
+// When the lock is held by last, this store's last session, PostgreSQL has
+// not noticed yet that its client is gone, and might not for as long as
+// TCP keepalives take (hours, by default): takeAgain ends that session.
+func takeAgain(ctx context.Context, conn *pgx.Conn, last pgSession) (pgSession, retakeResult, error) {
+	taken, session, err := tryLock(ctx, conn)
+	if err != nil {
+		return session, lockBusy, err
+	} else if taken {
+		return session, lockTaken, nil
+	}
+	ctx, cancel := context.WithTimeout(ctx, lockTimeout)
+	defer cancel()
+	var pid int64
+	var start *time.Time
+	err = conn.QueryRow(ctx, postgresLockHolder, int64(postgresInstanceLock)).Scan(&pid, &start)
+	switch {
+	case errors.Is(err, pgx.ErrNoRows):
+		return session, lockBusy, nil // released in between
+	case err != nil:
+		return session, lockBusy, err
+	case start == nil || !last.is(pgSession{pid: uint32(pid), start: *start}):
+		return session, lockOther, nil
+	}
+	_, err = conn.Exec(ctx, "SELECT pg_terminate_backend($1)", pid)
+	return session, lockStale, err
+}
+
+// install makes conn, of the given session, which holds the lock, the lock
+// connection again.
+func (s *postgresStore) install(ctx context.Context, conn *pgx.Conn, session pgSession) (time.Duration, bool) {
+	if err := s.acquire(ctx); err != nil {
+		closeConn(conn)
+		return 0, false
+	}
+	defer s.release()
+	s.conn, s.session = conn, session
+	s.log.Info("database lock regained")
+	return lockPingInterval, true
+}
+
+// Lost implements Store.
+func (s *postgresStore) Lost() <-chan struct{} { return s.lost }
+
+// Close implements Store. It waits for an Apply in progress, then ends the
+// lock session after releasing the lock, so that another process can take
+// it as soon as Close returns.
 func (s *postgresStore) Close() error {
+	s.stop()
+	<-s.done
+	s.sem <- struct{}{}
+	defer s.release()
+	if s.closed {
+		return nil
+	}
+	s.closed = true
+	if s.conn != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), lockTimeout)
+		defer cancel()
+		// Were it to fail, ending the session releases the lock all the same.
+		s.conn.Exec(ctx, "SELECT pg_advisory_unlock($1)", int64(postgresInstanceLock))
+		closeConn(s.conn)
+		s.conn = nil
+	}
 	s.pool.Close()
 	return nil
 }
 
-// Load implements Store. It reads from one snapshot of the database.
+// inTx runs f in a transaction on the lock connection and commits it if f
+// returns nil. Begin, commit and rollback each have lockTimeout.
+func (s *postgresStore) inTx(ctx context.Context, opts pgx.TxOptions, f func(pgx.Tx) error) error {
+	return s.withConn(ctx, func(conn *pgx.Conn) error {
+		bctx, cancel := context.WithTimeout(ctx, lockTimeout)
+		tx, err := conn.BeginTx(bctx, opts)
+		cancel()
+		if err != nil {
+			return err
+		}
+		defer rollback(ctx, tx)
+		if err := f(tx); err != nil {
+			return err
+		}
+		cctx, cancel := context.WithTimeout(ctx, lockTimeout)
+		defer cancel()
+		return tx.Commit(cctx)
+	})
+}
+
+// rollback ends tx if it is still open. It runs even when ctx has ended: a
+// transaction left open would make the next one fail.
+func rollback(ctx context.Context, tx pgx.Tx) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), lockTimeout)
+	defer cancel()
+	tx.Rollback(ctx)
+}
+
+// Load implements Store. It reads from one snapshot of the database, on
+// the lock connection, so that a store that does not hold the lock cannot
+// load a state it may not serve. Its queries read every row: they have
+// loadTimeout, not lockTimeout.
 func (s *postgresStore) Load(ctx context.Context) (*Snapshot, error) {
 	ctx, cancel := context.WithTimeout(ctx, loadTimeout)
 	defer cancel()
 
 	var snap Snapshot
 	opts := pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly}
-	err := pgx.BeginTxFunc(ctx, s.pool, opts, func(tx pgx.Tx) error {
-		rows, _ := tx.Query(ctx, `
-			SELECT jid, online, status, explicit, hiding, status_text, since
-			FROM accounts ORDER BY jid`)
-		var a Account
-		var status string
-		_, err := pgx.ForEachRow(rows, []any{&a.JID, &a.Flags.Online, &status, &a.Flags.Explicit, &a.Flags.Hiding, &a.Flags.StatusText, &a.Flags.Since}, func() error {
-			a.Flags.Status = Status(status)
-			a.Flags.Since = a.Flags.Since.UTC()
-			snap.Accounts = append(snap.Accounts, a)
-			return nil
-		})
-		if err != nil {
-			return err
+	err := s.inTx(ctx, opts, func(tx pgx.Tx) error {
+		for _, load := range []func(context.Context, pgx.Tx, *Snapshot) error{
+			postgresLoadAccounts, postgresLoadHandles, postgresLoadSubscriptions,
+			postgresLoadRequests, postgresLoadRemoved, postgresLoadNotices,
+		} {
+			if err := load(ctx, tx, &snap); err != nil {
+				return err
+			}
 		}
-
-		rows, _ = tx.Query(ctx, "SELECT name, account FROM handles ORDER BY name")
-		var h Handle
-		_, err = pgx.ForEachRow(rows, []any{&h.Name, &h.Account}, func() error {
-			snap.Handles = append(snap.Handles, h)
-			return nil
-		})
-		if err != nil {
-			return err
-		}
-
-		rows, _ = tx.Query(ctx, "SELECT handle, contact FROM subscriptions ORDER BY handle, contact")
-		var sub Subscription
-		_, err = pgx.ForEachRow(rows, []any{&sub.Handle, &sub.Contact}, func() error {
-			snap.Subscriptions = append(snap.Subscriptions, sub)
-			return nil
-		})
-		return err
+		return nil
 	})
 	if err != nil {
 		return nil, fmt.Errorf("storage: load: %w", err)
 	}
 	return &snap, nil
+}
+
+func postgresLoadAccounts(ctx context.Context, tx pgx.Tx, snap *Snapshot) error {
+	var a Account
+	var status string
+	return postgresEach(ctx, tx, `
+		SELECT jid, online, status, explicit, hiding, status_text, since
+		FROM accounts ORDER BY jid`,
+		[]any{&a.JID, &a.Flags.Online, &status, &a.Flags.Explicit, &a.Flags.Hiding, &a.Flags.StatusText, &a.Flags.Since},
+		func() {
+			a.Flags.Status = Status(status)
+			a.Flags.Since = a.Flags.Since.UTC()
+			snap.Accounts = append(snap.Accounts, a)
+		})
+}
+
+func postgresLoadHandles(ctx context.Context, tx pgx.Tx, snap *Snapshot) error {
+	var h Handle
+	var policy string
+	return postgresEach(ctx, tx, "SELECT name, account, policy FROM handles ORDER BY name",
+		[]any{&h.Name, &h.Account, &policy},
+		func() {
+			h.Policy = Policy(policy)
+			snap.Handles = append(snap.Handles, h)
+		})
+}
+
+func postgresLoadSubscriptions(ctx context.Context, tx pgx.Tx, snap *Snapshot) error {
+	var sub Subscription
+	return postgresEach(ctx, tx, "SELECT handle, contact FROM subscriptions ORDER BY handle, contact",
+		[]any{&sub.Handle, &sub.Contact},
+		func() { snap.Subscriptions = append(snap.Subscriptions, sub) })
+}
+
+func postgresLoadRequests(ctx context.Context, tx pgx.Tx, snap *Snapshot) error {
+	var r Request
+	return postgresEach(ctx, tx, "SELECT handle, contact, created_at FROM requests ORDER BY handle, created_at, contact",
+		[]any{&r.Handle, &r.Contact, &r.At},
+		func() {
+			r.At = r.At.UTC()
+			snap.Requests = append(snap.Requests, r)
+		})
+}
+
+func postgresLoadRemoved(ctx context.Context, tx pgx.Tx, snap *Snapshot) error {
+	var r RemovedName
+	return postgresEach(ctx, tx, "SELECT name, account, removed_at FROM removed_names ORDER BY name",
+		[]any{&r.Name, &r.Account, &r.At},
+		func() {
+			r.At = r.At.UTC()
+			snap.Removed = append(snap.Removed, r)
+		})
+}
+
+func postgresLoadNotices(ctx context.Context, tx pgx.Tx, snap *Snapshot) error {
+	var n Notice
+	return postgresEach(ctx, tx, "SELECT handle, account, contact FROM notices ORDER BY handle, contact",
+		[]any{&n.Handle, &n.Account, &n.Contact},
+		func() { snap.Notices = append(snap.Notices, n) })
+}
+
+// postgresEach runs query in tx and calls each after scanning each row
+// into dest.
+func postgresEach(ctx context.Context, tx pgx.Tx, query string, dest []any, each func()) error {
+	rows, _ := tx.Query(ctx, query)
+	_, err := pgx.ForEachRow(rows, dest, func() error {
+		each()
+		return nil
+	})
+	return err
 }
 
 // Handles implements Store.
@@ -181,14 +613,13 @@ func (s *postgresStore) Account(ctx context.Context, account string) (Account, e
 	return a, nil
 }
 
-// AddHandle implements Store. The account's row is locked for the rest of
-// the transaction, so concurrent adds to one account are counted one after
-// the other.
+// AddHandle implements Store.
 func (s *postgresStore) AddHandle(ctx context.Context, account, handle string, max int, at time.Time) (created bool, err error) {
 	ctx, cancel := context.WithTimeout(ctx, queryTimeout)
 	defer cancel()
-	err = pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
-		created, err = postgresAddHandle(ctx, tx, account, handle, max, at)
+	op := Op{Kind: OpAddHandle, Account: account, Handle: handle, Max: max, Now: at, Policy: PolicyAsk}
+	err = s.inTx(ctx, pgx.TxOptions{}, func(tx pgx.Tx) error {
+		created, err = postgresAddHandle(ctx, tx, op)
 		return err
 	})
 	if err != nil {
@@ -199,7 +630,7 @@ func (s *postgresStore) AddHandle(ctx context.Context, account, handle string, m
 
 // RemoveHandle implements Store.
 func (s *postgresStore) RemoveHandle(ctx context.Context, account, handle string) error {
-	return applyOne(ctx, s, Op{Kind: OpRemoveHandle, Account: account, Handle: handle})
+	return applyOne(ctx, s, Op{Kind: OpRemoveHandle, Account: account, Handle: handle, Now: time.Now()})
 }
 
 // SetFlags implements Store.
@@ -218,10 +649,18 @@ func (s *postgresStore) RemoveSubscription(ctx context.Context, handle, contact 
 }
 
 // Apply implements Store: one transaction, one commit, whatever the length
-// of the batch.
+// of the batch, on the lock connection.
 func (s *postgresStore) Apply(ctx context.Context, ops []Op) error {
-	inTx := func(ctx context.Context, f func(pgx.Tx) error) error { return pgx.BeginFunc(ctx, s.pool, f) }
-	return applyInTx(ctx, ops, inTx, postgresApply, postgresError)
+	inTx := func(ctx context.Context, f func(pgx.Tx) error) error { return s.inTx(ctx, pgx.TxOptions{}, f) }
+	return applyInTx(ctx, ops, inTx, postgresApplyTimed, postgresError)
+}
+
+// postgresApplyTimed is postgresApply bound by lockTimeout, as every step
+// on the lock connection.
+func postgresApplyTimed(ctx context.Context, tx pgx.Tx, op Op) error {
+	ctx, cancel := context.WithTimeout(ctx, lockTimeout)
+	defer cancel()
+	return postgresApply(ctx, tx, op)
 }
 
 // postgresApply runs one op inside tx.
@@ -229,9 +668,9 @@ func postgresApply(ctx context.Context, tx pgx.Tx, op Op) error {
 	var err error
 	switch op.Kind {
 	case OpAddHandle:
-		_, err = postgresAddHandle(ctx, tx, op.Account, op.Handle, op.Max, op.Now)
+		_, err = postgresAddHandle(ctx, tx, op)
 	case OpRemoveHandle:
-		err = postgresRemoveHandle(ctx, tx, op.Account, op.Handle)
+		err = postgresRemoveHandle(ctx, tx, op)
 	case OpSetFlags:
 		f := op.Flags
 		_, err = tx.Exec(ctx, `
@@ -250,14 +689,36 @@ func postgresApply(ctx context.Context, tx pgx.Tx, op Op) error {
 			INSERT INTO subscriptions (handle, contact) VALUES ($1, $2)
 			ON CONFLICT (handle, contact) DO NOTHING`,
 			op.Handle, op.Contact)
+		if err == nil {
+			// The request, if any, is answered.
+			_, err = tx.Exec(ctx, "DELETE FROM requests WHERE handle = $1 AND contact = $2", op.Handle, op.Contact)
+		}
 	case OpRemoveSubscription:
 		_, err = tx.Exec(ctx, "DELETE FROM subscriptions WHERE handle = $1 AND contact = $2", op.Handle, op.Contact)
+	case OpAddRequest:
+		_, err = tx.Exec(ctx, `
+			INSERT INTO requests (handle, contact, created_at) VALUES ($1, $2, $3)
+			ON CONFLICT (handle, contact) DO NOTHING`,
+			op.Handle, op.Contact, storedTime(op.Now))
+	case OpRemoveRequest:
+		_, err = tx.Exec(ctx, "DELETE FROM requests WHERE handle = $1 AND contact = $2", op.Handle, op.Contact)
+	case OpNoticesSent:
+		if len(op.Contacts) > 0 {
+			_, err = tx.Exec(ctx, "DELETE FROM notices WHERE handle = $1 AND contact = ANY ($2)", op.Handle, op.Contacts)
+		}
+	case OpSetPolicy:
+		err = postgresSetPolicy(ctx, tx, op)
 	}
 	return err
 }
 
-func postgresAddHandle(ctx context.Context, tx pgx.Tx, account, handle string, max int, at time.Time) (created bool, err error) {
-	now := storedTime(at)
+// postgresAddHandle adds the handle of op. The account's row is locked for
+// the rest of the transaction, so that adds to one account are counted one
+// after the other even from sessions other than the lock connection (an
+// older presenced).
+func postgresAddHandle(ctx context.Context, tx pgx.Tx, op Op) (created bool, err error) {
+	account, handle := op.Account, op.Handle
+	now := storedTime(op.Now)
 	tag, err := tx.Exec(ctx, `
 		INSERT INTO accounts (jid, online, status, hiding, status_text, since)
 		VALUES ($1, FALSE, 'undefined', FALSE, '', $2)
@@ -285,28 +746,71 @@ func postgresAddHandle(ctx context.Context, tx pgx.Tx, account, handle string, m
 	if err != nil {
 		return false, err
 	}
-	if count >= max {
+	if count >= op.Max {
 		return false, ErrLimit
 	}
 
 	// A concurrent transaction may have taken the name since the check
 	// above: the unique violation then stands for ErrExists.
-	_, err = tx.Exec(ctx, "INSERT INTO handles (name, account) VALUES ($1, $2)", handle, account)
+	_, err = tx.Exec(ctx, "INSERT INTO handles (name, account, policy) VALUES ($1, $2, $3)",
+		handle, account, string(op.Policy))
+	if err != nil {
+		return false, err
+	}
+	// The name is held again: no quarantine applies to it any more.
+	_, err = tx.Exec(ctx, "DELETE FROM removed_names WHERE name = $1", handle)
 	return created, err
 }
 
-func postgresRemoveHandle(ctx context.Context, tx pgx.Tx, account, handle string) error {
+func postgresRemoveHandle(ctx context.Context, tx pgx.Tx, op Op) error {
+	if err := postgresCheckOwner(ctx, tx, op.Account, op.Handle); err != nil {
+		return err
+	}
+	// The subscribers are owed their notices even once the handle is gone,
+	// and the name is remembered for its quarantine.
+	_, err := tx.Exec(ctx, `
+		INSERT INTO notices (handle, account, contact)
+		SELECT handle, $1, contact FROM subscriptions WHERE handle = $2
+		ON CONFLICT (handle, contact) DO NOTHING`,
+		op.Account, op.Handle)
+	if err != nil {
+		return err
+	}
+	_, err = tx.Exec(ctx, `
+		INSERT INTO removed_names (name, account, removed_at) VALUES ($1, $2, $3)
+		ON CONFLICT (name) DO UPDATE SET account = excluded.account, removed_at = excluded.removed_at`,
+		op.Handle, op.Account, storedTime(op.Now))
+	if err != nil {
+		return err
+	}
+	// The subscriptions and requests go by ON DELETE CASCADE.
+	_, err = tx.Exec(ctx, "DELETE FROM handles WHERE name = $1", op.Handle)
+	return err
+}
+
+func postgresSetPolicy(ctx context.Context, tx pgx.Tx, op Op) error {
+	if err := postgresCheckOwner(ctx, tx, op.Account, op.Handle); err != nil {
+		return err
+	}
+	_, err := tx.Exec(ctx, "UPDATE handles SET policy = $1 WHERE name = $2", string(op.Policy), op.Handle)
+	return err
+}
+
+// postgresCheckOwner returns ErrNotFound if no account holds the handle and
+// ErrNotOwner if one other than account does. The handle's row is locked
+// for the rest of the transaction.
+func postgresCheckOwner(ctx context.Context, tx pgx.Tx, account, handle string) error {
 	var owner string
 	err := tx.QueryRow(ctx, "SELECT account FROM handles WHERE name = $1 FOR UPDATE", handle).Scan(&owner)
-	if err != nil {
+	if errors.Is(err, pgx.ErrNoRows) {
+		return ErrNotFound
+	} else if err != nil {
 		return err
 	}
 	if owner != account {
 		return ErrNotOwner
 	}
-	// The subscriptions go by ON DELETE CASCADE.
-	_, err = tx.Exec(ctx, "DELETE FROM handles WHERE name = $1", handle)
-	return err
+	return nil
 }
 
 // postgresError returns the sentinel error that err stands for, or err

@@ -16,6 +16,11 @@ const (
 	loadTimeout = time.Minute
 	// migrateTimeout bounds the schema upgrade run by the Open functions.
 	migrateTimeout = time.Minute
+	// lockTimeout bounds each step on PostgreSQL's lock connection
+	// (connect, take the lock, ping, begin, one op, commit), so that a dead
+	// network fails an Apply well within batchTimeout, and the store soon
+	// knows that it no longer holds the lock.
+	lockTimeout = 5 * time.Second
 )
 
 // Times are kept to the microsecond, the precision of PostgreSQL's
@@ -73,6 +78,29 @@ var sqliteMigrations = []string{
 	`
 	ALTER TABLE accounts ADD COLUMN explicit INTEGER NOT NULL DEFAULT 0 CHECK (explicit IN (0, 1));
 	`,
+	// 3: subscription policies and pending requests; removed names and the
+	// notices owed to the subscribers of a removed handle, which outlive it.
+	// Existing handles approved everyone, so they keep doing so.
+	`
+	ALTER TABLE handles ADD COLUMN policy TEXT NOT NULL DEFAULT 'open' CHECK (policy IN ('ask', 'open'));
+	CREATE TABLE requests (
+		handle TEXT NOT NULL REFERENCES handles (name) ON DELETE CASCADE,
+		contact TEXT NOT NULL,
+		created_at INTEGER NOT NULL,
+		PRIMARY KEY (handle, contact)
+	) STRICT;
+	CREATE TABLE removed_names (
+		name TEXT NOT NULL PRIMARY KEY,
+		account TEXT NOT NULL,
+		removed_at INTEGER NOT NULL
+	) STRICT;
+	CREATE TABLE notices (
+		handle TEXT NOT NULL,
+		account TEXT NOT NULL,
+		contact TEXT NOT NULL,
+		PRIMARY KEY (handle, contact)
+	) STRICT;
+	`,
 }
 
 // postgresSchemaVersionTable creates the version table if needed.
@@ -111,6 +139,29 @@ var postgresMigrations = []string{
 	// 2: whether the status was set by an explicit instruction.
 	`
 	ALTER TABLE accounts ADD COLUMN explicit BOOLEAN NOT NULL DEFAULT false;
+	`,
+	// 3: subscription policies and pending requests; removed names and the
+	// notices owed to the subscribers of a removed handle, which outlive it.
+	// Existing handles approved everyone, so they keep doing so.
+	`
+	ALTER TABLE handles ADD COLUMN policy TEXT NOT NULL DEFAULT 'open' CHECK (policy IN ('ask', 'open'));
+	CREATE TABLE requests (
+		handle TEXT COLLATE "C" NOT NULL REFERENCES handles (name) ON DELETE CASCADE,
+		contact TEXT COLLATE "C" NOT NULL,
+		created_at TIMESTAMPTZ NOT NULL,
+		PRIMARY KEY (handle, contact)
+	);
+	CREATE TABLE removed_names (
+		name TEXT COLLATE "C" NOT NULL PRIMARY KEY,
+		account TEXT COLLATE "C" NOT NULL,
+		removed_at TIMESTAMPTZ NOT NULL
+	);
+	CREATE TABLE notices (
+		handle TEXT COLLATE "C" NOT NULL,
+		account TEXT COLLATE "C" NOT NULL,
+		contact TEXT COLLATE "C" NOT NULL,
+		PRIMARY KEY (handle, contact)
+	);
 	`,
 }
 

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net/url"
+	"os"
 	"strings"
 	"time"
 
@@ -26,6 +27,10 @@ type sqliteStore struct {
 	// group commit, preparing each statement again costs more than running
 	// it.
 	stmts map[OpKind]*sql.Stmt
+	// lock is the open lock file whose flock is the instance lock.
+	lock *os.File
+	// lost is never closed: a flock is not lost while its file is open.
+	lost chan struct{}
 }
 
 // sqliteStatements are the statements prepared at open, by op.
@@ -44,6 +49,13 @@ var sqliteStatements = map[OpKind]string{
 		INSERT INTO subscriptions (handle, contact) VALUES (?, ?)
 		ON CONFLICT (handle, contact) DO NOTHING`,
 	OpRemoveSubscription: "DELETE FROM subscriptions WHERE handle = ? AND contact = ?",
+	OpAddRequest: `
+		INSERT INTO requests (handle, contact, created_at) VALUES (?, ?, ?)
+		ON CONFLICT (handle, contact) DO NOTHING`,
+	// AddSubscription runs it too, for the request it answers.
+	OpRemoveRequest: "DELETE FROM requests WHERE handle = ? AND contact = ?",
+	// Run once per contact: a removed handle may have had thousands.
+	OpNoticesSent: "DELETE FROM notices WHERE handle = ? AND contact = ?",
 }
 
 var _ Store = (*sqliteStore)(nil)
@@ -53,8 +65,17 @@ var _ Store = (*sqliteStore)(nil)
 // to date. The database runs in WAL mode with synchronous=FULL, so a
 // committed change survives a crash of the process or of the machine.
 //
+// The instance lock is a flock on the file path+".lock", created if needed
+// and never deleted. OpenSQLite waits while another process holds it, as
+// OpenWith does with the zero Options.
+//
 // Times are stored as integer Unix microseconds.
 func OpenSQLite(ctx context.Context, path string) (Store, error) {
+	return openSQLite(ctx, path, Options{})
+}
+
+// openSQLite is OpenSQLite with the options of OpenWith.
+func openSQLite(ctx context.Context, path string, opts Options) (Store, error) {
 	if path == "" {
 		return nil, errors.New("storage: open sqlite: empty path")
 	}
@@ -62,6 +83,26 @@ func OpenSQLite(ctx context.Context, path string) (Store, error) {
 		// The driver splits its DSN at the first '?'.
 		return nil, fmt.Errorf("storage: open sqlite %q: path must not contain '?'", path)
 	}
+	if fi, err := os.Stat(path); err == nil && fi.IsDir() {
+		// Caught before the lock file is made beside it.
+		return nil, fmt.Errorf("storage: open sqlite %q: is a directory", path)
+	}
+	lock, err := lockFile(ctx, path+".lock", opts.Waiting)
+	if err != nil {
+		return nil, fmt.Errorf("storage: open sqlite %q: %w", path, err)
+	}
+	s, err := openSQLiteLocked(ctx, path)
+	if err != nil {
+		lock.Close()
+		return nil, fmt.Errorf("storage: open sqlite %q: %w", path, err)
+	}
+	s.lock = lock
+	return s, nil
+}
+
+// openSQLiteLocked opens the database at path, whose instance lock the
+// caller holds.
+func openSQLiteLocked(ctx context.Context, path string) (*sqliteStore, error) {
 	params := url.Values{
 		"_busy_timeout": {fmt.Sprint(sqliteBusyTimeout)},
 		"_foreign_keys": {"on"},
@@ -73,23 +114,23 @@ func OpenSQLite(ctx context.Context, path string) (Store, error) {
 	}
 	db, err := sql.Open("sqlite", path+"?"+params.Encode())
 	if err != nil {
-		return nil, fmt.Errorf("storage: open sqlite %q: %w", path, err)
+		return nil, err
 	}
 	db.SetMaxOpenConns(1)
 	db.SetMaxIdleConns(1)
 	db.SetConnMaxLifetime(0)
 	db.SetConnMaxIdleTime(0)
 
-	s := &sqliteStore{db: db, stmts: make(map[OpKind]*sql.Stmt)}
+	s := &sqliteStore{db: db, stmts: make(map[OpKind]*sql.Stmt), lost: make(chan struct{})}
 	if err := s.upgrade(ctx); err != nil {
 		db.Close()
-		return nil, fmt.Errorf("storage: open sqlite %q: %w", path, err)
+		return nil, err
 	}
 	for kind, query := range sqliteStatements {
 		st, err := db.PrepareContext(ctx, query)
 		if err != nil {
 			db.Close()
-			return nil, fmt.Errorf("storage: open sqlite %q: prepare %s: %w", path, kind, err)
+			return nil, fmt.Errorf("prepare %s: %w", kind, err)
 		}
 		s.stmts[kind] = st
 	}
@@ -156,16 +197,24 @@ func (s *sqliteStore) inTx(ctx context.Context, f func(tx *sql.Tx) error) error 
 	return tx.Commit()
 }
 
-// Close implements Store.
+// Close implements Store. The instance lock goes last, once nothing of
+// this store can write any more.
 func (s *sqliteStore) Close() error {
 	for _, st := range s.stmts {
 		st.Close()
 	}
-	if err := s.db.Close(); err != nil {
+	err := s.db.Close()
+	// Closing the file drops the flock; a second Close finds it closed
+	// already, which is no error of the store's.
+	s.lock.Close()
+	if err != nil {
 		return fmt.Errorf("storage: close: %w", err)
 	}
 	return nil
 }
+
+// Lost implements Store: the returned channel is never closed.
+func (s *sqliteStore) Lost() <-chan struct{} { return s.lost }
 
 // Load implements Store.
 func (s *sqliteStore) Load(ctx context.Context) (*Snapshot, error) {
@@ -174,62 +223,99 @@ func (s *sqliteStore) Load(ctx context.Context) (*Snapshot, error) {
 
 	var snap Snapshot
 	err := s.inTx(ctx, func(tx *sql.Tx) error {
-		rows, err := tx.QueryContext(ctx, `
-			SELECT jid, online, status, explicit, hiding, status_text, since
-			FROM accounts ORDER BY jid`)
-		if err != nil {
-			return err
-		}
-		for rows.Next() {
-			var a Account
-			var status string
-			var since int64
-			if err := rows.Scan(&a.JID, &a.Flags.Online, &status, &a.Flags.Explicit, &a.Flags.Hiding, &a.Flags.StatusText, &since); err != nil {
-				rows.Close()
+		for _, load := range []func(context.Context, *sql.Tx, *Snapshot) error{
+			sqliteLoadAccounts, sqliteLoadHandles, sqliteLoadSubscriptions,
+			sqliteLoadRequests, sqliteLoadRemoved, sqliteLoadNotices,
+		} {
+			if err := load(ctx, tx, &snap); err != nil {
 				return err
 			}
-			a.Flags.Status = Status(status)
-			a.Flags.Since = time.UnixMicro(since).UTC()
-			snap.Accounts = append(snap.Accounts, a)
 		}
-		if err := closeRows(rows); err != nil {
-			return err
-		}
-
-		rows, err = tx.QueryContext(ctx, "SELECT name, account FROM handles ORDER BY name")
-		if err != nil {
-			return err
-		}
-		for rows.Next() {
-			var h Handle
-			if err := rows.Scan(&h.Name, &h.Account); err != nil {
-				rows.Close()
-				return err
-			}
-			snap.Handles = append(snap.Handles, h)
-		}
-		if err := closeRows(rows); err != nil {
-			return err
-		}
-
-		rows, err = tx.QueryContext(ctx, "SELECT handle, contact FROM subscriptions ORDER BY handle, contact")
-		if err != nil {
-			return err
-		}
-		for rows.Next() {
-			var sub Subscription
-			if err := rows.Scan(&sub.Handle, &sub.Contact); err != nil {
-				rows.Close()
-				return err
-			}
-			snap.Subscriptions = append(snap.Subscriptions, sub)
-		}
-		return closeRows(rows)
+		return nil
 	})
 	if err != nil {
 		return nil, fmt.Errorf("storage: load: %w", err)
 	}
 	return &snap, nil
+}
+
+func sqliteLoadAccounts(ctx context.Context, tx *sql.Tx, snap *Snapshot) error {
+	var a Account
+	var status string
+	var since int64
+	return sqliteEach(ctx, tx, `
+		SELECT jid, online, status, explicit, hiding, status_text, since
+		FROM accounts ORDER BY jid`,
+		[]any{&a.JID, &a.Flags.Online, &status, &a.Flags.Explicit, &a.Flags.Hiding, &a.Flags.StatusText, &since},
+		func() {
+			a.Flags.Status = Status(status)
+			a.Flags.Since = time.UnixMicro(since).UTC()
+			snap.Accounts = append(snap.Accounts, a)
+		})
+}
+
+func sqliteLoadHandles(ctx context.Context, tx *sql.Tx, snap *Snapshot) error {
+	var h Handle
+	var policy string
+	return sqliteEach(ctx, tx, "SELECT name, account, policy FROM handles ORDER BY name",
+		[]any{&h.Name, &h.Account, &policy},
+		func() {
+			h.Policy = Policy(policy)
+			snap.Handles = append(snap.Handles, h)
+		})
+}
+
+func sqliteLoadSubscriptions(ctx context.Context, tx *sql.Tx, snap *Snapshot) error {
+	var sub Subscription
+	return sqliteEach(ctx, tx, "SELECT handle, contact FROM subscriptions ORDER BY handle, contact",
+		[]any{&sub.Handle, &sub.Contact},
+		func() { snap.Subscriptions = append(snap.Subscriptions, sub) })
+}
+
+func sqliteLoadRequests(ctx context.Context, tx *sql.Tx, snap *Snapshot) error {
+	var r Request
+	var at int64
+	return sqliteEach(ctx, tx, "SELECT handle, contact, created_at FROM requests ORDER BY handle, created_at, contact",
+		[]any{&r.Handle, &r.Contact, &at},
+		func() {
+			r.At = time.UnixMicro(at).UTC()
+			snap.Requests = append(snap.Requests, r)
+		})
+}
+
+func sqliteLoadRemoved(ctx context.Context, tx *sql.Tx, snap *Snapshot) error {
+	var r RemovedName
+	var at int64
+	return sqliteEach(ctx, tx, "SELECT name, account, removed_at FROM removed_names ORDER BY name",
+		[]any{&r.Name, &r.Account, &at},
+		func() {
+			r.At = time.UnixMicro(at).UTC()
+			snap.Removed = append(snap.Removed, r)
+		})
+}
+
+func sqliteLoadNotices(ctx context.Context, tx *sql.Tx, snap *Snapshot) error {
+	var n Notice
+	return sqliteEach(ctx, tx, "SELECT handle, account, contact FROM notices ORDER BY handle, contact",
+		[]any{&n.Handle, &n.Account, &n.Contact},
+		func() { snap.Notices = append(snap.Notices, n) })
+}
+
+// sqliteEach runs query in tx and calls each after scanning each row into
+// dest.
+func sqliteEach(ctx context.Context, tx *sql.Tx, query string, dest []any, each func()) error {
+	rows, err := tx.QueryContext(ctx, query)
+	if err != nil {
+		return err
+	}
+	for rows.Next() {
+		if err := rows.Scan(dest...); err != nil {
+			rows.Close()
+			return err
+		}
+		each()
+	}
+	return closeRows(rows)
 }
 
 // closeRows closes rows and returns the error that ended the iteration, if
@@ -292,8 +378,9 @@ func (s *sqliteStore) Account(ctx context.Context, account string) (Account, err
 func (s *sqliteStore) AddHandle(ctx context.Context, account, handle string, max int, at time.Time) (created bool, err error) {
 	ctx, cancel := context.WithTimeout(ctx, queryTimeout)
 	defer cancel()
+	op := Op{Kind: OpAddHandle, Account: account, Handle: handle, Max: max, Now: at, Policy: PolicyAsk}
 	err = s.inTx(ctx, func(tx *sql.Tx) error {
-		created, err = sqliteAddHandle(ctx, tx, account, handle, max, at)
+		created, err = sqliteAddHandle(ctx, tx, op)
 		return err
 	})
 	if err != nil {
@@ -304,7 +391,7 @@ func (s *sqliteStore) AddHandle(ctx context.Context, account, handle string, max
 
 // RemoveHandle implements Store.
 func (s *sqliteStore) RemoveHandle(ctx context.Context, account, handle string) error {
-	return applyOne(ctx, s, Op{Kind: OpRemoveHandle, Account: account, Handle: handle})
+	return applyOne(ctx, s, Op{Kind: OpRemoveHandle, Account: account, Handle: handle, Now: time.Now()})
 }
 
 // SetFlags implements Store.
@@ -333,24 +420,47 @@ func (s *sqliteStore) apply(ctx context.Context, tx *sql.Tx, op Op) error {
 	var err error
 	switch op.Kind {
 	case OpAddHandle:
-		_, err = sqliteAddHandle(ctx, tx, op.Account, op.Handle, op.Max, op.Now)
+		_, err = sqliteAddHandle(ctx, tx, op)
 	case OpRemoveHandle:
-		err = sqliteRemoveHandle(ctx, tx, op.Account, op.Handle)
+		err = sqliteRemoveHandle(ctx, tx, op)
 	case OpSetFlags:
 		f := op.Flags
-		_, err = tx.StmtContext(ctx, s.stmts[OpSetFlags]).ExecContext(ctx,
+		err = s.exec(ctx, tx, OpSetFlags,
 			op.Account, f.Online, string(f.Status), f.Explicit, f.Hiding, f.StatusText,
 			storedTime(f.Since).UnixMicro(), storedTime(time.Now()).UnixMicro())
 	case OpAddSubscription:
-		_, err = tx.StmtContext(ctx, s.stmts[OpAddSubscription]).ExecContext(ctx, op.Handle, op.Contact)
+		// The request, if any, is answered.
+		if err = s.exec(ctx, tx, OpAddSubscription, op.Handle, op.Contact); err == nil {
+			err = s.exec(ctx, tx, OpRemoveRequest, op.Handle, op.Contact)
+		}
 	case OpRemoveSubscription:
-		_, err = tx.StmtContext(ctx, s.stmts[OpRemoveSubscription]).ExecContext(ctx, op.Handle, op.Contact)
+		err = s.exec(ctx, tx, OpRemoveSubscription, op.Handle, op.Contact)
+	case OpAddRequest:
+		err = s.exec(ctx, tx, OpAddRequest, op.Handle, op.Contact, storedTime(op.Now).UnixMicro())
+	case OpRemoveRequest:
+		err = s.exec(ctx, tx, OpRemoveRequest, op.Handle, op.Contact)
+	case OpNoticesSent:
+		st := tx.StmtContext(ctx, s.stmts[OpNoticesSent])
+		for _, contact := range op.Contacts {
+			if _, err = st.ExecContext(ctx, op.Handle, contact); err != nil {
+				break
+			}
+		}
+	case OpSetPolicy:
+		err = sqliteSetPolicy(ctx, tx, op)
 	}
 	return err
 }
 
-func sqliteAddHandle(ctx context.Context, tx *sql.Tx, account, handle string, max int, at time.Time) (created bool, err error) {
-	now := storedTime(at).UnixMicro()
+// exec runs the statement prepared for kind inside tx.
+func (s *sqliteStore) exec(ctx context.Context, tx *sql.Tx, kind OpKind, args ...any) error {
+	_, err := tx.StmtContext(ctx, s.stmts[kind]).ExecContext(ctx, args...)
+	return err
+}
+
+func sqliteAddHandle(ctx context.Context, tx *sql.Tx, op Op) (created bool, err error) {
+	account, handle := op.Account, op.Handle
+	now := storedTime(op.Now).UnixMicro()
 	res, err := tx.ExecContext(ctx, `
 		INSERT INTO accounts (jid, online, status, hiding, status_text, since, created_at)
 		VALUES (?, 0, 'undefined', 0, '', ?, ?)
@@ -379,15 +489,57 @@ func sqliteAddHandle(ctx context.Context, tx *sql.Tx, account, handle string, ma
 	if err != nil {
 		return false, err
 	}
-	if count >= max {
+	if count >= op.Max {
 		return false, ErrLimit
 	}
 
-	_, err = tx.ExecContext(ctx, "INSERT INTO handles (name, account, created_at) VALUES (?, ?, ?)", handle, account, now)
+	_, err = tx.ExecContext(ctx, "INSERT INTO handles (name, account, policy, created_at) VALUES (?, ?, ?, ?)",
+		handle, account, string(op.Policy), now)
+	if err != nil {
+		return false, err
+	}
+	// The name is held again: no quarantine applies to it any more.
+	_, err = tx.ExecContext(ctx, "DELETE FROM removed_names WHERE name = ?", handle)
 	return created, err
 }
 
-func sqliteRemoveHandle(ctx context.Context, tx *sql.Tx, account, handle string) error {
+func sqliteRemoveHandle(ctx context.Context, tx *sql.Tx, op Op) error {
+	if err := sqliteCheckOwner(ctx, tx, op.Account, op.Handle); err != nil {
+		return err
+	}
+	// The subscribers are owed their notices even once the handle is gone,
+	// and the name is remembered for its quarantine.
+	_, err := tx.ExecContext(ctx, `
+		INSERT INTO notices (handle, account, contact)
+		SELECT handle, ?, contact FROM subscriptions WHERE handle = ?
+		ON CONFLICT (handle, contact) DO NOTHING`,
+		op.Account, op.Handle)
+	if err != nil {
+		return err
+	}
+	_, err = tx.ExecContext(ctx, `
+		INSERT INTO removed_names (name, account, removed_at) VALUES (?, ?, ?)
+		ON CONFLICT (name) DO UPDATE SET account = excluded.account, removed_at = excluded.removed_at`,
+		op.Handle, op.Account, storedTime(op.Now).UnixMicro())
+	if err != nil {
+		return err
+	}
+	// The subscriptions and requests go by ON DELETE CASCADE.
+	_, err = tx.ExecContext(ctx, "DELETE FROM handles WHERE name = ?", op.Handle)
+	return err
+}
+
+func sqliteSetPolicy(ctx context.Context, tx *sql.Tx, op Op) error {
+	if err := sqliteCheckOwner(ctx, tx, op.Account, op.Handle); err != nil {
+		return err
+	}
+	_, err := tx.ExecContext(ctx, "UPDATE handles SET policy = ? WHERE name = ?", string(op.Policy), op.Handle)
+	return err
+}
+
+// sqliteCheckOwner returns ErrNotFound if no account holds the handle and
+// ErrNotOwner if one other than account does.
+func sqliteCheckOwner(ctx context.Context, tx *sql.Tx, account, handle string) error {
 	var owner string
 	err := tx.QueryRowContext(ctx, "SELECT account FROM handles WHERE name = ?", handle).Scan(&owner)
 	if errors.Is(err, sql.ErrNoRows) {
@@ -398,9 +550,7 @@ func sqliteRemoveHandle(ctx context.Context, tx *sql.Tx, account, handle string)
 	if owner != account {
 		return ErrNotOwner
 	}
-	// The subscriptions go by ON DELETE CASCADE.
-	_, err = tx.ExecContext(ctx, "DELETE FROM handles WHERE name = ?", handle)
-	return err
+	return nil
 }
 
 // sqliteError returns the sentinel error that err stands for, or err

@@ -7,13 +7,18 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"log/slog"
+	"net"
 	"net/url"
 	"os"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -155,7 +160,7 @@ func migrationCount(s Store) int {
 	return len(sqliteMigrations)
 }
 
-var sentinels = []error{ErrNotFound, ErrExists, ErrLimit, ErrNotOwner, ErrSchemaTooNew}
+var sentinels = []error{ErrNotFound, ErrExists, ErrLimit, ErrNotOwner, ErrSchemaTooNew, ErrNotActive}
 
 func isSentinel(err error) bool {
 	for _, s := range sentinels {
@@ -242,6 +247,58 @@ func wantSnapshot(t testing.TB, got, want *Snapshot) {
 	}
 	if !slices.Equal(got.Subscriptions, want.Subscriptions) {
 		t.Fatalf("Load: subscriptions %+v, want %+v", got.Subscriptions, want.Subscriptions)
+	}
+	if !slices.EqualFunc(got.Requests, want.Requests, sameRequest) {
+		t.Fatalf("Load: requests %+v, want %+v", got.Requests, want.Requests)
+	}
+	sameRemoved := func(g, w RemovedName) bool {
+		return g.Name == w.Name && g.Account == w.Account && sameStoredTime(g.At, w.At)
+	}
+	if !slices.EqualFunc(got.Removed, want.Removed, sameRemoved) {
+		t.Fatalf("Load: removed names %+v, want %+v", got.Removed, want.Removed)
+	}
+	if !slices.Equal(got.Notices, want.Notices) {
+		t.Fatalf("Load: notices %+v, want %+v", got.Notices, want.Notices)
+	}
+}
+
+// sameRequest reports whether g, read back from a store, is w as stored.
+func sameRequest(g, w Request) bool {
+	return g.Handle == w.Handle && g.Contact == w.Contact && sameStoredTime(g.At, w.At)
+}
+
+// sameStoredTime reports whether got, read back from a store, is want as
+// stored: the same instant to the microsecond, in UTC.
+func sameStoredTime(got, want time.Time) bool {
+	return got.Location() == time.UTC && got.Equal(want.Truncate(time.Microsecond))
+}
+
+// load returns what s.Load returns, failing the test on error.
+func load(t testing.TB, s Store) *Snapshot {
+	t.Helper()
+	snap, err := s.Load(context.Background())
+	must(t, "Load", err)
+	return snap
+}
+
+// mustApply applies ops to s, failing the test on error.
+func mustApply(t testing.TB, s Store, ops ...Op) {
+	t.Helper()
+	must(t, fmt.Sprintf("Apply(%+v)", ops), s.Apply(context.Background(), ops))
+}
+
+// wantOpError fails the test unless err is an *OpError at index i whose
+// error is want, or, for a nil want, none of the sentinels.
+func wantOpError(t testing.TB, what string, err error, i int, want error) {
+	t.Helper()
+	var oe *OpError
+	switch {
+	case !errors.As(err, &oe) || oe.Index != i:
+		t.Fatalf("%s = %v, want an *OpError at index %d", what, err, i)
+	case want == nil && isSentinel(err):
+		t.Fatalf("%s = %v, want no sentinel", what, err)
+	case want != nil && !errors.Is(err, want):
+		t.Fatalf("%s = %v, want %v", what, err, want)
 	}
 }
 
@@ -590,8 +647,8 @@ func runConformance(t *testing.T, driver string, freshDSN func(t testing.TB) str
 		at := time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
 		f := Flags{Online: true, Status: StatusBusy, StatusText: "in a meeting", Since: at}
 		ops := []Op{
-			{Kind: OpAddHandle, Account: "a@example.org", Handle: "h1", Max: 5, Now: at},
-			{Kind: OpAddHandle, Account: "a@example.org", Handle: "h2", Max: 5, Now: at},
+			{Kind: OpAddHandle, Account: "a@example.org", Handle: "h1", Max: 5, Now: at, Policy: PolicyAsk},
+			{Kind: OpAddHandle, Account: "a@example.org", Handle: "h2", Max: 5, Now: at, Policy: PolicyAsk},
 			{Kind: OpAddSubscription, Handle: "h1", Contact: "c@example.net"},
 			{Kind: OpAddSubscription, Handle: "h2", Contact: "c@example.net"},
 			{Kind: OpAddSubscription, Handle: "h2", Contact: "d@example.net"},
@@ -618,8 +675,8 @@ func runConformance(t *testing.T, driver string, freshDSN func(t testing.TB) str
 			bad  Op
 			want error
 		}{
-			{"taken", Op{Kind: OpAddHandle, Account: "b@example.org", Handle: "h", Max: 5}, ErrExists},
-			{"limit", Op{Kind: OpAddHandle, Account: "b@example.org", Handle: "x", Max: 0}, ErrLimit},
+			{"taken", Op{Kind: OpAddHandle, Account: "b@example.org", Handle: "h", Max: 5, Policy: PolicyAsk}, ErrExists},
+			{"limit", Op{Kind: OpAddHandle, Account: "b@example.org", Handle: "x", Max: 0, Policy: PolicyAsk}, ErrLimit},
 			{"not owner", Op{Kind: OpRemoveHandle, Account: "b@example.org", Handle: "h"}, ErrNotOwner},
 			{"no handle", Op{Kind: OpRemoveHandle, Account: "a@example.org", Handle: "none"}, ErrNotFound},
 			{"subscribe unknown", Op{Kind: OpAddSubscription, Handle: "none", Contact: "c@example.net"}, ErrNotFound},
@@ -630,7 +687,7 @@ func runConformance(t *testing.T, driver string, freshDSN func(t testing.TB) str
 					{Kind: OpAddSubscription, Handle: "h", Contact: "c@example.net"},
 					{Kind: OpSetFlags, Account: "a@example.org", Flags: Flags{Status: StatusAway, Hiding: true}},
 					tt.bad,
-					{Kind: OpAddHandle, Account: "a@example.org", Handle: "later", Max: 5},
+					{Kind: OpAddHandle, Account: "a@example.org", Handle: "later", Max: 5, Policy: PolicyAsk},
 				}
 				err := s.Apply(ctx, ops)
 				var oe *OpError
@@ -832,6 +889,397 @@ func runConformance(t *testing.T, driver string, freshDSN func(t testing.TB) str
 		}
 		wantHandles(t, s, "a@example.org", "a")
 	})
+
+	t.Run("AddHandlePolicy", func(t *testing.T) {
+		s := open(t)
+		at := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+		mustApply(t, s,
+			Op{Kind: OpAddHandle, Account: "a@example.org", Handle: "open", Max: 5, Now: at, Policy: PolicyOpen},
+			Op{Kind: OpAddHandle, Account: "a@example.org", Handle: "ask", Max: 5, Now: at, Policy: PolicyAsk},
+		)
+		// The method asks.
+		mustAdd(t, s, "a@example.org", "method", 5)
+		want := []Handle{
+			{Name: "ask", Account: "a@example.org", Policy: PolicyAsk},
+			{Name: "method", Account: "a@example.org", Policy: PolicyAsk},
+			{Name: "open", Account: "a@example.org", Policy: PolicyOpen},
+		}
+		if got := load(t, s).Handles; !slices.Equal(got, want) {
+			t.Fatalf("handles %+v, want %+v", got, want)
+		}
+		for _, p := range []Policy{"", "closed", "Open"} {
+			err := s.Apply(ctx, []Op{
+				{Kind: OpAddSubscription, Handle: "ask", Contact: "c@example.net"},
+				{Kind: OpAddHandle, Account: "b@example.org", Handle: "bad", Max: 5, Now: at, Policy: p},
+			})
+			wantOpError(t, fmt.Sprintf("AddHandle with policy %q", p), err, 1, nil)
+		}
+		wantNoAccount(t, s, "b@example.org")
+		if snap := load(t, s); !slices.Equal(snap.Handles, want) || len(snap.Subscriptions) != 0 {
+			t.Fatalf("a refused batch was kept: %+v", snap)
+		}
+	})
+
+	t.Run("RemoveHandleOwesNotices", func(t *testing.T) {
+		s := open(t)
+		mustAdd(t, s, "a@example.org", "gone", 5)
+		mustAdd(t, s, "a@example.org", "kept", 5)
+		mustAdd(t, s, "b@example.org", "other", 5)
+		for _, sub := range []Subscription{{"gone", "y@example.net"}, {"gone", "x@example.net"}, {"kept", "x@example.net"}, {"other", "z@example.net"}} {
+			must(t, "AddSubscription", s.AddSubscription(ctx, sub.Handle, sub.Contact))
+		}
+		at := time.Date(2026, 5, 6, 7, 8, 9, 123456789, time.FixedZone("x", 3600))
+		mustApply(t, s,
+			Op{Kind: OpAddRequest, Handle: "gone", Contact: "r@example.net", Now: at},
+			Op{Kind: OpAddRequest, Handle: "kept", Contact: "r@example.net", Now: at},
+		)
+		mustApply(t, s, Op{Kind: OpRemoveHandle, Account: "a@example.org", Handle: "gone", Now: at})
+		snap := load(t, s)
+		want := &Snapshot{
+			Accounts:      snap.Accounts,
+			Handles:       []Handle{{"kept", "a@example.org", PolicyAsk}, {"other", "b@example.org", PolicyAsk}},
+			Subscriptions: []Subscription{{"kept", "x@example.net"}, {"other", "z@example.net"}},
+			// The request to the removed handle goes with it.
+			Requests: []Request{{"kept", "r@example.net", at}},
+			Removed:  []RemovedName{{"gone", "a@example.org", at}},
+			// One per subscriber of the removed handle, none for the others.
+			Notices: []Notice{{"gone", "a@example.org", "x@example.net"}, {"gone", "a@example.org", "y@example.net"}},
+		}
+		wantSnapshot(t, snap, want)
+
+		// A removal that fails writes nothing.
+		wantErr(t, "RemoveHandle of another's", s.RemoveHandle(ctx, "a@example.org", "other"), ErrNotOwner)
+		wantErr(t, "RemoveHandle of none", s.RemoveHandle(ctx, "a@example.org", "none"), ErrNotFound)
+		wantSnapshot(t, load(t, s), want)
+
+		// Held again, the name is no longer removed; the notices owed for
+		// its last holder stay owed.
+		mustAdd(t, s, "b@example.org", "gone", 5)
+		snap = load(t, s)
+		if len(snap.Removed) != 0 {
+			t.Fatalf("removed names %+v after the name was taken again, want none", snap.Removed)
+		}
+		if !slices.Equal(snap.Notices, want.Notices) {
+			t.Fatalf("notices %+v, want %+v", snap.Notices, want.Notices)
+		}
+
+		// Removed again: the removal is the new one, and a notice already
+		// owed to a contact is not owed twice.
+		must(t, "AddSubscription", s.AddSubscription(ctx, "gone", "x@example.net"))
+		must(t, "AddSubscription", s.AddSubscription(ctx, "gone", "w@example.net"))
+		before := time.Now()
+		must(t, "RemoveHandle", s.RemoveHandle(ctx, "b@example.org", "gone"))
+		after := time.Now()
+		snap = load(t, s)
+		wantNotices := []Notice{{"gone", "b@example.org", "w@example.net"}, {"gone", "a@example.org", "x@example.net"}, {"gone", "a@example.org", "y@example.net"}}
+		if !slices.Equal(snap.Notices, wantNotices) {
+			t.Fatalf("notices %+v, want %+v", snap.Notices, wantNotices)
+		}
+		if len(snap.Removed) != 1 || snap.Removed[0].Name != "gone" || snap.Removed[0].Account != "b@example.org" ||
+			snap.Removed[0].At.Before(before.Truncate(time.Microsecond)) || snap.Removed[0].At.After(after) {
+			t.Fatalf("removed names %+v, want gone by b@example.org between %v and %v", snap.Removed, before, after)
+		}
+	})
+
+	t.Run("Requests", func(t *testing.T) {
+		s := open(t)
+		mustAdd(t, s, "a@example.org", "h", 5)
+		mustAdd(t, s, "a@example.org", "g", 5)
+		t0 := time.Date(2026, 1, 1, 0, 0, 0, 999, time.UTC)
+		sec := func(n int) time.Time { return t0.Add(time.Duration(n) * time.Second) }
+		mustApply(t, s,
+			Op{Kind: OpAddRequest, Handle: "h", Contact: "c@example.net", Now: sec(2)},
+			Op{Kind: OpAddRequest, Handle: "h", Contact: "d@example.net", Now: sec(1)},
+			Op{Kind: OpAddRequest, Handle: "h", Contact: "b@example.net", Now: sec(1)},
+			Op{Kind: OpAddRequest, Handle: "g", Contact: "z@example.net", Now: sec(5)},
+		)
+		// Asked again, a request keeps its first time.
+		mustApply(t, s, Op{Kind: OpAddRequest, Handle: "h", Contact: "c@example.net", Now: sec(10)})
+		want := []Request{
+			{"g", "z@example.net", sec(5)},
+			{"h", "b@example.net", sec(1)},
+			{"h", "d@example.net", sec(1)},
+			{"h", "c@example.net", sec(2)},
+		}
+		snap := load(t, s)
+		wantSnapshot(t, snap, &Snapshot{Accounts: snap.Accounts, Handles: snap.Handles, Requests: want})
+
+		mustApply(t, s,
+			Op{Kind: OpRemoveRequest, Handle: "h", Contact: "d@example.net"},
+			Op{Kind: OpRemoveRequest, Handle: "h", Contact: "d@example.net"},
+			Op{Kind: OpRemoveRequest, Handle: "h", Contact: "nobody@example.net"},
+			Op{Kind: OpRemoveRequest, Handle: "none", Contact: "c@example.net"},
+		)
+		want = slices.Delete(want, 2, 3)
+		if got := load(t, s).Requests; !slices.EqualFunc(got, want, sameRequest) {
+			t.Fatalf("requests %+v, want %+v", got, want)
+		}
+
+		err := s.Apply(ctx, []Op{
+			{Kind: OpAddRequest, Handle: "h", Contact: "e@example.net", Now: t0},
+			{Kind: OpAddRequest, Handle: "none", Contact: "e@example.net", Now: t0},
+		})
+		wantOpError(t, "AddRequest to an unknown handle", err, 1, ErrNotFound)
+		if got := load(t, s).Requests; len(got) != len(want) {
+			t.Fatalf("requests %+v kept from a failed batch", got)
+		}
+	})
+
+	t.Run("AddSubscriptionAnswersRequest", func(t *testing.T) {
+		s := open(t)
+		mustAdd(t, s, "a@example.org", "h", 5)
+		mustAdd(t, s, "a@example.org", "g", 5)
+		at := time.Date(2026, 2, 3, 4, 5, 6, 0, time.UTC)
+		for _, r := range []Request{{"h", "c@example.net", at}, {"h", "d@example.net", at}, {"g", "c@example.net", at}, {"g", "e@example.net", at}} {
+			mustApply(t, s, Op{Kind: OpAddRequest, Handle: r.Handle, Contact: r.Contact, Now: r.At})
+		}
+		must(t, "AddSubscription", s.AddSubscription(ctx, "h", "c@example.net"))
+		mustApply(t, s, Op{Kind: OpAddSubscription, Handle: "g", Contact: "e@example.net"})
+		snap := load(t, s)
+		if want := []Request{{"g", "c@example.net", at}, {"h", "d@example.net", at}}; !slices.EqualFunc(snap.Requests, want, sameRequest) {
+			t.Fatalf("requests %+v, want %+v", snap.Requests, want)
+		}
+		if want := []Subscription{{"g", "e@example.net"}, {"h", "c@example.net"}}; !slices.Equal(snap.Subscriptions, want) {
+			t.Fatalf("subscriptions %+v, want %+v", snap.Subscriptions, want)
+		}
+	})
+
+	t.Run("NoticesSent", func(t *testing.T) {
+		s := open(t)
+		mustAdd(t, s, "a@example.org", "h1", 5)
+		mustAdd(t, s, "a@example.org", "h2", 5)
+		for _, sub := range []Subscription{{"h1", "x@example.net"}, {"h1", "y@example.net"}, {"h1", "z@example.net"}, {"h2", "x@example.net"}} {
+			must(t, "AddSubscription", s.AddSubscription(ctx, sub.Handle, sub.Contact))
+		}
+		must(t, "RemoveHandle", s.RemoveHandle(ctx, "a@example.org", "h1"))
+		must(t, "RemoveHandle", s.RemoveHandle(ctx, "a@example.org", "h2"))
+		if n := len(load(t, s).Notices); n != 4 {
+			t.Fatalf("%d notices, want 4", n)
+		}
+		mustApply(t, s,
+			Op{Kind: OpNoticesSent, Handle: "h1", Contacts: []string{"x@example.net", "z@example.net", "nobody@example.net"}},
+			Op{Kind: OpNoticesSent, Handle: "h1"},
+			Op{Kind: OpNoticesSent, Handle: "none", Contacts: []string{"x@example.net"}},
+		)
+		want := []Notice{{"h1", "a@example.org", "y@example.net"}, {"h2", "a@example.org", "x@example.net"}}
+		if got := load(t, s).Notices; !slices.Equal(got, want) {
+			t.Fatalf("notices %+v, want %+v", got, want)
+		}
+		// Sent twice (a retried batch) is no error.
+		mustApply(t, s,
+			Op{Kind: OpNoticesSent, Handle: "h2", Contacts: []string{"x@example.net"}},
+			Op{Kind: OpNoticesSent, Handle: "h2", Contacts: []string{"x@example.net"}},
+		)
+		if got := load(t, s).Notices; !slices.Equal(got, want[:1]) {
+			t.Fatalf("notices %+v, want %+v", got, want[:1])
+		}
+	})
+
+	t.Run("SetPolicy", func(t *testing.T) {
+		s := open(t)
+		mustAdd(t, s, "a@example.org", "h", 5)
+		mustAdd(t, s, "b@example.org", "g", 5)
+		policyOf := func(name string) Policy {
+			t.Helper()
+			for _, h := range load(t, s).Handles {
+				if h.Name == name {
+					return h.Policy
+				}
+			}
+			t.Fatalf("no handle %q", name)
+			return ""
+		}
+		for _, p := range []Policy{PolicyOpen, PolicyOpen, PolicyAsk, PolicyOpen} {
+			mustApply(t, s, Op{Kind: OpSetPolicy, Account: "a@example.org", Handle: "h", Policy: p})
+			if got := policyOf("h"); got != p {
+				t.Fatalf("policy %q after SetPolicy(%q)", got, p)
+			}
+		}
+		if got := policyOf("g"); got != PolicyAsk {
+			t.Fatalf("policy of another handle %q, want %q", got, PolicyAsk)
+		}
+		tests := []struct {
+			name string
+			op   Op
+			want error // nil: none of the sentinels
+		}{
+			{"not owner", Op{Kind: OpSetPolicy, Account: "b@example.org", Handle: "h", Policy: PolicyAsk}, ErrNotOwner},
+			{"unknown account", Op{Kind: OpSetPolicy, Account: "nobody@example.org", Handle: "h", Policy: PolicyAsk}, ErrNotOwner},
+			{"no handle", Op{Kind: OpSetPolicy, Account: "a@example.org", Handle: "none", Policy: PolicyAsk}, ErrNotFound},
+			{"zero policy", Op{Kind: OpSetPolicy, Account: "a@example.org", Handle: "h"}, nil},
+			{"invalid policy", Op{Kind: OpSetPolicy, Account: "a@example.org", Handle: "h", Policy: "closed"}, nil},
+		}
+		for _, tt := range tests {
+			err := s.Apply(ctx, []Op{{Kind: OpSetPolicy, Account: "b@example.org", Handle: "g", Policy: PolicyOpen}, tt.op})
+			wantOpError(t, "SetPolicy "+tt.name, err, 1, tt.want)
+			if got := policyOf("h"); got != PolicyOpen {
+				t.Fatalf("%s: policy %q, want it unchanged", tt.name, got)
+			}
+			if got := policyOf("g"); got != PolicyAsk {
+				t.Fatalf("%s: policy of g %q kept from a failed batch", tt.name, got)
+			}
+		}
+	})
+
+	t.Run("MigrateFromV2", func(t *testing.T) {
+		// A database as version 2 left it, with its steps as released
+		// (step 1 is checked against a frozen copy by
+		// TestSQLiteMigrateFromV1; released steps are never edited).
+		dsn := freshDSN(t)
+		versionTable, steps, epoch := sqliteSchemaVersionTable, sqliteMigrations, "0"
+		if driver == DriverPostgres {
+			versionTable, steps, epoch = postgresSchemaVersionTable, postgresMigrations, "'1970-01-01 00:00:00+00'"
+		}
+		execDSN(t, driver, dsn,
+			versionTable, steps[0], steps[1],
+			"INSERT INTO schema_version (id, version) VALUES (1, 2)",
+			"INSERT INTO accounts (jid, online, status, explicit, hiding, status_text, since, created_at) VALUES ('a@example.org', TRUE, 'away', TRUE, FALSE, 'out', "+epoch+", "+epoch+")",
+			"INSERT INTO handles (name, account, created_at) VALUES ('a1', 'a@example.org', "+epoch+"), ('a2', 'a@example.org', "+epoch+")",
+			"INSERT INTO subscriptions (handle, contact) VALUES ('a1', 'c@example.net')",
+		)
+		s := openStore(t, driver, dsn)
+		if got, want := queryInt(t, s, "SELECT version FROM schema_version"), migrationCount(s); got != want {
+			t.Fatalf("schema version %d, want %d", got, want)
+		}
+		// The handles of before approved everyone: they still do.
+		wantSnapshot(t, load(t, s), &Snapshot{
+			Accounts:      []Account{{JID: "a@example.org", Flags: Flags{Online: true, Status: StatusAway, Explicit: true, StatusText: "out", Since: time.Unix(0, 0)}}},
+			Handles:       []Handle{{"a1", "a@example.org", PolicyOpen}, {"a2", "a@example.org", PolicyOpen}},
+			Subscriptions: []Subscription{{"a1", "c@example.net"}},
+		})
+		// The new tables work with the old rows.
+		at := time.Date(2026, 7, 1, 0, 0, 0, 0, time.UTC)
+		mustAdd(t, s, "a@example.org", "a3", 5)
+		mustApply(t, s,
+			Op{Kind: OpAddRequest, Handle: "a2", Contact: "r@example.net", Now: at},
+			Op{Kind: OpSetPolicy, Account: "a@example.org", Handle: "a2", Policy: PolicyAsk},
+			Op{Kind: OpRemoveHandle, Account: "a@example.org", Handle: "a1", Now: at},
+		)
+		wantSnapshot(t, load(t, s), &Snapshot{
+			Accounts: []Account{{JID: "a@example.org", Flags: Flags{Online: true, Status: StatusAway, Explicit: true, StatusText: "out", Since: time.Unix(0, 0)}}},
+			Handles:  []Handle{{"a2", "a@example.org", PolicyAsk}, {"a3", "a@example.org", PolicyAsk}},
+			Requests: []Request{{"a2", "r@example.net", at}},
+			Removed:  []RemovedName{{"a1", "a@example.org", at}},
+			Notices:  []Notice{{"a1", "a@example.org", "c@example.net"}},
+		})
+	})
+
+	t.Run("NotLost", func(t *testing.T) {
+		s := open(t)
+		select {
+		case <-s.Lost():
+			t.Fatal("Lost() is closed on a store that holds its lock")
+		default:
+		}
+	})
+
+	t.Run("InstanceLockWaits", func(t *testing.T) {
+		dsn := freshDSN(t)
+		first, err := Open(ctx, driver, dsn)
+		must(t, "open", err)
+		var waits atomic.Int32
+		waiting := make(chan struct{})
+		var second Store
+		var openErr error // set with second, before opened is closed
+		opened := make(chan struct{})
+		go func() {
+			defer close(opened)
+			second, openErr = OpenWith(ctx, driver, dsn, Options{Waiting: func() {
+				if waits.Add(1) == 1 {
+					close(waiting)
+				}
+			}})
+		}()
+		t.Cleanup(func() {
+			first.Close()
+			<-opened
+			if second != nil {
+				second.Close()
+			}
+		})
+
+		select {
+		case <-waiting:
+		case <-opened:
+			t.Fatalf("second open returned (%v) while the first store holds the lock", openErr)
+		case <-time.After(10 * time.Second):
+			t.Fatal("second open neither waits nor returns")
+		}
+		// It keeps waiting past more than one check.
+		select {
+		case <-opened:
+			t.Fatalf("second open returned (%v) while the first store holds the lock", openErr)
+		case <-time.After(lockPollInterval + lockPollInterval/2):
+		}
+		mustAdd(t, first, "a@example.org", "first", 5)
+
+		must(t, "close the first store", first.Close())
+		select {
+		case <-opened:
+		case <-time.After(10 * time.Second):
+			t.Fatal("second open still waits after the first store closed")
+		}
+		must(t, "second open", openErr)
+		if n := waits.Load(); n != 1 {
+			t.Errorf("Waiting called %d times, want 1", n)
+		}
+		// The second store serves the database, as the first left it.
+		mustAdd(t, second, "a@example.org", "second", 5)
+		wantHandles(t, second, "a@example.org", "first", "second")
+	})
+
+	t.Run("InstanceLockWaitCanceled", func(t *testing.T) {
+		dsn := freshDSN(t)
+		first := openStore(t, driver, dsn)
+		cctx, cancel := context.WithCancel(ctx)
+		defer cancel()
+		waiting := make(chan struct{}, 10)
+		opened := make(chan error, 1)
+		go func() {
+			s, err := OpenWith(cctx, driver, dsn, Options{Waiting: func() { waiting <- struct{}{} }})
+			if err == nil {
+				s.Close()
+			}
+			opened <- err
+		}()
+		select {
+		case <-waiting:
+		case err := <-opened:
+			t.Fatalf("second open returned (%v) while the first store holds the lock", err)
+		case <-time.After(10 * time.Second):
+			t.Fatal("second open neither waits nor returns")
+		}
+		time.Sleep(lockPollInterval / 4)
+		cancel()
+		select {
+		case err := <-opened:
+			if !errors.Is(err, context.Canceled) || isSentinel(err) {
+				t.Fatalf("open with its context canceled while waiting = %v, want a wrapped context.Canceled", err)
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatal("canceling the context does not end the wait")
+		}
+		if n := len(waiting); n != 0 {
+			t.Errorf("Waiting called %d more times", n)
+		}
+		// The first store is untouched.
+		mustAdd(t, first, "a@example.org", "a", 5)
+	})
+
+	t.Run("CloseReleasesAll", func(t *testing.T) {
+		dsn := freshDSN(t)
+		s, err := Open(ctx, driver, dsn)
+		must(t, "open", err)
+		mustAdd(t, s, "a@example.org", "a", 5)
+		must(t, "Load", func() error { _, err := s.Load(ctx); return err }())
+		must(t, "close", s.Close())
+		wantNoStoreGoroutines(t)
+		// The lock is free as soon as Close returns.
+		s, err = OpenWith(ctx, driver, dsn, Options{Waiting: func() { t.Error("Waiting called after the store closed") }})
+		must(t, "reopen", err)
+		must(t, "close", s.Close())
+		wantNoStoreGoroutines(t)
+	})
 }
 
 // race runs f(0) … f(n-1) at once and returns their errors.
@@ -875,9 +1323,9 @@ func populate(t testing.TB, s Store) *Snapshot {
 			{JID: "c@example.org", Flags: Flags{Status: StatusUndefined}},
 		},
 		Handles: []Handle{
-			{Name: "a1", Account: "a@example.org"},
-			{Name: "b1", Account: "b@example.org"},
-			{Name: "b2", Account: "b@example.org"},
+			{Name: "a1", Account: "a@example.org", Policy: PolicyAsk},
+			{Name: "b1", Account: "b@example.org", Policy: PolicyAsk},
+			{Name: "b2", Account: "b@example.org", Policy: PolicyAsk},
 		},
 		Subscriptions: []Subscription{
 			{"a1", "z@example.net"}, {"b1", "x@example.net"}, {"b1", "y@example.net"}, {"b2", "x@example.net"},
@@ -941,7 +1389,7 @@ func TestSQLiteMigrateFromV1(t *testing.T) {
 	must(t, "Load", err)
 	wantSnapshot(t, snap, &Snapshot{
 		Accounts:      []Account{{JID: "a@example.org", Flags: Flags{Online: true, Status: StatusBusy, Hiding: true, StatusText: "meeting", Since: since}}},
-		Handles:       []Handle{{Name: "a1", Account: "a@example.org"}},
+		Handles:       []Handle{{Name: "a1", Account: "a@example.org", Policy: PolicyOpen}},
 		Subscriptions: []Subscription{{"a1", "c@example.net"}},
 	})
 
@@ -1046,6 +1494,509 @@ func BenchmarkSetFlags(b *testing.B) {
 		f.Since = time.Unix(int64(i), 0)
 		if err := s.SetFlags(ctx, "bench@example.org", f); err != nil {
 			b.Fatal(err)
+		}
+	}
+}
+
+// execDSN runs statements on the database at dsn, without a Store.
+func execDSN(t testing.TB, driver, dsn string, stmts ...string) {
+	t.Helper()
+	ctx := context.Background()
+	var exec func(string) error
+	switch driver {
+	case DriverSQLite:
+		db, err := sql.Open("sqlite", dsn)
+		must(t, "open", err)
+		defer db.Close()
+		exec = func(q string) error { _, err := db.Exec(q); return err }
+	case DriverPostgres:
+		conn, err := pgx.Connect(ctx, dsn)
+		must(t, "connect", err)
+		defer conn.Close(ctx)
+		exec = func(q string) error { _, err := conn.Exec(ctx, q); return err }
+	default:
+		t.Fatalf("unknown driver %q", driver)
+	}
+	for _, q := range stmts {
+		if err := exec(q); err != nil {
+			t.Fatalf("%s: %v", q, err)
+		}
+	}
+}
+
+// storeGoroutineFrames name the functions of the goroutines that a store
+// starts, directly or through its drivers, and that Close must end.
+var storeGoroutineFrames = []string{
+	"storage.(*postgresStore)",
+	"storage.(*sqliteStore)",
+	"pgxpool.(*Pool)",
+	"database/sql.(*DB)",
+}
+
+// wantNoStoreGoroutines fails the test if a goroutine of a store is still
+// running a few seconds after every store of the test was closed (the
+// pool's own goroutines end soon after Close rather than during it).
+func wantNoStoreGoroutines(t testing.TB) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		buf := make([]byte, 1<<20)
+		buf = buf[:runtime.Stack(buf, true)]
+		var left []string
+		for g := range strings.SplitSeq(string(buf), "\n\n") {
+			for _, frame := range storeGoroutineFrames {
+				if strings.Contains(g, frame) {
+					left = append(left, g)
+					break
+				}
+			}
+		}
+		if len(left) == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d goroutines left after Close:\n%s", len(left), strings.Join(left, "\n\n"))
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// logRecorder is a slog.Handler that keeps what is logged, for tests to
+// read.
+type logRecorder struct {
+	mu      sync.Mutex
+	records []slog.Record
+}
+
+func (h *logRecorder) Enabled(context.Context, slog.Level) bool { return true }
+
+func (h *logRecorder) Handle(_ context.Context, r slog.Record) error {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.records = append(h.records, r.Clone())
+	return nil
+}
+
+func (h *logRecorder) WithAttrs([]slog.Attr) slog.Handler { return h }
+func (h *logRecorder) WithGroup(string) slog.Handler      { return h }
+
+// count returns how many records at level have a message containing msg.
+func (h *logRecorder) count(level slog.Level, msg string) int {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	n := 0
+	for _, r := range h.records {
+		if r.Level == level && strings.Contains(r.Message, msg) {
+			n++
+		}
+	}
+	return n
+}
+
+// wantLogged fails the test unless msg was logged at level n times.
+func (h *logRecorder) wantLogged(t testing.TB, level slog.Level, msg string, n int) {
+	t.Helper()
+	if got := h.count(level, msg); got != n {
+		h.mu.Lock()
+		defer h.mu.Unlock()
+		t.Fatalf("logged %q at %v %d times, want %d; the log: %v", msg, level, got, n, h.records)
+	}
+}
+
+// postgresDatabase returns the name of the database of dsn.
+func postgresDatabase(t testing.TB, dsn string) string {
+	t.Helper()
+	cfg, err := pgx.ParseConfig(dsn)
+	must(t, "parse DSN", err)
+	return cfg.Database
+}
+
+// adminConn connects with the admin DSN, for the duration of the test.
+func adminConn(t testing.TB) *pgx.Conn {
+	t.Helper()
+	ctx := context.Background()
+	conn, err := pgx.Connect(ctx, os.Getenv(postgresEnv))
+	must(t, "connect with "+postgresEnv, err)
+	t.Cleanup(func() { conn.Close(ctx) })
+	return conn
+}
+
+// instanceLockHolder returns the backend that holds the instance lock of
+// database db, or 0. It reads pg_locks as an administrator would, apart
+// from the store's own query.
+func instanceLockHolder(t testing.TB, admin *pgx.Conn, db string) uint32 {
+	t.Helper()
+	var pid int64
+	err := admin.QueryRow(context.Background(), `
+		SELECT l.pid FROM pg_locks l JOIN pg_database d ON d.oid = l.database
+		WHERE l.locktype = 'advisory' AND l.granted AND d.datname = $1
+			AND l.classid = ($2::int8 >> 32)::oid AND l.objid = ($2::int8 & 4294967295)::oid AND l.objsubid = 1`,
+		db, int64(postgresInstanceLock)).Scan(&pid)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return 0
+	}
+	must(t, "read pg_locks", err)
+	return uint32(pid)
+}
+
+// lockConnPID returns the backend of the lock connection of s, or 0 while
+// it has none.
+func lockConnPID(s Store) uint32 {
+	ps := s.(*postgresStore)
+	ps.sem <- struct{}{}
+	defer ps.release()
+	if ps.conn == nil {
+		return 0
+	}
+	return ps.conn.PgConn().PID()
+}
+
+// waitFor calls f every 50 ms until it returns true, and fails the test if
+// it has not within d.
+func waitFor(t testing.TB, d time.Duration, what string, f func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for !f() {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: not within %v", what, d)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+var subscribeOp = []Op{{Kind: OpAddSubscription, Handle: "h", Contact: "c@example.net"}}
+
+func TestPostgresLockRegained(t *testing.T) {
+	ctx := context.Background()
+	dsn := postgresDSN(t)
+	db := postgresDatabase(t, dsn)
+	admin := adminConn(t)
+	logs := &logRecorder{}
+	s, err := OpenWith(ctx, DriverPostgres, dsn, Options{Log: slog.New(logs)})
+	must(t, "open", err)
+	defer s.Close()
+	mustAdd(t, s, "a@example.org", "h", 5)
+
+	old := instanceLockHolder(t, admin, db)
+	if old == 0 || old != lockConnPID(s) {
+		t.Fatalf("lock held by backend %d, want the lock connection's, %d", old, lockConnPID(s))
+	}
+	if _, err := admin.Exec(ctx, "SELECT pg_terminate_backend($1)", old); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 10*time.Second, "terminated backend gone", func() bool {
+		return queryInt(t, s, fmt.Sprintf("SELECT count(*) FROM pg_stat_activity WHERE pid = %d", old)) == 0
+	})
+
+	// The session is gone, and the lock with it: nothing commits.
+	err = s.Apply(ctx, subscribeOp)
+	if err == nil || isSentinel(err) {
+		t.Fatalf("Apply once the lock session is terminated = %v, want a non-sentinel error", err)
+	}
+
+	// The monitor connects again and takes the lock back.
+	waitFor(t, 10*time.Second, "Apply works again", func() bool { return s.Apply(ctx, subscribeOp) == nil })
+	if now := instanceLockHolder(t, admin, db); now == 0 || now == old || now != lockConnPID(s) {
+		t.Fatalf("lock held by backend %d, want the new lock connection's, %d (not %d)", now, lockConnPID(s), old)
+	}
+	if want := []Subscription{{"h", "c@example.net"}}; !slices.Equal(load(t, s).Subscriptions, want) {
+		t.Fatalf("subscriptions %+v, want %+v", load(t, s).Subscriptions, want)
+	}
+	select {
+	case <-s.Lost():
+		t.Fatal("Lost() closed, though no other process took the lock")
+	default:
+	}
+	logs.wantLogged(t, slog.LevelError, "database connection lost", 1)
+	logs.wantLogged(t, slog.LevelInfo, "database lock regained", 1)
+
+	must(t, "close", s.Close())
+	if pid := instanceLockHolder(t, admin, db); pid != 0 {
+		t.Fatalf("lock held by backend %d after Close", pid)
+	}
+	wantNoStoreGoroutines(t)
+}
+
+func TestPostgresLockLost(t *testing.T) {
+	ctx := context.Background()
+	dsn := postgresDSN(t)
+	proxy := startProxy(t, dsn)
+	logs := &logRecorder{}
+	first, err := OpenWith(ctx, DriverPostgres, proxy.dsn, Options{Log: slog.New(logs)})
+	must(t, "open", err)
+	defer first.Close()
+	mustAdd(t, first, "a@example.org", "h", 5)
+
+	// The network between the first store and the database breaks: the
+	// database ends the session, and the lock with it.
+	proxy.cut()
+	err = first.Apply(ctx, subscribeOp)
+	if err == nil || isSentinel(err) {
+		t.Fatalf("Apply once the connection is cut = %v, want a non-sentinel error", err)
+	}
+	waitFor(t, 10*time.Second, "first store notices the loss", func() bool {
+		return logs.count(slog.LevelError, "database connection lost") == 1
+	})
+
+	// Meanwhile another process takes the lock.
+	second := openStore(t, DriverPostgres, dsn)
+	mustAdd(t, second, "b@example.org", "g", 5)
+
+	// The network is back: the first store finds the lock taken.
+	proxy.restore()
+	select {
+	case <-first.Lost():
+	case <-time.After(10 * time.Second):
+		t.Fatal("Lost() not closed once another process holds the lock")
+	}
+	err = first.Apply(ctx, subscribeOp)
+	wantErr(t, "Apply once lost", err, ErrNotActive)
+	if IsRowError(err) {
+		t.Fatalf("IsRowError(%v) = true", err)
+	}
+	_, err = first.Load(ctx)
+	wantErr(t, "Load once lost", err, ErrNotActive)
+	_, err = first.AddHandle(ctx, "a@example.org", "x", 5, time.Now())
+	wantErr(t, "AddHandle once lost", err, ErrNotActive)
+	logs.wantLogged(t, slog.LevelError, "held by another process", 1)
+	logs.wantLogged(t, slog.LevelInfo, "database lock regained", 0)
+
+	// The second store serves, and nothing of the first's failed changes
+	// got in.
+	must(t, "Apply on the second store", second.Apply(ctx, []Op{{Kind: OpAddSubscription, Handle: "g", Contact: "c@example.net"}}))
+	snap := load(t, second)
+	if want := []Subscription{{"g", "c@example.net"}}; !slices.Equal(snap.Subscriptions, want) {
+		t.Fatalf("subscriptions %+v, want %+v", snap.Subscriptions, want)
+	}
+
+	must(t, "close", first.Close())
+	must(t, "close", second.Close())
+	wantNoStoreGoroutines(t)
+}
+
+func TestPostgresLockDeadNetwork(t *testing.T) {
+	ctx := context.Background()
+	dsn := postgresDSN(t)
+	db := postgresDatabase(t, dsn)
+	admin := adminConn(t)
+	proxy := startProxy(t, dsn)
+	logs := &logRecorder{}
+	s, err := OpenWith(ctx, DriverPostgres, proxy.dsn, Options{Log: slog.New(logs)})
+	must(t, "open", err)
+	defer s.Close()
+	mustAdd(t, s, "a@example.org", "h", 5)
+	old := instanceLockHolder(t, admin, db)
+
+	// Packets of the store's connections stop getting through, and nothing
+	// says so: Apply fails on its own deadline, not the caller's (there is
+	// none) nor batchTimeout.
+	proxy.stall()
+	start := time.Now()
+	err = s.Apply(ctx, subscribeOp)
+	if took := time.Since(start); err == nil || isSentinel(err) || took > 2*lockTimeout {
+		t.Fatalf("Apply on a dead network = %v after %v, want a non-sentinel error within %v", err, took, 2*lockTimeout)
+	}
+
+	// The database still counts the old session, which holds the lock: it
+	// is no other process's, and the store ends it to take the lock back.
+	waitFor(t, 15*time.Second, "Apply works again", func() bool { return s.Apply(ctx, subscribeOp) == nil })
+	if now := instanceLockHolder(t, admin, db); now == old || now != lockConnPID(s) {
+		t.Fatalf("lock held by backend %d, want the new lock connection's, %d (not %d)", now, lockConnPID(s), old)
+	}
+	if n := queryInt(t, s, fmt.Sprintf("SELECT count(*) FROM pg_stat_activity WHERE pid = %d", old)); n != 0 {
+		t.Fatalf("the stalled session %d is still there", old)
+	}
+	select {
+	case <-s.Lost():
+		t.Fatal("Lost() closed, though the lock was held by the store's own old session")
+	default:
+	}
+	logs.wantLogged(t, slog.LevelError, "database connection lost", 1)
+	logs.wantLogged(t, slog.LevelInfo, "ended this store's last database session", 1)
+	logs.wantLogged(t, slog.LevelInfo, "database lock regained", 1)
+	must(t, "close", s.Close())
+	wantNoStoreGoroutines(t)
+}
+
+// pgProxy forwards TCP connections to a PostgreSQL server, and can cut
+// them or stall them, as a broken network would.
+type pgProxy struct {
+	dsn             string // the DSN to connect through the proxy
+	ln              net.Listener
+	network, target string
+	wg              sync.WaitGroup
+
+	mu      sync.Mutex
+	cond    *sync.Cond // signaled when stalled or closed changes
+	down    bool       // new connections are refused
+	closed  bool
+	conns   map[net.Conn]bool // both ends of every forwarded connection
+	stalled map[net.Conn]bool // ends that forward nothing until resume
+}
+
+// startProxy starts a proxy to the server of dsn, stopped when the test
+// ends.
+func startProxy(t testing.TB, dsn string) *pgProxy {
+	t.Helper()
+	cfg, err := pgx.ParseConfig(dsn)
+	must(t, "parse DSN", err)
+	p := &pgProxy{
+		network: "tcp",
+		target:  net.JoinHostPort(cfg.Host, strconv.Itoa(int(cfg.Port))),
+		conns:   make(map[net.Conn]bool),
+		stalled: make(map[net.Conn]bool),
+	}
+	if strings.HasPrefix(cfg.Host, "/") {
+		p.network, p.target = "unix", filepath.Join(cfg.Host, fmt.Sprintf(".s.PGSQL.%d", cfg.Port))
+	}
+	p.cond = sync.NewCond(&p.mu)
+	p.ln, err = net.Listen("tcp", "127.0.0.1:0")
+	must(t, "listen", err)
+	host, port, _ := net.SplitHostPort(p.ln.Addr().String())
+	if u, err := url.Parse(dsn); err == nil && (u.Scheme == "postgres" || u.Scheme == "postgresql") {
+		u.Host = p.ln.Addr().String()
+		p.dsn = u.String()
+	} else {
+		p.dsn = dsn + " host=" + host + " port=" + port
+	}
+	p.wg.Go(p.accept)
+	t.Cleanup(func() {
+		p.ln.Close()
+		p.mu.Lock()
+		p.closed = true
+		p.cond.Broadcast()
+		p.mu.Unlock()
+		p.cut()
+		p.wg.Wait()
+	})
+	return p
+}
+
+func (p *pgProxy) accept() {
+	for {
+		c, err := p.ln.Accept()
+		if err != nil {
+			return
+		}
+		p.mu.Lock()
+		down := p.down
+		p.mu.Unlock()
+		if down {
+			c.Close()
+			continue
+		}
+		s, err := net.Dial(p.network, p.target)
+		if err != nil {
+			c.Close()
+			continue
+		}
+		p.mu.Lock()
+		p.conns[c], p.conns[s] = true, true
+		p.mu.Unlock()
+		p.wg.Go(func() { p.forward(s, c) })
+		p.wg.Go(func() { p.forward(c, s) })
+	}
+}
+
+// forward copies from src to dst until either fails, then closes both.
+func (p *pgProxy) forward(dst, src net.Conn) {
+	defer dst.Close()
+	defer src.Close()
+	buf := make([]byte, 32<<10)
+	for {
+		n, err := src.Read(buf)
+		if n > 0 {
+			p.mu.Lock()
+			for (p.stalled[src] || p.stalled[dst]) && !p.closed {
+				p.cond.Wait()
+			}
+			p.mu.Unlock()
+			if _, err := dst.Write(buf[:n]); err != nil {
+				return
+			}
+		}
+		if err != nil {
+			return
+		}
+	}
+}
+
+// cut closes every connection and refuses new ones until restore.
+func (p *pgProxy) cut() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.down = true
+	for c := range p.conns {
+		c.Close()
+	}
+	clear(p.conns)
+	clear(p.stalled)
+	p.cond.Broadcast()
+}
+
+func (p *pgProxy) restore() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.down = false
+}
+
+// stall stops forwarding anything on the connections open now, without
+// closing any, as when a network dies silently; new connections go
+// through, as they would by another route.
+func (p *pgProxy) stall() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for c := range p.conns {
+		p.stalled[c] = true
+	}
+}
+
+func TestSQLiteLockFile(t *testing.T) {
+	path := sqliteDSN(t)
+	s, err := OpenSQLite(context.Background(), path)
+	must(t, "open", err)
+	fi, err := os.Stat(path + ".lock")
+	must(t, "stat the lock file", err)
+	if mode := fi.Mode(); mode != 0o600 {
+		t.Errorf("lock file mode %v, want -rw-------", mode)
+	}
+	must(t, "close", s.Close())
+	if _, err := os.Stat(path + ".lock"); err != nil {
+		t.Errorf("lock file after Close: %v, want it kept", err)
+	}
+}
+
+func TestErrNotActiveIsNoRowError(t *testing.T) {
+	for _, err := range []error{ErrNotActive, fmt.Errorf("storage: apply: %w", ErrNotActive)} {
+		if IsRowError(err) {
+			t.Errorf("IsRowError(%v) = true, want false", err)
+		}
+	}
+}
+
+func TestOpKindString(t *testing.T) {
+	for kind, want := range map[OpKind]string{
+		OpAddHandle:          "add handle",
+		OpRemoveHandle:       "remove handle",
+		OpSetFlags:           "set flags",
+		OpAddSubscription:    "add subscription",
+		OpRemoveSubscription: "remove subscription",
+		OpAddRequest:         "add request",
+		OpRemoveRequest:      "remove request",
+		OpNoticesSent:        "notices sent",
+		OpSetPolicy:          "set policy",
+		OpKind(99):           "op 99",
+	} {
+		if got := kind.String(); got != want {
+			t.Errorf("OpKind(%d).String() = %q, want %q", int(kind), got, want)
+		}
+	}
+}
+
+func TestPolicyValid(t *testing.T) {
+	for p, want := range map[Policy]bool{PolicyAsk: true, PolicyOpen: true, "": false, "Ask": false, "closed": false} {
+		if got := p.Valid(); got != want {
+			t.Errorf("Policy(%q).Valid() = %v, want %v", p, got, want)
 		}
 	}
 }

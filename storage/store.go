@@ -1,5 +1,7 @@
 // Package storage keeps presenced's durable state: accounts with their
-// flags, the handle names they own, and the contacts subscribed to each
+// flags, the handle names they own with their subscription policy, the
+// contacts subscribed to each handle and those asking to be, the names
+// recently removed, and the notices owed to the subscribers of a removed
 // handle.
 //
 // The data model follows claim 1 of US 8,103,736: the on-line flag, the
@@ -11,12 +13,17 @@
 // PostgreSQL. Open picks one by driver name. Driver errors never cross the
 // interface: callers see ErrNotFound, ErrExists, ErrLimit or ErrNotOwner, or
 // a wrapped error that means the database failed.
+//
+// One process at a time serves a database: every Store holds the
+// database's instance lock for its whole life (see OpenWith), so that two
+// presenced started on the same data cannot both change it.
 package storage
 
 import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"time"
 )
 
@@ -32,12 +39,17 @@ var (
 	ErrNotOwner = errors.New("storage: handle owned by another account")
 	// ErrSchemaTooNew means the database was written by a newer presenced.
 	ErrSchemaTooNew = errors.New("storage: database schema is newer than this binary")
+	// ErrNotActive means the store lost the database's instance lock to
+	// another process for good (see Store.Lost): that process serves the
+	// database now, and this one must not change it.
+	ErrNotActive = errors.New("storage: instance lock lost to another process")
 )
 
 // IsRowError reports whether err says that a change could not apply to the
 // rows as they stand (ErrNotFound, ErrExists, ErrLimit, ErrNotOwner), as
 // opposed to a failure of the database: such a change fails on its own,
-// and the others of its batch can be applied without it.
+// and the others of its batch can be applied without it. ErrNotActive is
+// not one: no change of any batch can apply any more.
 func IsRowError(err error) bool {
 	return errors.Is(err, ErrNotFound) || errors.Is(err, ErrExists) ||
 		errors.Is(err, ErrLimit) || errors.Is(err, ErrNotOwner)
@@ -94,11 +106,30 @@ type Account struct {
 	Flags Flags
 }
 
-// Handle is a handle name (the prepared localpart) and the account that owns
-// it.
+// Policy says what becomes of a contact's request to subscribe to a
+// handle.
+type Policy string
+
+// The subscription policies. The zero value is not valid.
+const (
+	// PolicyAsk keeps the request pending until the owner answers it.
+	PolicyAsk Policy = "ask"
+	// PolicyOpen approves every request at once. Handles created before
+	// policies existed have it, since they approved everyone.
+	PolicyOpen Policy = "open"
+)
+
+// Valid reports whether p is one of the known policies.
+func (p Policy) Valid() bool {
+	return p == PolicyAsk || p == PolicyOpen
+}
+
+// Handle is a handle name (the prepared localpart), the account that owns
+// it and its subscription policy.
 type Handle struct {
 	Name    string
 	Account string
+	Policy  Policy
 }
 
 // Subscription is a contact (bare JID) subscribed to the presence of a
@@ -108,34 +139,64 @@ type Subscription struct {
 	Contact string
 }
 
+// Request is a contact's pending request to subscribe to a handle, and
+// when it was first made (to the microsecond, in UTC).
+type Request struct {
+	Handle  string
+	Contact string
+	At      time.Time
+}
+
+// RemovedName is a handle name that its account gave up, and when (to the
+// microsecond, in UTC). The roster keeps such a name from other accounts
+// for a while; storage only remembers it until the name is held again.
+type RemovedName struct {
+	Name    string
+	Account string
+	At      time.Time
+}
+
+// Notice is an unavailable and unsubscribed notice owed to a contact that
+// was subscribed to a handle since removed, on behalf of the account that
+// owned it. It outlives the handle, so that a restart still sends it.
+type Notice struct {
+	Handle  string
+	Account string
+	Contact string
+}
+
 // Snapshot is the whole durable state, read once at start to build the
-// in-memory indexes.
+// in-memory indexes. Strings are in byte order, as Go compares them.
 type Snapshot struct {
-	Accounts      []Account
-	Handles       []Handle
-	Subscriptions []Subscription
+	Accounts      []Account      // in JID order
+	Handles       []Handle       // in name order
+	Subscriptions []Subscription // in handle, then contact order
+	Requests      []Request      // in handle, then At, then contact order
+	Removed       []RemovedName  // in name order
+	Notices       []Notice       // in handle, then contact order
 }
 
 // Store is the durable state of presenced. Every method is safe for
 // concurrent use. A method that returns nil has committed its change.
 type Store interface {
-	// Load returns every account, handle and subscription: accounts in JID
-	// order, handles in name order, subscriptions in handle then contact
-	// order (byte order, as Go compares strings).
+	// Load returns the whole state, in the orders Snapshot gives.
 	Load(ctx context.Context) (*Snapshot, error)
 
-	// AddHandle gives the handle name to the account, creating the account
-	// (with undefined, off-line, visible flags, off-line since now) if it
-	// does not exist yet; it reports whether the account was created. It returns ErrExists if any
-	// account holds the name and ErrLimit if the account already holds max
-	// handles. ErrExists is reported over ErrLimit when both apply, and a max
-	// of 0 or less admits no handle. Nothing changes on error: an account
-	// created for the attempt is not kept.
+	// AddHandle gives the handle name to the account, with PolicyAsk,
+	// creating the account (with undefined, off-line, visible flags,
+	// off-line since now) if it does not exist yet; it reports whether the
+	// account was created. The name is no longer a RemovedName. It returns
+	// ErrExists if any account holds the name and ErrLimit if the account
+	// already holds max handles. ErrExists is reported over ErrLimit when
+	// both apply, and a max of 0 or less admits no handle. Nothing changes
+	// on error: an account created for the attempt is not kept.
 	AddHandle(ctx context.Context, account, handle string, max int, now time.Time) (created bool, err error)
 
 	// RemoveHandle takes the handle from the account and deletes its
-	// subscriptions. It returns ErrNotFound if no account holds the handle
-	// and ErrNotOwner if another account holds it.
+	// subscriptions and requests, recording a Notice for each subscriber
+	// and the name as a RemovedName (removed now). It returns ErrNotFound
+	// if no account holds the handle and ErrNotOwner if another account
+	// holds it.
 	RemoveHandle(ctx context.Context, account, handle string) error
 
 	// Handles lists the handles of the account in name (byte) order; an
@@ -152,8 +213,9 @@ type Store interface {
 	// read back in UTC.
 	SetFlags(ctx context.Context, account string, f Flags) error
 
-	// AddSubscription records that contact is subscribed to handle. It is
-	// idempotent and returns ErrNotFound if the handle does not exist.
+	// AddSubscription records that contact is subscribed to handle, and
+	// deletes the contact's pending request if any. It is idempotent and
+	// returns ErrNotFound if the handle does not exist.
 	AddSubscription(ctx context.Context, handle, contact string) error
 
 	// RemoveSubscription forgets the subscription; removing one that does not
@@ -168,8 +230,14 @@ type Store interface {
 	// nothing.
 	Apply(ctx context.Context, ops []Op) error
 
-	// Close releases the database. Methods called after Close fail with an
-	// error that is none of the sentinels; a second Close does nothing.
+	// Lost returns a channel closed once this store has lost the instance
+	// lock to another process for good: the process must stop serving at
+	// once. Apply fails from then on with ErrNotActive.
+	Lost() <-chan struct{}
+
+	// Close releases the database and its instance lock. Methods called
+	// after Close fail with an error that is none of the sentinels; a
+	// second Close does nothing.
 	Close() error
 }
 
@@ -179,14 +247,42 @@ const (
 	DriverPostgres = "postgres"
 )
 
-// Open opens the store named by driver with the given data source name and
-// brings its schema up to date.
+// Options are the settings of OpenWith that have a default: the zero
+// Options are those of Open.
+type Options struct {
+	// Waiting is called once if another process holds the database's
+	// instance lock, before Open starts waiting for it. It can be nil.
+	Waiting func()
+	// Log receives what the store cannot report to a caller (lock lost,
+	// regained); nil discards.
+	Log *slog.Logger
+}
+
+// logger returns o.Log, or a logger that discards.
+func (o Options) logger() *slog.Logger {
+	if o.Log == nil {
+		return slog.New(slog.DiscardHandler)
+	}
+	return o.Log
+}
+
+// Open is OpenWith with the zero Options.
 func Open(ctx context.Context, driver, dsn string) (Store, error) {
+	return OpenWith(ctx, driver, dsn, Options{})
+}
+
+// OpenWith opens the store named by driver with the given data source name,
+// takes the database's instance lock and brings its schema up to date.
+//
+// The lock is taken before anything is read, and held until Close: while
+// another process holds it, OpenWith calls opts.Waiting and checks again
+// every second until it is free or ctx ends (the error then wraps ctx's).
+func OpenWith(ctx context.Context, driver, dsn string, opts Options) (Store, error) {
 	switch driver {
 	case DriverSQLite:
-		return OpenSQLite(ctx, dsn)
+		return openSQLite(ctx, dsn, opts)
 	case DriverPostgres:
-		return OpenPostgres(ctx, dsn)
+		return openPostgres(ctx, dsn, opts)
 	default:
 		return nil, fmt.Errorf("storage: unknown driver %q", driver)
 	}
