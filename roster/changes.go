@@ -16,13 +16,17 @@ import (
 // still be lost. done may be nil; it runs on the engine goroutine.
 
 // AddHandle gives handle (already prepared) to owner, creating the account
-// on first use. A handle the owner already holds changes nothing and
-// fails with ErrHandleOwned.
-func (s *Service) AddHandle(owner, name string, done func(error)) {
+// on first use, with the subscription policy given ("" for the default).
+// A handle the owner already holds changes nothing and fails with
+// ErrHandleOwned.
+func (s *Service) AddHandle(owner, name string, policy storage.Policy, done func(error)) {
 	done = orNop(done)
 	if s.stopping {
 		done(ErrStopping)
 		return
+	}
+	if policy == "" {
+		policy = s.limits.policy
 	}
 	if h := s.handles[name]; h != nil && h.owner.jid == owner {
 		done(ErrHandleOwned)
@@ -31,28 +35,18 @@ func (s *Service) AddHandle(owner, name string, done func(error)) {
 	if r, ok := s.reservedNames[name]; ok && r == owner {
 		// The same add is on its way and could still fail: decide again
 		// once it is settled.
-		s.AfterCommit(func() { s.AddHandle(owner, name, done) })
+		s.AfterCommit(func() { s.AddHandle(owner, name, policy, done) })
 		return
 	}
-	if _, ok := s.reservedNames[name]; ok || s.handles[name] != nil {
-		done(ErrHandleTaken)
-		return
-	}
-	// Until the write commits, the name is reserved and counts towards
-	// the owner's limit; the account is made in memory once it commits.
-	held := 0
-	if a := s.accounts[owner]; a != nil {
-		held = len(a.handles)
-	}
-	if held+s.adding[owner] >= s.maxHandles {
-		done(ErrHandleLimit)
+	now := s.now()
+	if err := s.mayAdd(owner, name, now); err != nil {
+		done(err)
 		return
 	}
 	s.adding[owner]++
 	s.reservedNames[name] = owner
-	now := s.now()
 	s.commits.add(&entry{
-		op: storage.Op{Kind: storage.OpAddHandle, Account: owner, Handle: name, Max: s.maxHandles, Now: now},
+		op: storage.Op{Kind: storage.OpAddHandle, Account: owner, Handle: name, Policy: policy, Max: s.limits.handles, Now: now},
 		apply: func(err error) {
 			delete(s.reservedNames, name)
 			if s.adding[owner]--; s.adding[owner] == 0 {
@@ -71,15 +65,56 @@ func (s *Service) AddHandle(owner, name string, done func(error)) {
 					a = s.newAccount(owner)
 					a.flags.Since, a.want.Since = now, now
 				}
-				s.addHandleLocal(a, name)
+				delete(s.removed, name)
+				s.addHandleLocal(a, name, policy)
 			}
 			done(err)
 		},
 	})
 }
 
-// RemoveHandle takes handle from owner. Its subscribers are told the handle
-// is unavailable and their subscription is cancelled.
+// mayAdd decides, from memory, whether owner may take name now. A name
+// being added counts as taken, and towards its owner's limit.
+func (s *Service) mayAdd(owner, name string, now time.Time) error {
+	switch {
+	case s.limits.reserved[name]:
+		return ErrReserved
+	case s.reservedNames[name] != "" || s.handles[name] != nil:
+		return ErrHandleTaken
+	case s.quarantined(name, owner, now):
+		return ErrQuarantined
+	}
+	a := s.accounts[owner]
+	held := 0
+	if a != nil {
+		held = len(a.handles)
+	}
+	if held+s.adding[owner] >= s.limits.handles {
+		return ErrHandleLimit
+	}
+	if a == nil && s.adding[owner] == 0 && s.limits.accounts > 0 && s.accountsSoon() >= s.limits.accounts {
+		return ErrAccountLimit
+	}
+	return nil
+}
+
+// accountsSoon counts the accounts, those being created included.
+func (s *Service) accountsSoon() int {
+	n := len(s.accounts)
+	for owner := range s.adding {
+		if s.accounts[owner] == nil {
+			n++
+		}
+	}
+	return n
+}
+
+// RemoveHandle takes handle from owner. It takes effect at once: the
+// handle is gone from memory, its subscribers are sent unavailable and
+// unsubscribed, and its name is quarantined. The removal (with the notices
+// owed, until they are written) is stored; if that fails, done gets
+// ErrNotStored and the engine stores it again until it is. A handle that
+// is not owner's fails with ErrUnknownHandle or ErrNotOwner.
 func (s *Service) RemoveHandle(owner, name string, done func(error)) {
 	done = orNop(done)
 	if s.stopping {
@@ -91,42 +126,37 @@ func (s *Service) RemoveHandle(owner, name string, done func(error)) {
 	case h == nil:
 		done(ErrUnknownHandle)
 		return
-	case h.removing:
-		// A removal is on its way and could still fail: decide again once
-		// it is settled.
-		s.AfterCommit(func() { s.RemoveHandle(owner, name, done) })
-		return
 	case h.owner.jid != owner:
 		done(ErrNotOwner)
 		return
 	}
-	h.removing = true
+	now := s.now()
+	s.dropHandle(h)
+	s.removed[name] = removedName{account: owner, at: now}
 	s.commits.add(&entry{
-		op: storage.Op{Kind: storage.OpRemoveHandle, Account: owner, Handle: name},
+		op:   storage.Op{Kind: storage.OpRemoveHandle, Account: owner, Handle: name, Now: now},
+		must: true,
 		apply: func(err error) {
-			h.removing = false
-			switch {
-			case errors.Is(err, storage.ErrNotFound):
-				err = ErrUnknownHandle
-			case errors.Is(err, storage.ErrNotOwner):
-				err = ErrNotOwner
-			case err != nil:
+			if errors.Is(err, storage.ErrNotFound) {
+				err = nil // not on record: removed all the same
+			}
+			if err != nil {
 				err = fmt.Errorf("roster: remove handle: %w", err)
-			default:
-				s.dropHandle(h)
 			}
 			done(err)
 		},
 	})
 }
 
-// dropHandle forgets h and queues the notices of its removal.
+// dropHandle forgets h, its requests with it, and queues the notices of
+// its removal.
 func (s *Service) dropHandle(h *handle) {
 	a := h.owner
 	if i := slices.Index(a.handles, h); i >= 0 {
 		a.handles = slices.Delete(a.handles, i, i+1)
 	}
 	delete(s.handles, h.name)
+	h.requests = nil
 	if len(h.subs) == 0 {
 		return
 	}
@@ -139,31 +169,65 @@ func (s *Service) dropHandle(h *handle) {
 	s.notes.removed(&removal{handle: h.name, owner: a, contacts: contacts})
 }
 
-// Subscribe records that contact subscribes to handle. Once it is stored,
-// done(nil) runs; the caller then approves the subscription and calls
-// Probe to send the current presence, so that the approval arrives first.
-func (s *Service) Subscribe(name, contact string, done func(error)) {
-	done = orNop(done)
+// SubscribeOutcome is what became of a subscription request.
+type SubscribeOutcome int
+
+const (
+	// Ignored: nothing to answer. The handle does not exist, or the
+	// request is pending already, or a limit dropped it, or it could not
+	// be stored.
+	Ignored SubscribeOutcome = iota
+	// Approved: the contact is a subscriber. The caller approves the
+	// subscription and calls Probe to send the current presence, so that
+	// the approval arrives first.
+	Approved
+	// Requested: the request waits for the owner, who is to be told.
+	Requested
+)
+
+// Subscribe handles a subscription request from contact to handle. To an
+// open handle it is stored as a subscription; to an ask handle, as a
+// request that waits for the owner (Approve, Deny). A contact who is a
+// subscriber already is Approved again at once.
+func (s *Service) Subscribe(name, contact string, done func(SubscribeOutcome, error)) {
+	if done == nil {
+		done = func(SubscribeOutcome, error) {}
+	}
 	if s.stopping {
-		done(ErrStopping)
+		done(Ignored, ErrStopping)
 		return
 	}
 	h := s.handles[name]
-	switch {
-	case h == nil:
-		done(ErrUnknownHandle)
-		return
-	case h.removing:
-		// The handle's removal is on its way and could still fail:
-		// decide again once it is settled.
-		s.AfterCommit(func() { s.Subscribe(name, contact, done) })
+	if h == nil {
+		done(Ignored, ErrUnknownHandle)
 		return
 	}
 	if _, ok := s.findSub(h, contact); ok {
-		done(nil)
+		done(Approved, nil)
 		return
 	}
+	if h.policy == storage.PolicyOpen {
+		s.storeSubscription(h, contact, func(err error) {
+			if err != nil {
+				done(Ignored, err)
+				return
+			}
+			done(Approved, nil)
+		})
+		return
+	}
+	s.request(h, contact, done)
+}
+
+// storeSubscription stores contact as a subscriber of h and adds it in
+// memory once stored; done gets the error, if any.
+func (s *Service) storeSubscription(h *handle, contact string, done func(error)) {
 	key := pendingKey{h, contact}
+	if s.pendingSubs[key] == nil && len(h.subs)+s.subscribing(h) >= s.limits.subscribers {
+		s.refuse("subscribers:"+h.name, "subscription refused: the handle has as many subscribers as it may", "handle", h.name, "limit", s.limits.subscribers)
+		done(ErrSubscriberLimit)
+		return
+	}
 	p := s.pendingSubs[key]
 	if p == nil {
 		p = &pendingSub{}
@@ -172,7 +236,7 @@ func (s *Service) Subscribe(name, contact string, done func(error)) {
 	p.n++
 	p.cancelled = false
 	s.commits.add(&entry{
-		op: storage.Op{Kind: storage.OpAddSubscription, Handle: name, Contact: contact},
+		op: storage.Op{Kind: storage.OpAddSubscription, Handle: h.name, Contact: contact},
 		apply: func(err error) {
 			if p.n--; p.n == 0 {
 				delete(s.pendingSubs, key)
@@ -181,11 +245,12 @@ func (s *Service) Subscribe(name, contact string, done func(error)) {
 			case err == nil && p.cancelled:
 				// Unsubscribed before this was stored; the removal,
 				// queued after it, took the row away again.
+				err = ErrUnknownHandle
 			case errors.Is(err, storage.ErrNotFound):
 				err = ErrUnknownHandle
 			case err != nil:
 				err = fmt.Errorf("roster: subscribe: %w", err)
-			case s.handles[name] != h:
+			case s.handles[h.name] != h:
 				// Removed meanwhile, after the write was queued: the
 				// removal, committed after it, took the row away too.
 				err = ErrUnknownHandle
@@ -197,14 +262,25 @@ func (s *Service) Subscribe(name, contact string, done func(error)) {
 	})
 }
 
-// pendingKey names a subscription being stored.
+// subscribing counts the subscriptions of h being stored.
+func (s *Service) subscribing(h *handle) int {
+	n := 0
+	for k := range s.pendingSubs {
+		if k.h == h {
+			n++
+		}
+	}
+	return n
+}
+
+// pendingKey names a subscription or request being stored.
 type pendingKey struct {
 	h       *handle
 	contact string
 }
 
-// pendingSub counts the writes of one subscription on their way, and
-// whether an unsubscription came after them.
+// pendingSub counts the writes of one subscription (or request) on their
+// way, and whether an unsubscription came after them.
 type pendingSub struct {
 	n         int
 	cancelled bool
@@ -230,12 +306,13 @@ func (s *Service) addSub(h *handle, contact string) {
 	h.subs[i] = sub{contact: id}
 }
 
-// Unsubscribe forgets that contact subscribes to handle. It ends in
-// memory at once, so nothing more from the handle is sent to the contact,
-// whose server has already ended the subscription (RFC 6121 §3.3); done
-// runs once the removal is stored, with whether there was a subscription
-// and the storage error if any (memory does not wait for storage then).
-// Unlike the other changes it is taken while stopping.
+// Unsubscribe forgets that contact subscribes to handle, or asks to. It
+// ends in memory at once, so nothing more from the handle is sent to the
+// contact, whose server has already ended the subscription (RFC 6121
+// §3.3); done runs once the removal is stored, with whether there was a
+// subscription and the storage error if any: ErrNotStored when memory went
+// on without it, and the engine writes it again until it is stored. Unlike
+// the other changes it is taken while stopping.
 func (s *Service) Unsubscribe(name, contact string, done func(was bool, err error)) {
 	if done == nil {
 		done = func(bool, error) {}
@@ -245,6 +322,7 @@ func (s *Service) Unsubscribe(name, contact string, done func(was bool, err erro
 		done(false, nil)
 		return
 	}
+	s.dropRequest(h, contact)
 	i, ok := s.findSub(h, contact)
 	p := s.pendingSubs[pendingKey{h, contact}]
 	switch {
@@ -258,7 +336,8 @@ func (s *Service) Unsubscribe(name, contact string, done func(was bool, err erro
 		return
 	}
 	s.commits.add(&entry{
-		op: storage.Op{Kind: storage.OpRemoveSubscription, Handle: name, Contact: contact},
+		op:   storage.Op{Kind: storage.OpRemoveSubscription, Handle: name, Contact: contact},
+		must: true,
 		apply: func(err error) {
 			if err != nil {
 				err = fmt.Errorf("roster: unsubscribe: %w", err)
@@ -281,6 +360,10 @@ func (s *Service) OwnerPresence(owner string, p OwnerPresence) error {
 		return nil
 	}
 	if p.Available {
+		if a.resources[p.Resource] == nil && len(a.resources) >= s.limits.resources {
+			s.refuse("resources:"+owner, "presence ignored: the account has as many resources as it may", "owner", owner, "limit", s.limits.resources)
+			return nil
+		}
 		s.seq++
 		a.resources[p.Resource] = &resource{priority: p.Priority, status: p.Status, text: p.Text, seq: s.seq}
 	} else {
@@ -368,6 +451,8 @@ func (st flagStep) apply(a *account, f storage.Flags) storage.Flags {
 // changes made while a transaction commits coalesce into one row write.
 // An instruction's callback runs once its write committed, even when it
 // changes nothing, if a write is on its way: that write could still fail.
+// Flags that hide the account (or take it off-line) show at once, before
+// they are stored: privacy does not wait for storage.
 func (s *Service) setFlags(a *account, st flagStep) {
 	f := st.apply(a, a.want)
 	if f == a.want && a.flagsOp == nil && a.writing == nil {
@@ -379,23 +464,43 @@ func (s *Service) setFlags(a *account, st flagStep) {
 	a.want = f
 	e := a.flagsOp
 	if e == nil {
-		e = &entry{acct: a}
-		e.apply = func(err error) { s.flagsStored(e, err) }
-		a.flagsOp = e
+		e = s.flagsEntry(a)
 		s.commits.add(e)
 	}
 	e.steps = append(e.steps, st)
+	if !ViewOf(f).Available && ViewOf(a.flags).Available {
+		s.setCommitted(a, f)
+	}
+}
+
+// flagsEntry makes the pending write of a's flags.
+func (s *Service) flagsEntry(a *account) *entry {
+	e := &entry{acct: a}
+	e.apply = func(err error) { s.flagsStored(e, err) }
+	a.flagsOp = e
+	return e
+}
+
+// shown returns the flags subscribers may see once stored are on record:
+// the flags last decided when they hide the account, which never wait,
+// else stored.
+func shown(a *account, stored storage.Flags) storage.Flags {
+	if !ViewOf(a.want).Available {
+		return a.want
+	}
+	return stored
 }
 
 // flagsStored is the end of a flags write. Stored, the flags it wrote
-// become the account's. Refused, its instructions fail and its presence
-// steps hold all the same, in memory; the changes decided since are
-// applied again on top.
+// become the account's. Refused, its instructions fail, except hiding,
+// which holds in memory (told ErrNotStored), as do its presence steps; the
+// changes decided since are applied again on top, and the flags are
+// written again later, until they are stored.
 func (s *Service) flagsStored(e *entry, err error) {
 	a := e.acct
 	a.writing = nil
 	if err == nil {
-		s.setCommitted(a, e.op.Flags)
+		s.setCommitted(a, shown(a, e.op.Flags))
 		for _, st := range e.steps {
 			if st.done != nil {
 				st.done(nil)
@@ -404,29 +509,28 @@ func (s *Service) flagsStored(e *entry, err error) {
 		return
 	}
 	err = fmt.Errorf("roster: set flags: %w", err)
+	kept := fmt.Errorf("%w: %w", ErrNotStored, err)
 	f := a.flags
-	kept := false
 	for _, st := range e.steps {
-		if st.in != "" {
+		if st.in != "" && st.in != InstructHide {
 			st.done(err)
 			continue
 		}
 		f = st.apply(a, f)
-		kept = true
 		if st.done != nil {
-			st.done(err)
+			st.done(kept)
 		}
 	}
-	if kept {
-		s.log.Error("flags not stored; kept in memory", "account", a.jid, "err", err)
-	}
-	s.setCommitted(a, f)
+	s.log.Error("flags not stored; kept in memory and written again later", "account", a.jid, "err", err)
 	a.want = f
 	if later := a.flagsOp; later != nil {
 		for _, st := range later.steps {
 			a.want = st.apply(a, a.want)
 		}
+	} else if !errors.Is(err, storage.ErrNotActive) {
+		s.commits.retry(s.flagsEntry(a))
 	}
+	s.setCommitted(a, shown(a, f))
 }
 
 // setCommitted makes f a's flags, and what subscribers see follows.

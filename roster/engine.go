@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"runtime/debug"
+	"slices"
+	"time"
 
 	"presenced/storage"
 )
@@ -34,15 +36,56 @@ type entry struct {
 	// apply runs on the engine goroutine once the batch committed (nil)
 	// or failed.
 	apply func(error)
+	// must is set for a change that took effect at once and is written
+	// until it is stored: when its write fails through the database,
+	// apply is told ErrNotStored once, and the entry is tried again.
+	must bool
+	// told is set once apply has run.
+	told bool
 }
 
 // committer holds the changes waiting for a transaction.
 type committer struct {
-	pending  []*entry
+	pending []*entry
+	// again holds the changes whose write failed and is tried again, in
+	// the order they were made; they go first in the next transaction,
+	// so that the changes made after them are stored after them too.
+	again    []*entry
 	inFlight bool
+	// retryAt is when the next transaction may be tried for the changes
+	// in again alone; delay is the wait after the next failure.
+	retryAt time.Time
+	delay   time.Duration
 }
 
+// Waits between attempts to store what failed to be stored.
+const (
+	minRetry = 250 * time.Millisecond
+	maxRetry = 5 * time.Second
+)
+
 func (c *committer) add(e *entry) { c.pending = append(c.pending, e) }
+
+// retry queues e to be written again after a wait.
+func (c *committer) retry(e *entry) {
+	if len(c.again) == 0 {
+		c.delay = max(minRetry, min(2*c.delay, maxRetry))
+		c.retryAt = time.Now().Add(c.delay)
+	}
+	c.again = append(c.again, e)
+}
+
+// due reports whether a transaction is to be started now. The clock is
+// read only when nothing but changes to be written again waits.
+func (c *committer) due() bool {
+	switch {
+	case c.inFlight:
+		return false
+	case len(c.pending) > 0:
+		return true
+	}
+	return len(c.again) > 0 && !time.Now().Before(c.retryAt)
+}
 
 // batch is one transaction's worth of changes.
 type batch struct {
@@ -52,11 +95,17 @@ type batch struct {
 	errs    []error
 }
 
-// take takes up to maxBatch pending changes for one transaction.
+// take takes up to maxBatch changes for one transaction: those to be
+// written again first, then those pending.
 func (s *Service) take() *batch {
 	c := &s.commits
-	n := min(len(c.pending), maxBatch)
-	b := &batch{entries: c.pending[:n:n], opOf: make([]int, n)}
+	k := min(len(c.again), maxBatch)
+	n := min(len(c.pending), maxBatch-k)
+	b := &batch{entries: make([]*entry, 0, k+n)}
+	b.entries = append(b.entries, c.again[:k]...)
+	b.entries = append(b.entries, c.pending[:n]...)
+	b.opOf = make([]int, len(b.entries))
+	c.again = slices.Delete(c.again, 0, k)
 	c.pending = c.pending[n:]
 	if len(c.pending) == 0 {
 		c.pending = nil
@@ -111,21 +160,47 @@ func commit(ctx context.Context, store storage.Store, b *batch) {
 }
 
 // finish applies a committed batch to memory, in the order its changes
-// were made.
+// were made. A change that must be stored and failed through the database
+// is queued to be written again.
 func (s *Service) finish(b *batch) {
+	failed := false
 	for i, e := range b.entries {
 		var err error
 		if k := b.opOf[i]; k >= 0 {
 			err = b.errs[k]
 		}
+		if err != nil && e.must && !storage.IsRowError(err) && !errors.Is(err, storage.ErrNotActive) {
+			failed = true
+			s.commits.retry(e)
+			if !e.told {
+				e.told = true
+				err := fmt.Errorf("%w: %w", ErrNotStored, err)
+				s.safely("commit callback", func() { e.apply(err) })
+			}
+			continue
+		}
+		if err != nil && !storage.IsRowError(err) {
+			failed = true
+		}
+		if e.told {
+			continue // told ErrNotStored before; stored now, or given up
+		}
+		e.told = true
 		s.safely("commit callback", func() { e.apply(err) })
+	}
+	if !failed && len(s.commits.again) == 0 {
+		s.commits.delay = 0
 	}
 }
 
-// settle commits every pending change synchronously and applies it. It is
-// for tests and tools that drive a Service without Run.
+// settle commits every pending change synchronously and applies it, and
+// tries once what is to be written again. It is for tests and tools that
+// drive a Service without Run.
 func (s *Service) settle(ctx context.Context) {
-	for len(s.commits.pending) > 0 {
+	for first := true; first || len(s.commits.pending) > 0; first = false {
+		if len(s.commits.pending) == 0 && len(s.commits.again) == 0 {
+			return
+		}
 		b := s.take()
 		commit(ctx, s.store, b)
 		s.finish(b)
@@ -215,10 +290,13 @@ func (s *Service) Run() {
 	defer close(e.done)
 	defer close(e.requests)
 	for {
-		if !s.commits.inFlight && len(s.commits.pending) > 0 {
+		if s.commits.due() {
 			s.commits.inFlight = true
 			e.requests <- s.take()
 		}
+		// What is to be written again does not hold shutdown up: the
+		// last transaction (GoOffline, or the one below) tries it once
+		// more.
 		settled := !s.commits.inFlight && len(s.commits.pending) == 0
 		if e.last != nil && settled {
 			last := e.last
@@ -227,6 +305,7 @@ func (s *Service) Run() {
 			continue
 		}
 		if e.stop && settled {
+			s.lastTry()
 			return
 		}
 		events := e.events
@@ -234,7 +313,7 @@ func (s *Service) Run() {
 			events = nil
 		}
 		if s.online && s.notes.busy() {
-			if !s.next(events, false) {
+			if !s.next(events) {
 				s.pump()
 			}
 			continue
@@ -242,35 +321,56 @@ func (s *Service) Run() {
 		// Nothing to send before the next event: flush only if none is
 		// waiting, so that a burst of stanzas gets its answers in one
 		// write.
-		if !s.next(events, false) {
+		if !s.next(events) {
 			s.out.Flush()
-			s.next(events, true)
+			s.wait(events)
 		}
 	}
 }
 
 // next handles one function from events (nil: none taken) or one
-// committed batch. Unless block, it takes only what is already waiting;
-// it reports whether it handled anything.
-func (s *Service) next(events chan func(), block bool) bool {
-	if !block {
-		select {
-		case f := <-events:
-			s.safely("event", f)
-		case b := <-s.eng.results:
-			s.committed(b)
-		default:
-			return false
-		}
-		return true
+// committed batch, if one is waiting; it reports whether it handled
+// anything.
+func (s *Service) next(events chan func()) bool {
+	select {
+	case f := <-events:
+		s.safely("event", f)
+	case b := <-s.eng.results:
+		s.committed(b)
+	default:
+		return false
+	}
+	return true
+}
+
+// wait blocks until there is an event, a committed batch, or time to try
+// again what failed to be stored.
+func (s *Service) wait(events chan func()) {
+	var retry <-chan time.Time
+	if c := &s.commits; !c.inFlight && len(c.again) > 0 {
+		t := time.NewTimer(time.Until(c.retryAt))
+		defer t.Stop()
+		retry = t.C
 	}
 	select {
 	case f := <-events:
 		s.safely("event", f)
 	case b := <-s.eng.results:
 		s.committed(b)
+	case <-retry:
 	}
-	return true
+}
+
+// lastTry tries once more, at the end, to store what failed to be.
+func (s *Service) lastTry() {
+	if len(s.commits.again) == 0 {
+		return
+	}
+	n := len(s.commits.again)
+	s.settle(context.Background())
+	if left := len(s.commits.again); left > 0 {
+		s.log.Error("changes lost: they could not be stored before the end", "changes", left, "of", n)
+	}
 }
 
 // committed takes back a batch the committer has done.
@@ -311,7 +411,9 @@ func (s *Service) safely(where string, f func()) {
 }
 
 // Idle reports whether the engine has nothing left to do: no change
-// waiting for or in a transaction and no fan-out queued while connected.
+// waiting for or in a transaction, none to be written again, and no
+// fan-out queued while connected.
 func (s *Service) Idle() bool {
-	return !s.commits.inFlight && len(s.commits.pending) == 0 && (!s.online || !s.notes.busy())
+	c := &s.commits
+	return !c.inFlight && len(c.pending) == 0 && len(c.again) == 0 && (!s.online || !s.notes.busy())
 }

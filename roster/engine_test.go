@@ -5,6 +5,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"presenced/storage"
 )
 
 // startEngine runs s's engine until the test ends.
@@ -42,7 +44,7 @@ func runningWithHandle(t *testing.T) (*Service, *memStore) {
 	}
 	startEngine(t, s)
 	added := make(chan error, 1)
-	on(s, func() { s.AddHandle("alice@example.org", "h", func(err error) { added <- err }) })
+	on(s, func() { s.AddHandle("alice@example.org", "h", storage.PolicyOpen, func(err error) { added <- err }) })
 	if err := <-added; err != nil {
 		t.Fatal(err)
 	}
@@ -64,7 +66,7 @@ func TestGroupCommit(t *testing.T) {
 	var acked atomic.Int32
 	first := make(chan struct{})
 	on(s, func() {
-		s.Subscribe("h", "c0@example.net", func(err error) {
+		s.Subscribe("h", "c0@example.net", func(_ SubscribeOutcome, err error) {
 			if err != nil {
 				t.Error(err)
 			}
@@ -76,7 +78,7 @@ func TestGroupCommit(t *testing.T) {
 	// decided meanwhile must wait for the next one.
 	on(s, func() {
 		for i := 1; i < n; i++ {
-			s.Subscribe("h", fmt.Sprintf("c%d@example.net", i), func(err error) {
+			s.Subscribe("h", fmt.Sprintf("c%d@example.net", i), func(_ SubscribeOutcome, err error) {
 				if err != nil {
 					t.Error(err)
 				}

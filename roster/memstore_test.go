@@ -19,6 +19,10 @@ type memStore struct {
 	accounts map[string]storage.Flags
 	handles  map[string]string
 	subs     map[[2]string]bool
+	policies map[string]storage.Policy
+	requests map[[2]string]time.Time // handle, contact → when asked
+	notices  map[[2]string]string    // handle, contact → account
+	removed  map[string]storage.RemovedName
 	down     bool // every call fails, as with a database that is down
 	writes   int  // number of rows written by successful calls
 	applies  int  // number of successful transactions of Apply
@@ -30,7 +34,9 @@ type memStore struct {
 var errDown = errors.New("memstore: database is down")
 
 func newMemStore() *memStore {
-	return &memStore{accounts: map[string]storage.Flags{}, handles: map[string]string{}, subs: map[[2]string]bool{}}
+	return &memStore{accounts: map[string]storage.Flags{}, handles: map[string]string{}, subs: map[[2]string]bool{},
+		policies: map[string]storage.Policy{}, requests: map[[2]string]time.Time{}, notices: map[[2]string]string{},
+		removed: map[string]storage.RemovedName{}}
 }
 
 func (m *memStore) Load(ctx context.Context) (*storage.Snapshot, error) {
@@ -44,7 +50,31 @@ func (m *memStore) Load(ctx context.Context) (*storage.Snapshot, error) {
 		snap.Accounts = append(snap.Accounts, storage.Account{JID: j, Flags: f})
 	}
 	for h, a := range m.handles {
-		snap.Handles = append(snap.Handles, storage.Handle{Name: h, Account: a})
+		p := m.policies[h]
+		if p == "" {
+			p = storage.PolicyAsk
+		}
+		snap.Handles = append(snap.Handles, storage.Handle{Name: h, Account: a, Policy: p})
+	}
+	for k, at := range m.requests {
+		snap.Requests = append(snap.Requests, storage.Request{Handle: k[0], Contact: k[1], At: at})
+	}
+	sort.Slice(snap.Requests, func(i, j int) bool {
+		a, b := snap.Requests[i], snap.Requests[j]
+		if a.Handle != b.Handle {
+			return a.Handle < b.Handle
+		}
+		return a.At.Before(b.At)
+	})
+	for k, a := range m.notices {
+		snap.Notices = append(snap.Notices, storage.Notice{Handle: k[0], Contact: k[1], Account: a})
+	}
+	sort.Slice(snap.Notices, func(i, j int) bool {
+		a, b := snap.Notices[i], snap.Notices[j]
+		return a.Handle < b.Handle || (a.Handle == b.Handle && a.Contact < b.Contact)
+	})
+	for _, r := range m.removed {
+		snap.Removed = append(snap.Removed, r)
 	}
 	for k := range m.subs {
 		snap.Subscriptions = append(snap.Subscriptions, storage.Subscription{Handle: k[0], Contact: k[1]})
@@ -102,9 +132,16 @@ func (m *memStore) removeHandleLocked(account, handle string) error {
 		return storage.ErrNotOwner
 	}
 	delete(m.handles, handle)
+	delete(m.policies, handle)
 	for k := range m.subs {
 		if k[0] == handle {
 			delete(m.subs, k)
+			m.notices[k] = account
+		}
+	}
+	for k := range m.requests {
+		if k[0] == handle {
+			delete(m.requests, k)
 		}
 	}
 	m.writes++
@@ -208,37 +245,101 @@ func (m *memStore) Apply(ctx context.Context, ops []storage.Op) error {
 	}
 	// A single op checks before it changes anything: only a longer batch
 	// needs a copy to go back to.
-	accounts, handles, subs, writes := m.accounts, m.handles, m.subs, m.writes
+	var saved memState
 	if len(ops) > 1 {
-		accounts, handles, subs = maps.Clone(m.accounts), maps.Clone(m.handles), maps.Clone(m.subs)
+		saved = m.save()
 	}
 	for i, op := range ops {
-		var err error
-		switch op.Kind {
-		case storage.OpAddHandle:
-			_, err = m.addHandleLocked(op.Account, op.Handle, op.Max, op.Now)
-		case storage.OpRemoveHandle:
-			err = m.removeHandleLocked(op.Account, op.Handle)
-		case storage.OpSetFlags:
-			err = m.setFlagsLocked(op.Account, op.Flags)
-		case storage.OpAddSubscription:
-			err = m.addSubscriptionLocked(op.Handle, op.Contact)
-		case storage.OpRemoveSubscription:
-			err = m.removeSubscriptionLocked(op.Handle, op.Contact)
-		default:
-			err = fmt.Errorf("memstore: unknown op %v", op.Kind)
-		}
-		if err != nil && len(ops) > 1 {
-			m.accounts, m.handles, m.subs, m.writes = accounts, handles, subs, writes
-			return &storage.OpError{Index: i, Err: err}
-		}
-		if err != nil {
+		if err := m.applyLocked(op); err != nil {
+			if len(ops) > 1 {
+				m.restore(saved)
+			}
 			return &storage.OpError{Index: i, Err: err}
 		}
 	}
 	m.applies++
 	return nil
 }
+
+// applyLocked applies one op.
+func (m *memStore) applyLocked(op storage.Op) error {
+	switch op.Kind {
+	case storage.OpAddHandle:
+		_, err := m.addHandleLocked(op.Account, op.Handle, op.Max, op.Now)
+		if err == nil {
+			m.policies[op.Handle] = op.Policy
+			delete(m.removed, op.Handle)
+		}
+		return err
+	case storage.OpRemoveHandle:
+		err := m.removeHandleLocked(op.Account, op.Handle)
+		if err == nil {
+			m.removed[op.Handle] = storage.RemovedName{Name: op.Handle, Account: op.Account, At: op.Now}
+		}
+		return err
+	case storage.OpSetFlags:
+		return m.setFlagsLocked(op.Account, op.Flags)
+	case storage.OpAddSubscription:
+		err := m.addSubscriptionLocked(op.Handle, op.Contact)
+		if err == nil {
+			delete(m.requests, [2]string{op.Handle, op.Contact})
+		}
+		return err
+	case storage.OpRemoveSubscription:
+		return m.removeSubscriptionLocked(op.Handle, op.Contact)
+	case storage.OpAddRequest:
+		if _, ok := m.handles[op.Handle]; !ok {
+			return storage.ErrNotFound
+		}
+		k := [2]string{op.Handle, op.Contact}
+		if _, ok := m.requests[k]; !ok {
+			m.requests[k] = op.Now
+		}
+	case storage.OpRemoveRequest:
+		delete(m.requests, [2]string{op.Handle, op.Contact})
+	case storage.OpNoticesSent:
+		for _, c := range op.Contacts {
+			delete(m.notices, [2]string{op.Handle, c})
+		}
+	case storage.OpSetPolicy:
+		a, ok := m.handles[op.Handle]
+		switch {
+		case !ok:
+			return storage.ErrNotFound
+		case a != op.Account:
+			return storage.ErrNotOwner
+		}
+		m.policies[op.Handle] = op.Policy
+	default:
+		return fmt.Errorf("memstore: unknown op %v", op.Kind)
+	}
+	m.writes++
+	return nil
+}
+
+// memState is a copy of a memStore's state, to go back to.
+type memState struct {
+	accounts map[string]storage.Flags
+	handles  map[string]string
+	subs     map[[2]string]bool
+	policies map[string]storage.Policy
+	requests map[[2]string]time.Time
+	notices  map[[2]string]string
+	removed  map[string]storage.RemovedName
+	writes   int
+}
+
+func (m *memStore) save() memState {
+	return memState{maps.Clone(m.accounts), maps.Clone(m.handles), maps.Clone(m.subs), maps.Clone(m.policies),
+		maps.Clone(m.requests), maps.Clone(m.notices), maps.Clone(m.removed), m.writes}
+}
+
+func (m *memStore) restore(st memState) {
+	m.accounts, m.handles, m.subs, m.policies = st.accounts, st.handles, st.subs, st.policies
+	m.requests, m.notices, m.removed, m.writes = st.requests, st.notices, st.removed, st.writes
+}
+
+func (m *memStore) Lost() <-chan struct{} { return nil }
 
 func (m *memStore) Close() error { return nil }
 

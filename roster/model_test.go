@@ -2,7 +2,9 @@ package roster
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"slices"
 	"sort"
 	"sync/atomic"
 	"testing"
@@ -67,6 +69,48 @@ type model struct {
 	accounts    map[string]bool           // owners that added a handle once
 	explicit    map[string]storage.Status // explicit status in force, if any
 	client      map[string]storage.Status // status the clients last reported; "" unknown
+	policy      map[string]storage.Policy // handle → its policy
+	requests    map[string][]string       // handle → pending requests, oldest first
+}
+
+// Bounds the model runs the roster with, small enough to be reached.
+const (
+	modelMaxPending     = 2
+	modelMaxSubscribers = 2
+)
+
+func (m *model) subscribers(h string) int {
+	n := 0
+	for k := range m.subs {
+		if k[0] == h {
+			n++
+		}
+	}
+	return n
+}
+
+func (m *model) dropRequest(h, c string) bool {
+	rs := m.requests[h]
+	for i, x := range rs {
+		if x == c {
+			m.requests[h] = append(rs[:i:i], rs[i+1:]...)
+			return true
+		}
+	}
+	return false
+}
+
+// removeHandle records the removal of h, whose notices follow.
+func (m *model) removeHandle(h, o string) {
+	delete(m.handles, h)
+	delete(m.requests, h)
+	m.removedFrom[h] = o
+	for k := range m.subs {
+		if k[0] == h {
+			delete(m.subs, k)
+			m.removedSubs[k] = true
+		}
+	}
 }
 
 type modelResource struct {
@@ -157,13 +201,14 @@ func TestModel(t *testing.T) {
 			handles: map[string]string{}, subs: map[[2]string]bool{}, removedSubs: map[[2]string]bool{}, removedFrom: map[string]string{},
 			resources: map[string][]modelResource{}, hiding: map[string]bool{},
 			accounts: map[string]bool{}, explicit: map[string]storage.Status{}, client: map[string]storage.Status{},
+			policy: map[string]storage.Policy{}, requests: map[string][]string{},
 		}
 		rec := &recorder{t: rt, m: m, last: map[[2]string]View{}, unsub: map[[2]string]bool{}}
 		var ticks atomic.Int64
 		clock := func() time.Time {
 			return time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC).Add(time.Duration(ticks.Add(1)) * time.Second)
 		}
-		opts := Options{MaxHandles: 3, Now: clock}
+		opts := Options{MaxHandles: 3, Now: clock, MaxPending: modelMaxPending, MaxSubscribers: modelMaxSubscribers}
 		svc, err := newSync(New(ctx, store, opts))
 		if err != nil {
 			rt.Fatal(err)
@@ -185,7 +230,8 @@ func TestModel(t *testing.T) {
 		rt.Repeat(map[string]func(*rapid.T){
 			"addHandle": func(t *rapid.T) {
 				o, h := ownerGen.Draw(t, "owner"), handleGen.Draw(t, "handle")
-				err := svc.AddHandle(ctx, o, h)
+				policy := rapid.SampledFrom([]storage.Policy{storage.PolicyAsk, storage.PolicyOpen}).Draw(t, "policy")
+				err := svc.AddHandleWith(ctx, o, h, policy)
 				holder, taken := m.handles[h]
 				n := 0
 				for _, x := range m.handles {
@@ -212,6 +258,7 @@ func TestModel(t *testing.T) {
 					}
 					m.handles[h] = o
 					m.accounts[o] = true
+					m.policy[h] = policy
 				}
 			},
 			"removeHandle": func(t *rapid.T) {
@@ -231,14 +278,7 @@ func TestModel(t *testing.T) {
 					if err != nil {
 						t.Fatal(err)
 					}
-					delete(m.handles, h)
-					m.removedFrom[h] = o
-					for k := range m.subs {
-						if k[0] == h {
-							delete(m.subs, k)
-							m.removedSubs[k] = true
-						}
-					}
+					m.removeHandle(h, o)
 				}
 				flush()
 				for k := range rec.last {
@@ -253,18 +293,67 @@ func TestModel(t *testing.T) {
 			},
 			"subscribe": func(t *rapid.T) {
 				c, h := contactGen.Draw(t, "contact"), handleGen.Draw(t, "handle")
-				err := svc.Subscribe(ctx, h, c)
-				if _, ok := m.handles[h]; !ok {
-					if err != ErrUnknownHandle {
-						t.Fatalf("Subscribe(%s, %s) = %v, want ErrUnknownHandle", h, c, err)
+				out, err := svc.SubscribeOutcome(ctx, h, c)
+				want, wantErr := m.subscribeOutcome(h, c)
+				if out != want || !errors.Is(err, wantErr) || (wantErr == nil && err != nil) {
+					t.Fatalf("Subscribe(%s, %s) = %v, %v; want %v, %v", h, c, out, err, want, wantErr)
+				}
+				switch {
+				case out == Approved:
+					m.subs[[2]string{h, c}] = true
+					svc.Probe(h, c) // the component sends the presence after 'subscribed'
+				case out == Requested:
+					m.requests[h] = append(m.requests[h], c)
+				}
+			},
+			"approve": func(t *rapid.T) {
+				o, h, c := ownerGen.Draw(t, "owner"), handleGen.Draw(t, "handle"), contactGen.Draw(t, "contact")
+				err := svc.Approve(ctx, o, h, c)
+				switch want := m.decideErr(o, h, c); {
+				case want != nil:
+					if !errors.Is(err, want) {
+						t.Fatalf("Approve(%s, %s, %s) = %v, want %v", o, h, c, err, want)
 					}
-					return
+				case m.subscribers(h) >= modelMaxSubscribers:
+					if !errors.Is(err, ErrSubscriberLimit) {
+						t.Fatalf("Approve(%s, %s, %s) at the limit = %v, want ErrSubscriberLimit", o, h, c, err)
+					}
+				default:
+					if err != nil {
+						t.Fatal(err)
+					}
+					m.dropRequest(h, c)
+					m.subs[[2]string{h, c}] = true
+					svc.Probe(h, c)
 				}
-				if err != nil {
-					t.Fatal(err)
+			},
+			"deny": func(t *rapid.T) {
+				o, h, c := ownerGen.Draw(t, "owner"), handleGen.Draw(t, "handle"), contactGen.Draw(t, "contact")
+				err := svc.Deny(ctx, o, h, c)
+				want := m.decideErr(o, h, c)
+				if !errors.Is(err, want) || (want == nil && err != nil) {
+					t.Fatalf("Deny(%s, %s, %s) = %v, want %v", o, h, c, err, want)
 				}
-				m.subs[[2]string{h, c}] = true
-				svc.Probe(h, c) // the component sends the presence after 'subscribed'
+				if want == nil {
+					m.dropRequest(h, c)
+				}
+			},
+			"outage": func(t *rapid.T) {
+				// Storage fails for one change: what takes effect at once
+				// holds (ErrNotStored) and is stored later; anything else
+				// is refused and changes nothing.
+				o, h, c := ownerGen.Draw(t, "owner"), handleGen.Draw(t, "handle"), contactGen.Draw(t, "contact")
+				what := rapid.SampledFrom([]string{"hide", "away", "unsubscribe", "deny", "remove", "subscribe", "approve"}).Draw(t, "change")
+				store.setDown(true)
+				defer store.setDown(false)
+				m.outage(t, svc, what, o, h, c)
+				flush()
+				for k := range rec.last {
+					if !m.subs[k] {
+						delete(rec.last, k)
+						delete(rec.unsub, k)
+					}
+				}
 			},
 			"unsubscribe": func(t *rapid.T) {
 				c, h := contactGen.Draw(t, "contact"), handleGen.Draw(t, "handle")
@@ -276,6 +365,7 @@ func TestModel(t *testing.T) {
 					t.Fatalf("Unsubscribe(%s, %s) = %v, model says %v", h, c, was, m.subscribed(h, c))
 				}
 				delete(m.subs, [2]string{h, c})
+				m.dropRequest(h, c) // a contact withdraws its request so
 				delete(rec.last, [2]string{h, c})
 			},
 			"probe": func(t *rapid.T) {
@@ -357,7 +447,7 @@ func TestModel(t *testing.T) {
 						_ = rec.Presence(ctx, w.Handle, c, w.View)
 					}
 				}
-				if err := svc.GoOffline(ctx, at); err != nil {
+				if err := svc.GoOffline(ctx, at, true); err != nil {
 					t.Fatal(err)
 				}
 				svc, err = newSync(New(ctx, store, opts))
@@ -376,9 +466,164 @@ func TestModel(t *testing.T) {
 			"": func(t *rapid.T) {
 				flush()
 				checkViews(t, m, rec)
+				checkRequests(t, m, svc)
 			},
 		})
 	})
+}
+
+// subscribeOutcome is what the model says becomes of a request.
+func (m *model) subscribeOutcome(h, c string) (SubscribeOutcome, error) {
+	switch {
+	case m.handles[h] == "":
+		return Ignored, ErrUnknownHandle
+	case m.subscribed(h, c):
+		return Approved, nil
+	case m.policy[h] == storage.PolicyOpen && m.subscribers(h) >= modelMaxSubscribers:
+		return Ignored, ErrSubscriberLimit
+	case m.policy[h] == storage.PolicyOpen:
+		return Approved, nil
+	case slices.Contains(m.requests[h], c) || len(m.requests[h]) >= modelMaxPending:
+		return Ignored, nil
+	}
+	return Requested, nil
+}
+
+// decideErr is the error the model expects of a decision on c's request.
+func (m *model) decideErr(o, h, c string) error {
+	switch {
+	case m.handles[h] != o:
+		return ErrUnknownHandle
+	case !slices.Contains(m.requests[h], c):
+		return ErrNotPending
+	}
+	return nil
+}
+
+// outage makes one change while storage fails and checks it against the
+// model: hiding, an unsubscription, a denial and a removal hold at once
+// (ErrNotStored); the rest is refused and changes nothing.
+func (m *model) outage(t *rapid.T, svc *syncService, what, o, h, c string) {
+	ctx := context.Background()
+	notStored := func(err error) {
+		t.Helper()
+		if !errors.Is(err, ErrNotStored) {
+			t.Fatalf("%s with storage down = %v, want ErrNotStored", what, err)
+		}
+	}
+	refused := func(err error) {
+		t.Helper()
+		if err == nil || errors.Is(err, ErrNotStored) {
+			t.Fatalf("%s with storage down = %v, want refused", what, err)
+		}
+	}
+	switch what {
+	case "hide", "away":
+		in := InstructHide
+		if what == "away" {
+			in = InstructAway
+		}
+		err := svc.Instruct(ctx, o, in)
+		switch {
+		case !m.accounts[o]:
+			if err != ErrNoAccount {
+				t.Fatalf("Instruct(%s) without an account = %v", o, err)
+			}
+		case in == InstructHide && m.hiding[o]:
+			// It changes nothing; it waits for a write still to be made,
+			// if any, which fails now.
+			if err != nil && !errors.Is(err, ErrNotStored) {
+				t.Fatalf("hiding again with storage down = %v, want nil or ErrNotStored", err)
+			}
+		case in == InstructHide:
+			notStored(err)
+			m.hiding[o] = true
+		case !m.hiding[o] && m.explicit[o] == storage.StatusAway:
+			// It changes nothing: acknowledged, or refused with a write
+			// still to be made; the views tell whether anything changed.
+			if errors.Is(err, ErrNotStored) {
+				t.Fatalf("away again with storage down = %v", err)
+			}
+		default:
+			refused(err)
+		}
+	case "unsubscribe":
+		was, err := svc.Unsubscribe(ctx, h, c)
+		if was != m.subscribed(h, c) {
+			t.Fatalf("Unsubscribe(%s, %s) = %v, model says %v", h, c, was, m.subscribed(h, c))
+		}
+		if was {
+			notStored(err)
+		}
+		delete(m.subs, [2]string{h, c})
+		m.dropRequest(h, c)
+	case "deny":
+		err := svc.Deny(ctx, o, h, c)
+		if want := m.decideErr(o, h, c); want != nil {
+			if !errors.Is(err, want) {
+				t.Fatalf("Deny(%s, %s, %s) = %v, want %v", o, h, c, err, want)
+			}
+			return
+		}
+		notStored(err)
+		m.dropRequest(h, c)
+	case "remove":
+		err := svc.RemoveHandle(ctx, o, h)
+		if m.handles[h] != o {
+			if err == nil || errors.Is(err, ErrNotStored) {
+				t.Fatalf("RemoveHandle(%s, %s) of a handle not its own = %v", o, h, err)
+			}
+			return
+		}
+		notStored(err)
+		m.removeHandle(h, o)
+	case "subscribe":
+		out, err := svc.SubscribeOutcome(ctx, h, c)
+		want, wantErr := m.subscribeOutcome(h, c)
+		if want == Approved && m.subscribed(h, c) || want == Ignored {
+			if out != want || !errors.Is(err, wantErr) {
+				t.Fatalf("Subscribe(%s, %s) with storage down = %v, %v; want %v, %v", h, c, out, err, want, wantErr)
+			}
+			return
+		}
+		if out != Ignored {
+			t.Fatalf("Subscribe(%s, %s) with storage down = %v, want Ignored", h, c, out)
+		}
+		refused(err)
+	case "approve":
+		err := svc.Approve(ctx, o, h, c)
+		if want := m.decideErr(o, h, c); want != nil {
+			if !errors.Is(err, want) {
+				t.Fatalf("Approve(%s, %s, %s) = %v, want %v", o, h, c, err, want)
+			}
+			return
+		}
+		if m.subscribers(h) < modelMaxSubscribers {
+			refused(err) // the request stays pending
+		}
+	}
+}
+
+// checkRequests compares every account's pending requests with the
+// model's.
+func checkRequests(t *rapid.T, m *model, svc *syncService) {
+	for _, o := range modelOwners {
+		var want []string
+		for _, h := range modelHandles {
+			if m.handles[h] == o {
+				for _, c := range m.requests[h] {
+					want = append(want, h+" "+c)
+				}
+			}
+		}
+		var got []string
+		for _, r := range svc.Requests(o) {
+			got = append(got, r.Handle+" "+r.Contact)
+		}
+		if !slices.Equal(got, want) {
+			t.Fatalf("requests of %s = %v, want %v", o, got, want)
+		}
+	}
 }
 
 func checkViews(t *rapid.T, m *model, rec *recorder) {

@@ -32,6 +32,8 @@ type notifier struct {
 	// inflight holds removal notices handed to the Sender and not yet
 	// written to the connection, oldest first.
 	inflight []inflight
+	// withdrawn holds the removal notices Withdrawals handed out.
+	withdrawn []*removal
 }
 
 type job struct {
@@ -153,17 +155,43 @@ func (s *Service) removalSlice(rm *removal) bool {
 	return len(rm.contacts) > 0
 }
 
-// confirm forgets the removal notices that have been written.
+// confirm forgets the removal notices that have been written, and
+// queues their deletion from storage.
 func (s *Service) confirm() {
 	n := &s.notes
 	w := s.out.Written()
 	i := 0
 	for i < len(n.inflight) && n.inflight[i].mark <= w {
+		s.noticesSent(n.inflight[i].rm)
 		i++
 	}
 	if i > 0 {
 		clear(n.inflight[:i])
 		n.inflight = n.inflight[i:]
+	}
+}
+
+// noticesSent queues the deletion of the stored notices of rm, which were
+// written: the removal, made before, is stored before it.
+func (s *Service) noticesSent(rm *removal) {
+	s.commits.add(&entry{op: noticesSentOp(rm), must: true, apply: func(error) {}})
+}
+
+func noticesSentOp(rm *removal) storage.Op {
+	return storage.Op{Kind: storage.OpNoticesSent, Handle: rm.handle, Contacts: rm.contacts}
+}
+
+// loadNotices parks the notices that storage says are owed, from removals
+// whose notices were not all written before the last stop: they go out
+// after the first resync.
+func (s *Service) loadNotices(notices []storage.Notice) {
+	var cur *removal
+	for _, nt := range notices {
+		if cur == nil || cur.handle != nt.Handle {
+			cur = &removal{handle: nt.Handle, owner: s.accounts[nt.Account]}
+			s.notes.parked = append(s.notes.parked, cur)
+		}
+		cur.contacts = append(cur.contacts, nt.Contact)
 	}
 }
 
@@ -276,6 +304,7 @@ func (s *Service) Withdrawals(at time.Time) []Withdrawal {
 	}
 	n.parked, n.inflight = nil, nil
 	n.queue = slices.DeleteFunc(n.queue, func(j job) bool { return j.rm != nil })
+	n.withdrawn = rms
 	for _, rm := range rms {
 		var contacts []string
 		for _, c := range rm.contacts {
@@ -335,10 +364,29 @@ func goneViewOf(a *account, at time.Time) View {
 // GoOffline forgets every resource and stores every account as off-line;
 // those that were visible stopped being visible at at. It is called at
 // shutdown, once nothing is committing, after the component sent the
-// Withdrawals of the same moment; it writes synchronously, in one
-// transaction.
-func (s *Service) GoOffline(ctx context.Context, at time.Time) error {
+// Withdrawals of the same moment; written says whether they were all
+// written, so that the removal notices among them are owed no more. It
+// writes synchronously, in one transaction, with the changes that failed
+// to be stored before, which are tried a last time, after what is
+// pending.
+func (s *Service) GoOffline(ctx context.Context, at time.Time, written bool) error {
+	// What the withdrawals queued (their notices written) goes first.
+	s.settle(ctx)
 	var ops []storage.Op
+	unstored := make(map[*account]bool)
+	for _, e := range s.commits.again {
+		switch {
+		case e.acct != nil:
+			unstored[e.acct] = true // written below, as off-line
+		case e.op.Kind != 0:
+			ops = append(ops, e.op)
+		}
+	}
+	if written {
+		for _, rm := range s.notes.withdrawn {
+			ops = append(ops, noticesSentOp(rm))
+		}
+	}
 	var changed []*account
 	for _, a := range s.accounts {
 		clear(a.resources)
@@ -346,7 +394,7 @@ func (s *Service) GoOffline(ctx context.Context, at time.Time) error {
 		if ViewOf(a.want).Available != ViewOf(f).Available || f.Since.IsZero() {
 			f.Since = at
 		}
-		if f == a.flags && f == a.want {
+		if f == a.flags && f == a.want && !unstored[a] {
 			continue
 		}
 		a.want = f
@@ -356,6 +404,8 @@ func (s *Service) GoOffline(ctx context.Context, at time.Time) error {
 	if err := s.store.Apply(ctx, ops); err != nil {
 		return fmt.Errorf("roster: go off-line: %w", err)
 	}
+	s.commits.again = nil
+	s.notes.withdrawn = nil
 	for _, a := range changed {
 		if ViewOf(a.flags) != ViewOf(a.want) {
 			a.view++

@@ -3,7 +3,9 @@ package roster
 import (
 	"context"
 	"errors"
+	"fmt"
 	"testing"
+	"time"
 
 	"presenced/storage"
 )
@@ -22,7 +24,7 @@ func newPendingService(t *testing.T) (*Service, *memStore) {
 		t.Fatal(err)
 	}
 	var added error
-	s.AddHandle(pendingOwner, "h", func(err error) { added = err })
+	s.AddHandle(pendingOwner, "h", storage.PolicyOpen, func(err error) { added = err })
 	s.settle(context.Background())
 	if added != nil {
 		t.Fatal(added)
@@ -45,77 +47,85 @@ func TestSameInstructionWaitsForTheWriteOnItsWay(t *testing.T) {
 	s, store := newPendingService(t)
 	var first, second error
 	firstDone, secondDone := false, false
-	s.Instruct(pendingOwner, InstructHide, func(err error) { first, firstDone = err, true })
+	s.Instruct(pendingOwner, InstructAway, func(err error) { first, firstDone = err, true })
 	b := s.take()
-	s.Instruct(pendingOwner, InstructHide, func(err error) { second, secondDone = err, true })
+	s.Instruct(pendingOwner, InstructAway, func(err error) { second, secondDone = err, true })
 	if secondDone {
-		t.Fatal("the second hide was acknowledged while the first write was on its way")
+		t.Fatal("the second instruction was acknowledged while the first write was on its way")
 	}
 	fail(s, store, b)
-	if !firstDone || first == nil {
-		t.Fatalf("first hide: done %v, err %v; want refused", firstDone, first)
+	if !firstDone || first == nil || errors.Is(first, ErrNotStored) {
+		t.Fatalf("first instruction: done %v, err %v; want refused", firstDone, first)
 	}
 	s.settle(context.Background())
 	if !secondDone || second != nil {
-		t.Fatalf("second hide: done %v, err %v; want stored", secondDone, second)
-	}
-	if f, _ := s.Flags(pendingOwner); !f.Hiding || !store.accounts[pendingOwner].Hiding {
-		t.Fatalf("after the second hide committed: memory %+v, stored %+v; want hiding", f, store.accounts[pendingOwner])
+		t.Fatalf("second instruction: done %v, err %v; want stored", secondDone, second)
 	}
 }
 
-// TestRefusedInstructionKeepsPresence: when an instruction's write fails,
-// the owner's presence decided with it or after it still holds: going
-// invisible is not lost, nor is going off-line.
-func TestRefusedInstructionKeepsPresence(t *testing.T) {
-	ctx := context.Background()
-	online := OwnerPresence{Resource: "pc", Available: true, Status: storage.StatusUndefined}
-	tests := []struct {
-		name  string
-		after OwnerPresence
-		// whether the presence comes after the instruction's batch was
-		// taken (in flight) or joins it (coalesced)
-		inFlight bool
-		want     func(View, storage.Flags) bool
-	}{
-		{"invisible after, in flight", OwnerPresence{Resource: "pc", Available: true, Hide: true}, true,
-			func(v View, f storage.Flags) bool { return !v.Available && f.Hiding }},
-		{"invisible, coalesced", OwnerPresence{Resource: "pc", Available: true, Hide: true}, false,
-			func(v View, f storage.Flags) bool { return !v.Available && f.Hiding }},
-		{"off-line, coalesced", OwnerPresence{Resource: "pc"}, false,
-			func(v View, f storage.Flags) bool { return !v.Available && !f.Online }},
-		{"off-line after, in flight", OwnerPresence{Resource: "pc"}, true,
-			func(v View, f storage.Flags) bool { return !v.Available && !f.Online }},
+// TestHidingHoldsWhenNotStored: hiding takes effect at once, before its
+// write commits; when the write fails it holds all the same (told
+// ErrNotStored), nothing shows the account meanwhile, and it is written
+// again until it is stored.
+func TestHidingHoldsWhenNotStored(t *testing.T) {
+	s, store := newPendingService(t)
+	s.accounts[pendingOwner].resources["pc"] = &resource{status: storage.StatusUndefined}
+	if err := s.OwnerPresence(pendingOwner, OwnerPresence{Resource: "pc", Available: true, Status: storage.StatusUndefined}); err != nil {
+		t.Fatal(err)
 	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			s, store := newPendingService(t)
-			s.OwnerPresence(pendingOwner, online)
-			s.settle(ctx)
-			var refused error
-			s.Instruct(pendingOwner, InstructAway, func(err error) { refused = err })
-			var b *batch
-			if tt.inFlight {
-				b = s.take()
-			}
-			s.OwnerPresence(pendingOwner, tt.after)
-			if b == nil {
-				b = s.take()
-			}
-			fail(s, store, b)
-			s.settle(ctx)
-			if refused == nil {
-				t.Fatal("the instruction was not refused although its write failed")
-			}
-			v, _ := s.ViewOfHandle("h")
-			f, _ := s.Flags(pendingOwner)
-			if !tt.want(v, f) {
-				t.Fatalf("after the refusal: view %+v, flags %+v; the presence was lost", v, f)
-			}
-			if f.Status == storage.StatusAway && f.Explicit {
-				t.Fatalf("the refused instruction took effect: %+v", f)
-			}
-		})
+	s.settle(context.Background())
+	if v, _ := s.ViewOfHandle("h"); !v.Available {
+		t.Fatal("the owner is not visible to begin with")
+	}
+	var hid error
+	hidDone := false
+	s.Instruct(pendingOwner, InstructHide, func(err error) { hid, hidDone = err, true })
+	if v, _ := s.ViewOfHandle("h"); v.Available {
+		t.Fatal("hiding waits for its write to show")
+	}
+	fail(s, store, s.take())
+	if !hidDone || !errors.Is(hid, ErrNotStored) {
+		t.Fatalf("hide with storage down: done %v, err %v; want ErrNotStored", hidDone, hid)
+	}
+	if v, _ := s.ViewOfHandle("h"); v.Available {
+		t.Fatal("the account shows again after its hiding failed to be stored")
+	}
+	if store.accounts[pendingOwner].Hiding {
+		t.Fatal("hiding stored although storage was down")
+	}
+	store.setDown(true)
+	s.settle(context.Background()) // a retry that fails again
+	store.setDown(false)
+	if v, _ := s.ViewOfHandle("h"); v.Available {
+		t.Fatal("the account shows after a second failed write")
+	}
+	s.settle(context.Background())
+	if !store.accounts[pendingOwner].Hiding {
+		t.Fatal("hiding was not written again once storage worked")
+	}
+	if !s.Idle() {
+		t.Fatal("the engine still has writes to make after they were stored")
+	}
+}
+
+// TestVisibleWriteOnItsWayDoesNotUndoHiding: a write that shows the
+// account, committing after a hide was decided, does not show it.
+func TestVisibleWriteOnItsWayDoesNotUndoHiding(t *testing.T) {
+	s, store := newPendingService(t)
+	s.Instruct(pendingOwner, InstructHide, nil)
+	s.settle(context.Background())
+	s.accounts[pendingOwner].resources["pc"] = &resource{status: storage.StatusUndefined}
+	s.Instruct(pendingOwner, InstructVisible, nil)
+	b := s.take()
+	s.Instruct(pendingOwner, InstructHide, nil)
+	commit(context.Background(), store, b)
+	s.finish(b)
+	if v, _ := s.ViewOfHandle("h"); v.Available {
+		t.Fatal("the account showed when an earlier visible write committed after it hid again")
+	}
+	s.settle(context.Background())
+	if v, _ := s.ViewOfHandle("h"); v.Available || !store.accounts[pendingOwner].Hiding {
+		t.Fatalf("after everything is stored: view %+v, stored %+v; want hidden", v, store.accounts[pendingOwner])
 	}
 }
 
@@ -125,9 +135,9 @@ func TestAddOwnedWaitsForTheAddOnItsWay(t *testing.T) {
 	s, store := newPendingService(t)
 	var first, second error
 	secondDone := false
-	s.AddHandle(pendingOwner, "new", func(err error) { first = err })
+	s.AddHandle(pendingOwner, "new", storage.PolicyOpen, func(err error) { first = err })
 	b := s.take()
-	s.AddHandle(pendingOwner, "new", func(err error) { second, secondDone = err, true })
+	s.AddHandle(pendingOwner, "new", storage.PolicyOpen, func(err error) { second, secondDone = err, true })
 	if secondDone {
 		t.Fatal("the second add was answered while the first was on its way")
 	}
@@ -141,21 +151,33 @@ func TestAddOwnedWaitsForTheAddOnItsWay(t *testing.T) {
 	}
 }
 
-// TestRemoveWaitsForTheRemovalOnItsWay: removing a handle whose removal is
-// still storing is answered once that removal is settled.
-func TestRemoveWaitsForTheRemovalOnItsWay(t *testing.T) {
+// TestRemovalHoldsWhenNotStored: a removal takes effect at once; when its
+// write fails it holds (told ErrNotStored) and is written again until it
+// is stored, with nothing made after it stored before it.
+func TestRemovalHoldsWhenNotStored(t *testing.T) {
 	s, store := newPendingService(t)
 	var first, second error
 	s.RemoveHandle(pendingOwner, "h", func(err error) { first = err })
-	b := s.take()
-	s.RemoveHandle(pendingOwner, "h", func(err error) { second = err })
-	fail(s, store, b)
-	s.settle(context.Background())
-	if first == nil || second != nil {
-		t.Fatalf("first removal %v, second %v; want the first refused and the second done", first, second)
-	}
 	if got := s.Handles(pendingOwner); len(got) != 0 {
-		t.Fatalf("handles %v after the second removal, want none", got)
+		t.Fatalf("handles %v while the removal is on its way, want none", got)
+	}
+	fail(s, store, s.take())
+	if !errors.Is(first, ErrNotStored) {
+		t.Fatalf("removal with storage down: %v, want ErrNotStored", first)
+	}
+	s.RemoveHandle(pendingOwner, "h", func(err error) { second = err })
+	if !errors.Is(second, ErrUnknownHandle) {
+		t.Fatalf("second removal: %v, want ErrUnknownHandle", second)
+	}
+	// The owner takes the name back: its add is stored after the removal.
+	var again error
+	s.AddHandle(pendingOwner, "h", storage.PolicyOpen, func(err error) { again = err })
+	s.settle(context.Background())
+	if again != nil {
+		t.Fatalf("adding the name back: %v", again)
+	}
+	if store.handles["h"] != pendingOwner || !s.Idle() {
+		t.Fatalf("after the retry the store holds h for %q (idle %v), want the owner's new handle", store.handles["h"], s.Idle())
 	}
 }
 
@@ -186,7 +208,7 @@ func TestUnsubscribeWhileSubscribing(t *testing.T) {
 	}
 	// And subscribing again afterwards works.
 	var err error
-	s.Subscribe("h", carol, func(e error) { err = e })
+	s.Subscribe("h", carol, func(_ SubscribeOutcome, e error) { err = e })
 	s.settle(context.Background())
 	if err != nil || !s.IsSubscribed("h", carol) {
 		t.Fatalf("subscribing again: %v, subscribed %v", err, s.IsSubscribed("h", carol))
@@ -216,7 +238,7 @@ func TestDoAfterStop(t *testing.T) {
 func TestShutdownStillStoresUnsubscriptions(t *testing.T) {
 	s, store := newPendingService(t)
 	var subErr error
-	s.Subscribe("h", "carol@example.net", func(err error) { subErr = err })
+	s.Subscribe("h", "carol@example.net", func(_ SubscribeOutcome, err error) { subErr = err })
 	s.settle(context.Background())
 	if subErr != nil {
 		t.Fatal(subErr)
@@ -252,7 +274,7 @@ func TestShutdownStillStoresUnsubscriptions(t *testing.T) {
 func TestStaleResyncTellsNobody(t *testing.T) {
 	s, store := newPendingService(t)
 	var subErr error
-	s.Subscribe("h", "carol@example.net", func(err error) { subErr = err })
+	s.Subscribe("h", "carol@example.net", func(_ SubscribeOutcome, err error) { subErr = err })
 	s.settle(context.Background())
 	if subErr != nil {
 		t.Fatal(subErr)
@@ -267,5 +289,99 @@ func TestStaleResyncTellsNobody(t *testing.T) {
 	s.finish(b)
 	if synced || s.notes.busy() {
 		t.Fatalf("the old resync finished after its connection ended: synced %v, %d jobs queued", synced, len(s.notes.queue))
+	}
+}
+
+// noticeRecorder is a legacySender that lists what each contact got.
+type noticeRecorder struct{ got []string }
+
+func (r *noticeRecorder) Presence(_ context.Context, handle, contact string, v View) error {
+	r.got = append(r.got, fmt.Sprintf("%s→%s available=%v", handle, contact, v.Available))
+	return nil
+}
+
+func (r *noticeRecorder) Unsubscribed(_ context.Context, handle, contact string) error {
+	r.got = append(r.got, fmt.Sprintf("%s→%s unsubscribed", handle, contact))
+	return nil
+}
+
+// TestRemovalNoticesSurviveACrash: the notices owed to a removed handle's
+// subscribers are stored with the removal, so a crash before they were
+// written still tells the subscribers after the restart; once written,
+// they are owed no more.
+func TestRemovalNoticesSurviveACrash(t *testing.T) {
+	ctx := context.Background()
+	store := newMemStore()
+	s := newTestService(t, store)
+	if err := s.AddHandle(ctx, pendingOwner, "h"); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Subscribe(ctx, "h", "carol@example.net"); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.RemoveHandle(ctx, pendingOwner, "h"); err != nil {
+		t.Fatal(err)
+	}
+	// The process dies before anything was written.
+	s2 := newTestService(t, store)
+	s2.MarkStale()
+	if err := s2.DropStale(ctx); err != nil {
+		t.Fatal(err)
+	}
+	rec := &noticeRecorder{}
+	if err := s2.Outbox().Flush(ctx, rec); err != nil {
+		t.Fatal(err)
+	}
+	want := "[h→carol@example.net available=false h→carol@example.net unsubscribed]"
+	if fmt.Sprint(rec.got) != want {
+		t.Fatalf("after the restart carol got %v, want %s", rec.got, want)
+	}
+	s2.out.written = s2.out.mark
+	s2.confirm()
+	s2.settle(ctx)
+	if len(store.notices) != 0 {
+		t.Fatalf("notices still owed once written: %v", store.notices)
+	}
+}
+
+// TestQuarantineReservedAndAccountLimit: a name another account removed
+// is out of reach until the quarantine has passed, but not for the account
+// that removed it; reserved names are refused; so is a new account past
+// the limit.
+func TestQuarantineReservedAndAccountLimit(t *testing.T) {
+	ctx := context.Background()
+	clock := &testClock{now: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}
+	s, err := newSync(New(ctx, newMemStore(), Options{Now: clock.Now, Quarantine: time.Hour, Reserved: []string{"admin"}, MaxAccounts: 2}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	const bob = "bob@example.org"
+	for _, step := range []struct {
+		owner, name string
+		remove      bool
+		want        error
+	}{
+		{pendingOwner, "admin", false, ErrReserved},
+		{pendingOwner, "q", false, nil},
+		{pendingOwner, "q", true, nil},
+		{bob, "q", false, ErrQuarantined},
+		{pendingOwner, "q", false, nil}, // its own name back at once
+		{pendingOwner, "q", true, nil},
+		{bob, "b", false, nil},
+		{"zed@example.org", "z", false, ErrAccountLimit},
+	} {
+		var err error
+		if step.remove {
+			err = s.RemoveHandle(ctx, step.owner, step.name)
+		} else {
+			err = s.AddHandle(ctx, step.owner, step.name)
+		}
+		if !errors.Is(err, step.want) || (step.want == nil && err != nil) {
+			t.Fatalf("%+v: %v", step, err)
+		}
+	}
+	clock.Add(time.Hour)
+	if err := s.AddHandle(ctx, bob, "q"); err != nil {
+		t.Fatalf("after the quarantine: %v", err)
 	}
 }

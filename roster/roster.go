@@ -42,6 +42,21 @@ var (
 	ErrBadStatus     = errors.New("roster: unknown status")
 	ErrNoAccount     = errors.New("roster: no such account")
 	ErrStopping      = errors.New("roster: stopping")
+	// ErrReserved: the name is one no account may take.
+	ErrReserved = errors.New("roster: handle name is reserved")
+	// ErrQuarantined: another account removed the name recently.
+	ErrQuarantined = errors.New("roster: handle name was removed recently")
+	// ErrAccountLimit: presenced holds as many accounts as it may.
+	ErrAccountLimit = errors.New("roster: account limit reached")
+	// ErrNotPending: there is no such subscription request (any more).
+	ErrNotPending = errors.New("roster: no such subscription request")
+	// ErrSubscriberLimit: the handle has as many subscribers as it may.
+	ErrSubscriberLimit = errors.New("roster: subscriber limit reached")
+	// ErrNotStored is what a change that takes effect at once (hiding,
+	// an unsubscription, a denial, a handle removal) reports when its
+	// first write failed: it holds in memory, and the engine writes it
+	// again until it is stored. errors.Is finds the cause too.
+	ErrNotStored = errors.New("roster: not stored yet; retrying")
 )
 
 // Instruction is an explicit status instruction from the owner (the patent's
@@ -146,12 +161,22 @@ type account struct {
 	pass *pass
 }
 
-// handle is a handle name with its subscribers.
+// handle is a handle name with its subscribers and the requests waiting
+// for its owner.
 type handle struct {
-	name     string
-	owner    *account
-	subs     []sub // sorted by contact
-	removing bool  // a removal is being committed
+	name   string
+	owner  *account
+	subs   []sub // sorted by contact
+	policy storage.Policy
+	// requests are the pending subscription requests, oldest first, at
+	// most limits.pending.
+	requests []request
+}
+
+// request is a pending subscription request.
+type request struct {
+	contact string
+	at      time.Time
 }
 
 // sub is one subscription, stored compactly: the interned contact and what
@@ -174,11 +199,14 @@ func (a *account) sentCode() uint32 {
 // Service is the roster logic. See the package comment for who may call
 // what.
 type Service struct {
-	store      storage.Store
-	maxHandles int
-	now        func() time.Time
-	log        *slog.Logger
-	out        Sender
+	store  storage.Store
+	limits limits
+	now    func() time.Time
+	log    *slog.Logger
+	out    Sender
+	// refusals remembers which refusals were logged, so each is logged
+	// once however often a sender repeats it.
+	refusals logOnce
 
 	accounts map[string]*account
 	handles  map[string]*handle
@@ -188,7 +216,12 @@ type Service struct {
 	adding        map[string]int
 	contacts      interner
 	pendingSubs   map[pendingKey]*pendingSub
-	seq           uint64
+	// requesting counts the subscription requests being stored.
+	requesting map[pendingKey]*pendingSub
+	// removed are the names removed, by whom and when, for the
+	// quarantine; entries past it are dropped as they are met.
+	removed map[string]removedName
+	seq     uint64
 	// epoch counts the connections (MarkStale): what a resync settles
 	// after its connection ended is not told to anyone.
 	epoch uint64
@@ -218,10 +251,36 @@ type Options struct {
 	// Log receives what the engine cannot report to a caller; nil
 	// discards it.
 	Log *slog.Logger
+	// Policy is the subscription policy of a handle added without one;
+	// "" means storage.PolicyAsk.
+	Policy storage.Policy
+	// Reserved are prepared names that no account may take.
+	Reserved []string
+	// Quarantine is how long a removed name stays out of reach of the
+	// other accounts; 0 means not at all.
+	Quarantine time.Duration
+	// MaxAccounts bounds the accounts; 0 means no bound.
+	MaxAccounts int
+	// MaxResources bounds the resources kept per account; 0 means
+	// DefaultMaxResources.
+	MaxResources int
+	// MaxSubscribers bounds the subscribers of one handle; 0 means
+	// DefaultMaxSubscribers.
+	MaxSubscribers int
+	// MaxPending bounds the pending subscription requests of one handle;
+	// 0 means DefaultMaxPending.
+	MaxPending int
 }
 
-// DefaultMaxHandles is the patent's number of handle names per user ID.
-const DefaultMaxHandles = 64
+// Defaults of Options.
+const (
+	// DefaultMaxHandles is the patent's number of handle names per user
+	// ID.
+	DefaultMaxHandles     = 64
+	DefaultMaxResources   = 16
+	DefaultMaxSubscribers = 100000
+	DefaultMaxPending     = 100
+)
 
 // New loads the durable state from store and returns a Service. Accounts
 // start with no resources, so they are off-line until their owners are
@@ -233,7 +292,7 @@ func New(ctx context.Context, store storage.Store, opts Options) (*Service, erro
 	}
 	s := &Service{
 		store:         store,
-		maxHandles:    opts.MaxHandles,
+		limits:        limitsOf(opts),
 		now:           opts.Now,
 		log:           opts.Log,
 		out:           discard{},
@@ -243,9 +302,8 @@ func New(ctx context.Context, store storage.Store, opts Options) (*Service, erro
 		adding:        make(map[string]int),
 		contacts:      newInterner(),
 		pendingSubs:   make(map[pendingKey]*pendingSub),
-	}
-	if s.maxHandles <= 0 {
-		s.maxHandles = DefaultMaxHandles
+		requesting:    make(map[pendingKey]*pendingSub),
+		removed:       make(map[string]removedName, len(snap.Removed)),
 	}
 	if s.now == nil {
 		s.now = time.Now
@@ -283,8 +341,17 @@ func (s *Service) load(snap *storage.Snapshot) {
 		if acct == nil {
 			acct = s.newAccount(h.Account)
 		}
-		s.addHandleLocal(acct, h.Name)
+		s.addHandleLocal(acct, h.Name, h.Policy)
 	}
+	for _, r := range snap.Requests {
+		if h := s.handles[r.Handle]; h != nil {
+			h.requests = append(h.requests, request{contact: r.Contact, at: r.At})
+		}
+	}
+	for _, r := range snap.Removed {
+		s.removed[r.Name] = removedName{account: r.Account, at: r.At}
+	}
+	s.loadNotices(snap.Notices)
 	var cur *handle
 	for _, sb := range snap.Subscriptions {
 		if cur == nil || cur.name != sb.Handle {
@@ -306,7 +373,7 @@ func (s *Service) load(snap *storage.Snapshot) {
 func (s *Service) SetSender(out Sender) { s.out = out }
 
 // MaxHandles returns the number of handles an account may hold.
-func (s *Service) MaxHandles() int { return s.maxHandles }
+func (s *Service) MaxHandles() int { return s.limits.handles }
 
 func (s *Service) newAccount(jid string) *account {
 	a := &account{
@@ -321,8 +388,8 @@ func (s *Service) newAccount(jid string) *account {
 }
 
 // addHandleLocal gives a handle named name to a in memory.
-func (s *Service) addHandleLocal(a *account, name string) {
-	h := &handle{name: name, owner: a}
+func (s *Service) addHandleLocal(a *account, name string, policy storage.Policy) {
+	h := &handle{name: name, owner: a, policy: policy}
 	i, _ := slices.BinarySearchFunc(a.handles, name, func(h *handle, n string) int { return cmp.Compare(h.name, n) })
 	a.handles = slices.Insert(a.handles, i, h)
 	s.handles[name] = h
@@ -382,6 +449,19 @@ func (s *Service) ViewOfHandle(handle string) (View, bool) {
 	}
 	return ViewOf(h.owner.flags), true
 }
+
+// Policy returns the subscription policy of handle, and whether it
+// exists.
+func (s *Service) Policy(handle string) (storage.Policy, bool) {
+	h := s.handles[handle]
+	if h == nil {
+		return "", false
+	}
+	return h.policy, true
+}
+
+// DefaultPolicy returns the policy of a handle added without one.
+func (s *Service) DefaultPolicy() storage.Policy { return s.limits.policy }
 
 // IsSubscribed reports whether contact (a bare JID) is subscribed to handle.
 func (s *Service) IsSubscribed(handle, contact string) bool {

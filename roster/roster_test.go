@@ -87,7 +87,8 @@ func TestOneWritePerChange(t *testing.T) {
 }
 
 // TestStorageDownChangesNothing: an instruction that cannot be stored is
-// refused and leaves the flags as they were.
+// refused and leaves the flags as they were, except hiding, which fails
+// closed: it holds in memory at once (ErrNotStored) and is stored later.
 func TestStorageDownChangesNothing(t *testing.T) {
 	ctx := context.Background()
 	store := newMemStore()
@@ -98,11 +99,17 @@ func TestStorageDownChangesNothing(t *testing.T) {
 	}
 	before, _ := s.Flags(owner)
 	store.setDown(true)
-	if err := s.Instruct(ctx, owner, InstructHide); err == nil || !errors.Is(err, errDown) {
-		t.Fatalf("Instruct(hide) with storage down = %v, want the storage error", err)
+	if err := s.Instruct(ctx, owner, InstructAway); err == nil || !errors.Is(err, errDown) || errors.Is(err, ErrNotStored) {
+		t.Fatalf("Instruct(away) with storage down = %v, want the storage error", err)
 	}
 	if after, _ := s.Flags(owner); after != before {
 		t.Fatalf("flags changed although storage failed: %+v, was %+v", after, before)
+	}
+	if err := s.Instruct(ctx, owner, InstructHide); !errors.Is(err, ErrNotStored) || !errors.Is(err, errDown) {
+		t.Fatalf("Instruct(hide) with storage down = %v, want ErrNotStored with the storage error", err)
+	}
+	if after, _ := s.Flags(owner); !after.Hiding {
+		t.Fatalf("hiding did not hold while storage failed: %+v", after)
 	}
 	if err := s.AddHandle(ctx, owner, "h2"); err == nil {
 		t.Fatal("AddHandle with storage down succeeded")
@@ -119,6 +126,9 @@ func TestStorageDownChangesNothing(t *testing.T) {
 	store.setDown(false)
 	if err := s.Instruct(ctx, owner, InstructHide); err != nil {
 		t.Fatal(err)
+	}
+	if !store.accounts[owner].Hiding {
+		t.Fatal("hiding not stored once storage worked again")
 	}
 }
 
@@ -400,7 +410,7 @@ func TestResyncHoldsOnlyShowing(t *testing.T) {
 // since at.
 func goOffline(t *testing.T, s *syncService, owner string, at time.Time) {
 	t.Helper()
-	if err := s.GoOffline(context.Background(), at); err != nil {
+	if err := s.GoOffline(context.Background(), at, true); err != nil {
 		t.Fatal(err)
 	}
 	if f, _ := s.Flags(owner); f.Online || !f.Since.Equal(at) {

@@ -3,6 +3,8 @@ package roster
 import (
 	"context"
 	"fmt"
+
+	"presenced/storage"
 )
 
 // The tests drive a Service without its engine goroutine: syncService
@@ -44,7 +46,33 @@ func (s *syncService) wait(ctx context.Context, f func(done func(error))) error 
 }
 
 func (s *syncService) AddHandle(ctx context.Context, owner, h string) error {
-	return s.wait(ctx, func(done func(error)) { s.Service.AddHandle(owner, h, done) })
+	return s.wait(ctx, func(done func(error)) { s.Service.AddHandle(owner, h, storage.PolicyOpen, done) })
+}
+
+func (s *syncService) AddHandleWith(ctx context.Context, owner, h string, p storage.Policy) error {
+	return s.wait(ctx, func(done func(error)) { s.Service.AddHandle(owner, h, p, done) })
+}
+
+// SubscribeOutcome subscribes and returns what became of the request.
+func (s *syncService) SubscribeOutcome(ctx context.Context, h, contact string) (SubscribeOutcome, error) {
+	var out SubscribeOutcome
+	err := s.wait(ctx, func(done func(error)) {
+		s.Service.Subscribe(h, contact, func(o SubscribeOutcome, err error) { out = o; done(err) })
+	})
+	return out, err
+}
+
+func (s *syncService) Approve(ctx context.Context, owner, h, contact string) error {
+	return s.wait(ctx, func(done func(error)) { s.Service.Approve(owner, h, contact, done) })
+}
+
+// Deny returns Deny's own error, or else the outcome of its write.
+func (s *syncService) Deny(ctx context.Context, owner, h, contact string) error {
+	return s.wait(ctx, func(done func(error)) {
+		if err := s.Service.Deny(owner, h, contact, done); err != nil {
+			done(err)
+		}
+	})
 }
 
 func (s *syncService) RemoveHandle(ctx context.Context, owner, h string) error {
@@ -52,7 +80,9 @@ func (s *syncService) RemoveHandle(ctx context.Context, owner, h string) error {
 }
 
 func (s *syncService) Subscribe(ctx context.Context, h, contact string) error {
-	return s.wait(ctx, func(done func(error)) { s.Service.Subscribe(h, contact, done) })
+	return s.wait(ctx, func(done func(error)) {
+		s.Service.Subscribe(h, contact, func(_ SubscribeOutcome, err error) { done(err) })
+	})
 }
 
 func (s *syncService) Instruct(ctx context.Context, owner string, in Instruction) error {

@@ -1,0 +1,88 @@
+package roster
+
+import (
+	"time"
+
+	"presenced/storage"
+)
+
+// limits are the bounds of what accounts and remote senders may make the
+// Service hold. Each is checked before anything is queued, so a refusal
+// changes nothing.
+type limits struct {
+	handles     int // per account
+	resources   int // per account
+	subscribers int // per handle
+	pending     int // pending requests per handle
+	accounts    int // 0: no bound
+	policy      storage.Policy
+	reserved    map[string]bool
+	quarantine  time.Duration
+}
+
+func limitsOf(o Options) limits {
+	l := limits{
+		handles:     orDefault(o.MaxHandles, DefaultMaxHandles),
+		resources:   orDefault(o.MaxResources, DefaultMaxResources),
+		subscribers: orDefault(o.MaxSubscribers, DefaultMaxSubscribers),
+		pending:     orDefault(o.MaxPending, DefaultMaxPending),
+		accounts:    max(0, o.MaxAccounts),
+		policy:      o.Policy,
+		reserved:    make(map[string]bool, len(o.Reserved)),
+		quarantine:  max(0, o.Quarantine),
+	}
+	if !l.policy.Valid() {
+		l.policy = storage.PolicyAsk
+	}
+	for _, n := range o.Reserved {
+		l.reserved[n] = true
+	}
+	return l
+}
+
+func orDefault(v, def int) int {
+	if v <= 0 {
+		return def
+	}
+	return v
+}
+
+// removedName is who removed a name, and when: until the quarantine has
+// passed, only that account may take the name again, so that the
+// subscribers it had do not find a stranger behind it.
+type removedName struct {
+	account string
+	at      time.Time
+}
+
+// quarantined reports whether name is out of reach of owner now.
+func (s *Service) quarantined(name, owner string, now time.Time) bool {
+	r, ok := s.removed[name]
+	if !ok {
+		return false
+	}
+	if now.Sub(r.at) >= s.limits.quarantine {
+		delete(s.removed, name)
+		return false
+	}
+	return r.account != owner
+}
+
+// logOnce logs each refusal (a limit reached, by one sender or for one
+// handle) once, so that a sender repeating it cannot fill the log. It
+// forgets everything when it holds maxLogOnce keys, so it stays bounded.
+type logOnce map[string]struct{}
+
+const maxLogOnce = 4096
+
+// refuse logs msg with args unless key was logged already.
+func (s *Service) refuse(key, msg string, args ...any) {
+	if _, ok := s.refusals[key]; ok {
+		return
+	}
+	if s.refusals == nil || len(s.refusals) >= maxLogOnce {
+		s.refusals = make(logOnce)
+	}
+	s.refusals[key] = struct{}{}
+	s.log.Warn(msg+" (logged once)", args...)
+}

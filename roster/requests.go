@@ -1,0 +1,182 @@
+package roster
+
+import (
+	"errors"
+	"fmt"
+	"slices"
+	"time"
+
+	"presenced/storage"
+)
+
+// Subscription requests to ask handles wait for the owner's decision.
+// They are stored, so they survive restarts; each handle holds at most
+// limits.pending of them, and a contact has at most one per handle.
+
+// Request is a pending subscription request.
+type Request struct {
+	Handle, Contact string
+	At              time.Time
+}
+
+// request records contact's request to h; done tells Requested once it is
+// stored, Ignored otherwise.
+func (s *Service) request(h *handle, contact string, done func(SubscribeOutcome, error)) {
+	key := pendingKey{h, contact}
+	if s.requesting[key] != nil || h.hasRequest(contact) {
+		done(Ignored, nil) // one request per contact: the owner was told
+		return
+	}
+	if len(h.requests)+s.requestsStoring(h) >= s.limits.pending {
+		s.refuse("pending:"+h.name, "subscription request dropped: the handle has as many pending requests as it may", "handle", h.name, "limit", s.limits.pending)
+		done(Ignored, nil)
+		return
+	}
+	p := &pendingSub{n: 1}
+	s.requesting[key] = p
+	now := s.now()
+	s.commits.add(&entry{
+		op: storage.Op{Kind: storage.OpAddRequest, Handle: h.name, Contact: contact, Now: now},
+		apply: func(err error) {
+			delete(s.requesting, key)
+			switch {
+			case errors.Is(err, storage.ErrNotFound):
+				done(Ignored, ErrUnknownHandle)
+			case err != nil:
+				done(Ignored, fmt.Errorf("roster: store request: %w", err))
+			case p.cancelled || s.handles[h.name] != h:
+				// Withdrawn, or the handle removed, meanwhile: the
+				// removal queued after this took the row away.
+				done(Ignored, nil)
+			default:
+				h.requests = append(h.requests, request{contact: contact, at: now})
+				done(Requested, nil)
+			}
+		},
+	})
+}
+
+func (h *handle) hasRequest(contact string) bool { return h.requestIndex(contact) >= 0 }
+
+func (h *handle) requestIndex(contact string) int {
+	return slices.IndexFunc(h.requests, func(r request) bool { return r.contact == contact })
+}
+
+// requestsStoring counts the requests to h being stored.
+func (s *Service) requestsStoring(h *handle) int {
+	n := 0
+	for k := range s.requesting {
+		if k.h == h {
+			n++
+		}
+	}
+	return n
+}
+
+// dropRequest withdraws contact's request to h, if any, at once; its
+// deletion is stored until it is.
+func (s *Service) dropRequest(h *handle, contact string) {
+	if p := s.requesting[pendingKey{h, contact}]; p != nil {
+		p.cancelled = true
+	}
+	i := h.requestIndex(contact)
+	if i < 0 && s.requesting[pendingKey{h, contact}] == nil {
+		return
+	}
+	if i >= 0 {
+		h.requests = slices.Delete(h.requests, i, i+1)
+	}
+	s.commits.add(&entry{
+		op:   storage.Op{Kind: storage.OpRemoveRequest, Handle: h.name, Contact: contact},
+		must: true,
+		apply: func(err error) {
+			if err != nil {
+				s.log.Error("withdrawn request not stored yet", "handle", h.name, "contact", contact, "err", err)
+			}
+		},
+	})
+}
+
+// Requests returns the requests pending for owner's handles, in handle
+// order, then oldest first.
+func (s *Service) Requests(owner string) []Request {
+	a := s.accounts[owner]
+	if a == nil {
+		return nil
+	}
+	var out []Request
+	for _, h := range a.handles {
+		for _, r := range h.requests {
+			out = append(out, Request{Handle: h.name, Contact: r.contact, At: r.at})
+		}
+	}
+	return out
+}
+
+// pendingRequest returns owner's handle name and the index of contact's
+// request to it, or an error.
+func (s *Service) pendingRequest(owner, name, contact string) (*handle, int, error) {
+	h := s.handles[name]
+	if h == nil || h.owner.jid != owner {
+		return nil, 0, ErrUnknownHandle
+	}
+	i := h.requestIndex(contact)
+	if i < 0 {
+		return nil, 0, ErrNotPending
+	}
+	return h, i, nil
+}
+
+// Approve approves contact's request to owner's handle: the subscription
+// is stored, and done(nil) runs once it is; the caller then approves it
+// to the contact and calls Probe. On error the request is still pending
+// (unless it was not: ErrNotPending, ErrUnknownHandle).
+func (s *Service) Approve(owner, name, contact string, done func(error)) {
+	done = orNop(done)
+	if s.stopping {
+		done(ErrStopping)
+		return
+	}
+	h, i, err := s.pendingRequest(owner, name, contact)
+	if err != nil {
+		done(err)
+		return
+	}
+	r := h.requests[i]
+	h.requests = slices.Delete(h.requests, i, i+1)
+	s.storeSubscription(h, contact, func(err error) {
+		if err != nil && s.handles[name] == h && !h.hasRequest(contact) && !s.IsSubscribed(name, contact) &&
+			!errors.Is(err, ErrUnknownHandle) {
+			// Not stored: the request waits again, in its place.
+			j, _ := slices.BinarySearchFunc(h.requests, r.at, func(q request, t time.Time) int { return q.at.Compare(t) })
+			h.requests = slices.Insert(h.requests, j, r)
+		}
+		done(err)
+	})
+}
+
+// Deny denies contact's request to owner's handle. It takes effect at
+// once (the caller tells the contact at once); stored is told the outcome
+// of the write (ErrNotStored when it is being written again).
+func (s *Service) Deny(owner, name, contact string, stored func(error)) error {
+	if s.stopping {
+		return ErrStopping
+	}
+	h, i, err := s.pendingRequest(owner, name, contact)
+	if err != nil {
+		return err
+	}
+	h.requests = slices.Delete(h.requests, i, i+1)
+	stored = orNop(stored)
+	s.commits.add(&entry{
+		op:   storage.Op{Kind: storage.OpRemoveRequest, Handle: name, Contact: contact},
+		must: true,
+		apply: func(err error) {
+			if err != nil {
+				err = fmt.Errorf("roster: deny: %w", err)
+			}
+			stored(err)
+		},
+	})
+	return nil
+}
