@@ -5,12 +5,14 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
 	"mellium.im/xmpp/jid"
 
 	"presenced/roster"
+	"presenced/storage"
 )
 
 // Ad-hoc commands (XEP-0050). Every command has two stages: execute returns
@@ -38,6 +40,9 @@ type command struct {
 	// the note text and an optional result form, or the error, once the
 	// work is stored: a completed command promises that it is kept.
 	complete func(c *Component, owner string, f formValues, done commandDone)
+	// nothing, if set, returns a note when there is nothing to do: the
+	// command then completes at once, with no form.
+	nothing func(c *Component, owner string) string
 }
 
 var commandList = []*command{
@@ -45,6 +50,7 @@ var commandList = []*command{
 	{node: "remove-handle", name: "Remove a handle", form: removeHandleForm, complete: removeHandle},
 	{node: "list-handles", name: "List my handles", form: listHandlesForm, complete: listHandles},
 	{node: "set-status", name: "Set my status", form: setStatusForm, complete: setStatus},
+	{node: "requests", name: "Subscription requests", form: requestsForm, complete: decideRequests, nothing: noRequests},
 }
 
 func commandByNode(node string) *command {
@@ -73,8 +79,8 @@ func (c *Component) handleCommand(w *replier, n *node, a address, q *node) {
 		w.refuse(n, condItemNotFound("No such command."))
 		return
 	}
-	if a.from.local == "" {
-		w.refuse(n, condNotAllowed("Commands are for user accounts."))
+	if !c.mayOwn(a.from) {
+		w.refuse(n, errNotOwnerDomain)
 		return
 	}
 	action := q.get("action")
@@ -100,6 +106,13 @@ func (c *Component) handleCommand(w *replier, n *node, a address, q *node) {
 			c.completeCommand(w, n, cmd, a.bare, "", submitted)
 			return
 		}
+		if cmd.nothing != nil {
+			if note := cmd.nothing(c, a.bare); note != "" {
+				w.result(n, el(qname(nsCommands, "command"), "node", cmd.node, "sessionid", newSessionID(), "status", "completed").add(
+					el(local("note"), "type", "info").withText(note)))
+				return
+			}
+		}
 		sid = c.cmds.open(cmd.node, requester)
 		w.result(n, el(qname(nsCommands, "command"), "node", cmd.node, "sessionid", sid, "status", "executing").add(
 			el(local("actions"), "execute", "complete").add(el(local("complete"))),
@@ -111,7 +124,8 @@ func (c *Component) handleCommand(w *replier, n *node, a address, q *node) {
 		w.refuse(n, commandError("bad-sessionid", "The command session is unknown or has expired; start the command again."))
 		return
 	}
-	if action == "cancel" {
+	if action == "cancel" || (submitted != nil && submitted.get("type") == "cancel") {
+		// XEP-0004 §3.1: a form of type cancel cancels, as the action does.
 		c.cmds.end(sid)
 		w.result(n, el(qname(nsCommands, "command"), "node", cmd.node, "sessionid", sid, "status", "canceled"))
 		return
@@ -159,12 +173,24 @@ func (c *Component) completeCommand(w *replier, n *node, cmd *command, owner, si
 			result,
 		))
 	}
-	f, err := parseForm(x)
+	f, err := parseForm(x, singleFields(cmd.form(c, owner)))
 	if err != nil {
 		done("", nil, err)
 		return
 	}
 	cmd.complete(c, owner, f, done)
+}
+
+// singleFields names the fields of form that take one value.
+func singleFields(form *node) map[string]bool {
+	single := map[string]bool{}
+	for _, f := range form.children {
+		switch f.get("type") {
+		case "list-single", "text-single", "jid-single", "boolean", "text-private", "hidden":
+			single[f.get("var")] = true
+		}
+	}
+	return single
 }
 
 // formValues are the values of a submitted form, by field name.
@@ -177,7 +203,9 @@ func (f formValues) single(name string) string {
 	return ""
 }
 
-func parseForm(x *node) (formValues, error) {
+// parseForm reads the values of a submitted form; a field named in single
+// may have one value only.
+func parseForm(x *node, single map[string]bool) (formValues, error) {
 	f := formValues{}
 	for _, field := range x.children {
 		if field.name.Local != "field" {
@@ -190,6 +218,9 @@ func parseForm(x *node) (formValues, error) {
 			}
 			if len(v.text) > maxFieldBytes {
 				return nil, refusal(condBadRequest(fmt.Sprintf("The value of field %q is too long (at most %d bytes).", clip(name), maxFieldBytes)))
+			}
+			if single[name] && len(f[name]) > 0 {
+				return nil, refusal(condBadRequest(fmt.Sprintf("The field %q takes one value.", clip(name))))
 			}
 			f[name] = append(f[name], v.text)
 		}
@@ -220,16 +251,33 @@ func field(typ, name, label string, values ...string) *node {
 
 func required(f *node) *node { return f.add(el(local("required"))) }
 
+// policyOptions are the choices of add-handle's subscriptions field.
+var policyOptions = []struct {
+	value storage.Policy
+	label string
+}{
+	{storage.PolicyAsk, "Ask me about every request"},
+	{storage.PolicyOpen, "Approve everyone (public)"},
+}
+
 func addHandleForm(c *Component, owner string) *node {
+	pf := field("list-single", "subscriptions", "Who may subscribe", string(c.roster.DefaultPolicy()))
+	for _, o := range policyOptions {
+		pf.add(option(o.label, string(o.value)))
+	}
 	return dataForm("form", "Add a handle",
 		fmt.Sprintf("Choose a handle name. Your contacts add name@%s to their rosters. You may hold up to %d handles.", c.domain, c.roster.MaxHandles()),
-		required(field("text-single", "handle", "Handle name")))
+		required(field("text-single", "handle", "Handle name")), pf)
+}
+
+func option(label, value string) *node {
+	return el(local("option"), "label", label).add(el(local("value")).withText(value))
 }
 
 func removeHandleForm(c *Component, owner string) *node {
 	f := required(field("list-single", "handle", "Handle to remove"))
 	for _, h := range c.roster.Handles(owner) {
-		f.add(el(local("option"), "label", h).add(el(local("value")).withText(h)))
+		f.add(option(h, h))
 	}
 	return dataForm("form", "Remove a handle", "Its subscribers will see it go off-line and lose their subscription.", f)
 }
@@ -276,7 +324,7 @@ func setStatusForm(c *Component, owner string) *node {
 	}
 	fl := required(field("list-single", "status", "Status", current))
 	for _, o := range statusOptions {
-		fl.add(el(local("option"), "label", o.label).add(el(local("value")).withText(o.value)))
+		fl.add(option(o.label, o.value))
 	}
 	return dataForm("form", "Set my status", "One status for all of your handles.", fl)
 }
@@ -308,21 +356,37 @@ func addHandle(c *Component, owner string, f formValues, done commandDone) {
 		done("", nil, err)
 		return
 	}
-	c.roster.AddHandle(owner, h, func(err error) {
+	policy := storage.Policy(strings.TrimSpace(f.single("subscriptions")))
+	if policy != "" && !policy.Valid() {
+		done("", nil, refusal(condBadRequest(fmt.Sprintf("Unknown choice %q for who may subscribe: choose %q or %q.", clip(string(policy)), storage.PolicyAsk, storage.PolicyOpen))))
+		return
+	}
+	c.roster.AddHandle(owner, h, policy, func(err error) {
 		switch {
 		case errors.Is(err, roster.ErrHandleOwned):
 			done(fmt.Sprintf("The handle %s is already yours; nothing changed.", c.handleBare(h)), nil, nil)
 			return
 		case errors.Is(err, roster.ErrHandleTaken):
 			err = refusal(condConflict(fmt.Sprintf("The handle name %q is already taken.", h)))
+		case errors.Is(err, roster.ErrQuarantined):
+			err = refusal(condConflict(fmt.Sprintf("The handle name %q was removed recently and cannot be taken by another account yet.", h)))
+		case errors.Is(err, roster.ErrReserved):
+			err = refusal(condNotAllowed(fmt.Sprintf("The handle name %q is reserved.", h)))
 		case errors.Is(err, roster.ErrHandleLimit):
 			err = refusal(condNotAllowed(fmt.Sprintf("You already hold %d handles, the most an account may hold.", c.roster.MaxHandles())))
+		case errors.Is(err, roster.ErrAccountLimit):
+			err = refusal(condNotAllowed("This service holds as many accounts as it may; no new account can be made."))
 		}
 		if err != nil {
 			done("", nil, err)
 			return
 		}
 		note := fmt.Sprintf("Added the handle %s: your contacts can now add it to their rosters.", c.handleBare(h))
+		if p, _ := c.roster.Policy(h); p == storage.PolicyAsk {
+			note += " You approve each of them (command \"Subscription requests\")."
+		} else {
+			note += " Anyone who asks sees your status."
+		}
 		if fl, _ := c.roster.Flags(owner); fl.Online {
 			note += " It follows your status."
 		} else {
@@ -353,10 +417,14 @@ func removeHandle(c *Component, owner string, f formValues, done commandDone) {
 	}
 	c.roster.RemoveHandle(owner, h, func(err error) {
 		switch {
-		case errors.Is(err, roster.ErrUnknownHandle):
+		case errors.Is(err, roster.ErrUnknownHandle), errors.Is(err, roster.ErrNotOwner):
+			// The same answer either way: another account's handle is
+			// none of this one's business.
 			err = refusal(condItemNotFound(fmt.Sprintf("You have no handle named %q.", h)))
-		case errors.Is(err, roster.ErrNotOwner):
-			err = refusal(condNotAllowed(fmt.Sprintf("The handle %q is not yours.", h)))
+		case errors.Is(err, roster.ErrNotStored):
+			c.log.Error("handle removal not stored yet; retrying", "owner", owner, "handle", h, "err", err)
+			done(fmt.Sprintf("Removed the handle %s. %s", c.handleBare(h), notStoredYet), nil, nil)
+			return
 		}
 		if err != nil {
 			done("", nil, err)
@@ -400,6 +468,10 @@ func setStatus(c *Component, owner string, f formValues, done commandDone) {
 		case errors.Is(err, roster.ErrNoAccount):
 			done("", nil, refusal(errNoAccount))
 			return
+		case in == roster.InstructHide && errors.Is(err, roster.ErrNotStored):
+			c.log.Error("hiding not stored yet; retrying", "owner", owner, "err", err)
+			done("You are hiding: all of your handles appear off-line. "+notStoredYet, nil, nil)
+			return
 		case err != nil:
 			done("", nil, err)
 			return
@@ -416,11 +488,23 @@ func setStatus(c *Component, owner string, f formValues, done commandDone) {
 	})
 }
 
+// notStoredYet ends the note of a change that holds at once but could
+// not be stored yet.
+const notStoredYet = "It could not be stored yet (not stored yet): presenced keeps trying, and it holds meanwhile."
+
+// DefaultMaxCommandSessions is how many command sessions one requester may
+// have open by default.
+const DefaultMaxCommandSessions = 8
+
 // commandSessions are the command sessions waiting for their form. They
 // belong to the engine goroutine, like every other piece of state.
 type commandSessions struct {
 	sessions map[string]commandSession
-	order    []string // oldest first
+	order    []string // oldest first; may hold ended ids
+	// byRequester lists each requester's open sessions, oldest first;
+	// perRequester bounds them.
+	byRequester  map[string][]string
+	perRequester int
 }
 
 type commandSession struct {
@@ -429,8 +513,12 @@ type commandSession struct {
 	busy            bool
 }
 
-func newCommandSessions() *commandSessions {
-	return &commandSessions{sessions: make(map[string]commandSession)}
+func newCommandSessions(perRequester int) *commandSessions {
+	return &commandSessions{
+		sessions:     make(map[string]commandSession),
+		byRequester:  make(map[string][]string),
+		perRequester: perRequester,
+	}
 }
 
 func newSessionID() string {
@@ -439,19 +527,25 @@ func newSessionID() string {
 	return hex.EncodeToString(b[:])
 }
 
+// open opens a session for requester. Expired sessions go first, then,
+// past the bounds, the oldest of all and the requester's own oldest.
 func (s *commandSessions) open(node, requester string) string {
-	id := newSessionID()
 	now := time.Now()
 	for len(s.order) > 0 {
 		old, ok := s.sessions[s.order[0]]
 		if ok && len(s.sessions) < maxCommandSessions && now.Before(old.expires) {
 			break
 		}
-		delete(s.sessions, s.order[0])
+		s.end(s.order[0])
 		s.order = s.order[1:]
 	}
+	for len(s.byRequester[requester]) >= s.perRequester {
+		s.end(s.byRequester[requester][0])
+	}
+	id := newSessionID()
 	s.sessions[id] = commandSession{node: node, requester: requester, expires: now.Add(commandSessionTTL)}
 	s.order = append(s.order, id)
+	s.byRequester[requester] = append(s.byRequester[requester], id)
 	if len(s.order) > 2*len(s.sessions)+16 {
 		// Ended sessions leave their ids behind; drop them.
 		live := s.order[:0]
@@ -484,5 +578,18 @@ func (s *commandSessions) setBusy(id string, busy bool) {
 
 // end forgets the session.
 func (s *commandSessions) end(id string) {
+	cs, ok := s.sessions[id]
+	if !ok {
+		return
+	}
 	delete(s.sessions, id)
+	ids := s.byRequester[cs.requester]
+	if i := slices.Index(ids, id); i >= 0 {
+		ids = slices.Delete(ids, i, i+1)
+	}
+	if len(ids) == 0 {
+		delete(s.byRequester, cs.requester)
+	} else {
+		s.byRequester[cs.requester] = ids
+	}
 }

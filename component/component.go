@@ -10,12 +10,14 @@ package component
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"math/rand/v2"
 	"net"
 	"runtime/debug"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -48,6 +50,16 @@ type Config struct {
 	Version string
 	// TraceXML logs every byte read and written at debug level.
 	TraceXML bool
+	// OwnerDomains are the domains whose users may own handles, matched
+	// exactly; "*" matches any. Empty means the parent of Domain.
+	OwnerDomains []string
+	// MaxStatusText is how many bytes of an owner's <status/> are kept;
+	// 0 means DefaultMaxStatusText.
+	MaxStatusText int
+	// MaxCommandSessions is how many command sessions one requester (a
+	// full JID) may have open; opening one more ends its oldest. 0 means
+	// DefaultMaxCommandSessions.
+	MaxCommandSessions int
 }
 
 // DefaultResource is the resource of Config.Resource when none is set.
@@ -92,6 +104,19 @@ type Component struct {
 	stopping  atomic.Bool
 	connected signal // fired at every successful handshake
 	synced    signal // fired after every resync
+	// abandon is closed by Abandon: Run stops serving at once.
+	abandon     chan struct{}
+	abandonOnce sync.Once
+}
+
+// ErrAbandoned is what Run returns after Abandon.
+var ErrAbandoned = errors.New("component: stopped serving: another instance took over")
+
+// Abandon makes Run stop serving at once, without withdrawing anything:
+// another instance of presenced took the database over and serves in its
+// place, so what this one would say no longer counts.
+func (c *Component) Abandon() {
+	c.abandonOnce.Do(func() { close(c.abandon) })
 }
 
 // signal lets waiters learn that something happened (again): Wait returns
@@ -145,6 +170,15 @@ func New(cfg Config, r *roster.Service, log *slog.Logger) (*Component, error) {
 	if cfg.Version == "" {
 		cfg.Version = "dev"
 	}
+	if len(cfg.OwnerDomains) == 0 {
+		cfg.OwnerDomains = []string{ParentDomain(d.String())}
+	}
+	if cfg.MaxStatusText <= 0 {
+		cfg.MaxStatusText = DefaultMaxStatusText
+	}
+	if cfg.MaxCommandSessions <= 0 {
+		cfg.MaxCommandSessions = DefaultMaxCommandSessions
+	}
 	c := &Component{
 		cfg:        cfg,
 		domain:     d,
@@ -156,7 +190,8 @@ func New(cfg Config, r *roster.Service, log *slog.Logger) (*Component, error) {
 		selfCaps:   componentInfo.caps(capsNode(d.String())),
 		roster:     r,
 		log:        log,
-		cmds:       newCommandSessions(),
+		cmds:       newCommandSessions(cfg.MaxCommandSessions),
+		abandon:    make(chan struct{}),
 	}
 	c.handleCapsXML = c.handleCaps.appendIn(nil, nsStream)
 	c.delayPrefix = el(qname(nsDelay, "delay"), "from", c.domainStr).appendIn(nil, nsStream)
@@ -180,10 +215,10 @@ func (c *Component) Run(ctx context.Context) error {
 		c.roster.Run()
 	}()
 	backoff := c.cfg.MinBackoff
-	for {
+	for !c.abandoned() && ctx.Err() == nil {
 		began := time.Now()
 		err := c.serveOnce(ctx)
-		if ctx.Err() != nil {
+		if c.abandoned() || ctx.Err() != nil {
 			break
 		}
 		if time.Since(began) > stableAfter {
@@ -193,10 +228,8 @@ func (c *Component) Run(ctx context.Context) error {
 		c.log.Warn("not connected to the XMPP server; retrying", "server", c.cfg.Server, "err", err, "retry_in", wait.Round(time.Millisecond))
 		select {
 		case <-ctx.Done():
+		case <-c.abandon:
 		case <-time.After(wait):
-		}
-		if ctx.Err() != nil {
-			break
 		}
 		backoff = min(backoff*2, c.cfg.MaxBackoff)
 	}
@@ -204,7 +237,19 @@ func (c *Component) Run(ctx context.Context) error {
 	// record are read as off-line at the next start.
 	c.roster.Stop()
 	<-engineDone
+	if c.abandoned() {
+		return ErrAbandoned
+	}
 	return nil
+}
+
+func (c *Component) abandoned() bool {
+	select {
+	case <-c.abandon:
+		return true
+	default:
+		return false
+	}
 }
 
 // Synced returns a channel that is closed when the next resync after a
@@ -247,6 +292,14 @@ func (c *Component) serveOnce(ctx context.Context) error {
 		<-w.done
 		conn.Close()
 		return fmt.Errorf("connection lost: %w", err)
+	case <-c.abandon:
+		// Nothing more leaves: the instance that took over speaks now.
+		conn.Close()
+		c.roster.Do(c.disconnect)
+		<-w.done
+		<-served
+		c.log.Error("stopped serving at once: another instance took the database over")
+		return ErrAbandoned
 	case <-ctx.Done():
 		c.roster.Shutdown(c.withdraw)
 		<-w.done
@@ -328,15 +381,45 @@ func (c *Component) withdraw() {
 		c.out.write(c.selfPresence("unavailable", owner))
 		n++
 	}
-	if !c.out.drain() {
+	written := c.out.drain()
+	if !written {
 		c.log.Warn("not everything withdrawn at shutdown")
 	}
 	c.log.Info("withdrew presence of visible handles", "stanzas", n)
 	ctx, cancel := context.WithTimeout(context.Background(), storageTimeout)
 	defer cancel()
-	if err := c.roster.GoOffline(ctx, at); err != nil {
+	if err := c.roster.GoOffline(ctx, at, written); err != nil {
 		c.log.Error("off-line flags not stored at shutdown", "err", err)
 	}
+}
+
+// ParentDomain is the default of Config.OwnerDomains: the domain with its
+// first label taken off (presence.example.org → example.org), or the
+// domain itself when it has a single label.
+func ParentDomain(domain string) string {
+	if i := strings.IndexByte(domain, '.'); i >= 0 && i < len(domain)-1 {
+		return domain[i+1:]
+	}
+	return domain
+}
+
+// mayOwn reports whether the sender may own handles: it is a user (it has
+// a localpart) of one of the owner domains, or an account already (a
+// domain taken off owner_domains does not take an owner's control of its
+// handles away, hiding included).
+func (c *Component) mayOwn(from addr) bool {
+	if from.local == "" {
+		return false
+	}
+	if c.roster.IsOwner(from.bare()) {
+		return true
+	}
+	for _, d := range c.cfg.OwnerDomains {
+		if d == "*" || d == from.domain {
+			return true
+		}
+	}
+	return false
 }
 
 // handleBare is the bare JID of handle, from which subscription answers
@@ -444,6 +527,11 @@ func (c *Component) dispatch(w *replier, n *node, tooBig error) {
 	start := n
 	if tooBig != nil {
 		c.log.Warn("stanza over limits refused", "name", start.name.Local, "from", n.get("from"))
+		if n.name.Local == "presence" && n.get("type") == "unavailable" {
+			// What it says about the resource holds, whatever it carried.
+			c.tooBigUnavailable(w, n)
+			return
+		}
 		w.refuse(n, condPolicy("The stanza is too large."))
 		return
 	}

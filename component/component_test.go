@@ -135,7 +135,9 @@ func TestAddHandleAndRefusals(t *testing.T) {
 		t.Fatalf("list-handles = %v, want %v", got, want)
 	}
 
-	wantError(t, tc.run(t, bob+"/r", "remove-handle", map[string]string{"handle": "a2"}), "not-allowed")
+	// Someone else's handle is answered like a name nobody holds: what
+	// other accounts hold is none of bob's business.
+	wantError(t, tc.run(t, bob+"/r", "remove-handle", map[string]string{"handle": "a2"}), "item-not-found")
 	wantError(t, tc.run(t, alice+"/r", "remove-handle", map[string]string{"handle": "nope"}), "item-not-found")
 	wantCompleted(t, tc.run(t, alice+"/r", "remove-handle", map[string]string{"handle": "a2"}))
 	if hs := handlesOf(tc.r, alice); fmt.Sprint(hs) != "[a3 alice.work]" {
@@ -168,7 +170,7 @@ func TestCommandSessions(t *testing.T) {
 	wantError(t, tc.expect("unknown command", isReplyTo(id)), "item-not-found")
 	id = nextID()
 	tc.send(`<iq type='set' id='%s' from='example.org' to='%s'><command xmlns='%s' node='add-handle' action='execute'/></iq>`, id, testDomain, nsCommands)
-	wantError(t, tc.expect("command from a server", isReplyTo(id)), "not-allowed")
+	wantError(t, tc.expect("command from a server", isReplyTo(id)), "forbidden")
 
 	// A bad status value.
 	wantError(t, tc.run(t, alice+"/pc", "set-status", map[string]string{"status": "sleeping"}), "bad-request")
@@ -209,7 +211,7 @@ func TestDiscoPingVersion(t *testing.T) {
 	for _, c := range r.child(nsDiscoIt, "query").children {
 		nodes = append(nodes, c.get("node"))
 	}
-	if fmt.Sprint(nodes) != "[add-handle remove-handle list-handles set-status]" {
+	if fmt.Sprint(nodes) != "[add-handle remove-handle list-handles set-status requests]" {
 		t.Fatalf("command nodes = %v", nodes)
 	}
 	id = nextID()
@@ -303,15 +305,21 @@ func TestReconnect(t *testing.T) {
 
 // TestStorageDown: with the database gone, commands get
 // internal-server-error with a text, nothing changes in memory, and the
-// component keeps answering.
+// component keeps answering; hiding fails closed: it holds at once, and
+// the note says it is not stored yet.
 func TestStorageDown(t *testing.T) {
 	tc := startTestComponent(t, "")
 	wantCompleted(t, tc.run(t, alice+"/pc", "add-handle", map[string]string{"handle": "before"}))
 	tc.store.Close()
 	wantError(t, tc.run(t, alice+"/pc", "add-handle", map[string]string{"handle": "after"}), "internal-server-error")
-	wantError(t, tc.run(t, alice+"/pc", "set-status", map[string]string{"status": "hiding"}), "internal-server-error")
-	if f, _ := flagsOf(tc.r, alice); f.Hiding {
-		t.Fatal("hiding applied although it could not be stored")
+	wantError(t, tc.run(t, alice+"/pc", "set-status", map[string]string{"status": "away"}), "internal-server-error")
+	r := tc.run(t, alice+"/pc", "set-status", map[string]string{"status": "hiding"})
+	wantCompleted(t, r)
+	if note := r.child(nsCommands, "command").child("", "note").text; !strings.Contains(note, "not stored yet") {
+		t.Fatalf("hiding with storage down: note %q does not say it is not stored yet", note)
+	}
+	if f, _ := flagsOf(tc.r, alice); !f.Hiding {
+		t.Fatal("hiding did not hold while storage was down")
 	}
 	if hs := handlesOf(tc.r, alice); fmt.Sprint(hs) != "[before]" {
 		t.Fatalf("handles = %v, want [before]", hs)
@@ -356,7 +364,7 @@ func TestRefusedStepKeepsSession(t *testing.T) {
 // TestCommandSessionsBounded: ended sessions do not pile up behind a live
 // one.
 func TestCommandSessionsBounded(t *testing.T) {
-	s := newCommandSessions()
+	s := newCommandSessions(DefaultMaxCommandSessions)
 	s.open("add-handle", "a@example.org/r") // stays open
 	for i := 0; i < 1000; i++ {
 		s.end(s.open("set-status", "a@example.org/r"))

@@ -32,7 +32,6 @@ func condNotAllowed(text string) stanzaError { return stanzaError{"cancel", "not
 func condItemNotFound(text string) stanzaError {
 	return stanzaError{"cancel", "item-not-found", text, nil}
 }
-func condForbidden(text string) stanzaError { return stanzaError{"auth", "forbidden", text, nil} }
 func condPolicy(text string) stanzaError    { return stanzaError{"modify", "policy-violation", text, nil} }
 func condServiceUnavailable() stanzaError {
 	return stanzaError{"cancel", "service-unavailable", "", nil}
@@ -40,6 +39,9 @@ func condServiceUnavailable() stanzaError {
 
 // errNoAccount answers an instruction from someone who holds no handle.
 var errNoAccount = stanzaError{"cancel", "item-not-found", "You have never added a handle here: add one first.", nil}
+
+// errNotOwnerDomain answers a user who may not own handles here.
+var errNotOwnerDomain = stanzaError{"auth", "forbidden", "Only users of the domains this service serves may own handles here.", nil}
 
 // condStopping answers a change asked for while presenced shuts down.
 func condStopping() stanzaError {

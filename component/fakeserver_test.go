@@ -235,6 +235,13 @@ func startTestComponent(t testing.TB, dbPath string) *testComponent {
 
 func startComponentOn(t testing.TB, srv *fakeServer, dbPath string) *testComponent {
 	t.Helper()
+	return startComponentWith(t, srv, dbPath, nil)
+}
+
+// startComponentWith starts a component whose roster options and config
+// tune may change first (nil: the defaults of the tests).
+func startComponentWith(t testing.TB, srv *fakeServer, dbPath string, tune func(*roster.Options, *Config)) *testComponent {
+	t.Helper()
 	if dbPath == "" {
 		dbPath = filepath.Join(t.TempDir(), "presence.db")
 	}
@@ -243,7 +250,13 @@ func startComponentOn(t testing.TB, srv *fakeServer, dbPath string) *testCompone
 	if err != nil {
 		t.Fatal(err)
 	}
-	r, err := roster.New(ctx, store, roster.Options{MaxHandles: 3})
+	ropts := roster.Options{MaxHandles: 3, Policy: storage.PolicyOpen}
+	cfg := Config{Domain: testDomain, Server: srv.ln.Addr().String(), Secret: testSecret, ResyncDelay: 10 * time.Millisecond,
+		MinBackoff: 10 * time.Millisecond, MaxBackoff: 50 * time.Millisecond, OwnerDomains: []string{"example.org"}}
+	if tune != nil {
+		tune(&ropts, &cfg)
+	}
+	r, err := roster.New(ctx, store, ropts)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -251,7 +264,7 @@ func startComponentOn(t testing.TB, srv *fakeServer, dbPath string) *testCompone
 	if testing.Verbose() {
 		log = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	}
-	c, err := New(Config{Domain: testDomain, Server: srv.ln.Addr().String(), Secret: testSecret, ResyncDelay: 10 * time.Millisecond, MinBackoff: 10 * time.Millisecond, MaxBackoff: 50 * time.Millisecond}, r, log)
+	c, err := New(cfg, r, log)
 	if err != nil {
 		t.Fatal(err)
 	}

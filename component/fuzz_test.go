@@ -54,11 +54,11 @@ func newOfflineComponent(f *testing.F, maxHandles int) *offlineComponent {
 		f.Fatal(err)
 	}
 	f.Cleanup(func() { store.Close() })
-	r, err := roster.New(ctx, store, roster.Options{MaxHandles: maxHandles})
+	r, err := roster.New(ctx, store, roster.Options{MaxHandles: maxHandles, Policy: storage.PolicyOpen})
 	if err != nil {
 		f.Fatal(err)
 	}
-	c, err := New(Config{Domain: testDomain, Server: "127.0.0.1:1", Secret: "x"}, r, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	c, err := New(Config{Domain: testDomain, Server: "127.0.0.1:1", Secret: "x", OwnerDomains: []string{"example.org"}}, r, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	if err != nil {
 		f.Fatal(err)
 	}

@@ -2,7 +2,6 @@ package component
 
 import (
 	"errors"
-	"runtime"
 	"strconv"
 	"time"
 
@@ -18,16 +17,25 @@ func (c *Component) handleIQ(w *replier, n *node) {
 	if !ok {
 		return
 	}
+	if n.get("id") == "" {
+		// An answer could not be matched to the request (RFC 6120
+		// §8.1.3): drop it.
+		c.log.Debug("IQ without an id dropped", "from", a.from.String())
+		return
+	}
+	if a.handle != "" && !c.knowsHandle(a) {
+		// A stranger learns nothing of a handle, not even that it
+		// exists: the same answer as for a name nobody holds, whatever
+		// the IQ.
+		w.refuse(n, condServiceUnavailable())
+		return
+	}
 	if typ != "get" && typ != "set" {
 		w.refuse(n, condBadRequest("An IQ must be of type get or set."))
 		return
 	}
 	if len(n.children) != 1 {
 		w.refuse(n, condBadRequest("An IQ request must have exactly one child element."))
-		return
-	}
-	if n.get("id") == "" {
-		w.refuse(n, condBadRequest("An IQ must have an id."))
 		return
 	}
 	q := n.firstChild()
@@ -43,6 +51,15 @@ func (c *Component) handleIQ(w *replier, n *node) {
 	}
 }
 
+// knowsHandle reports whether the sender may learn anything of the handle
+// it addressed: it is its owner or one of its subscribers.
+func (c *Component) knowsHandle(a address) bool {
+	if owner, ok := c.roster.OwnerOf(a.handle); ok && owner == a.bare {
+		return true
+	}
+	return c.roster.IsSubscribed(a.handle, a.bare)
+}
+
 // result answers request n with a result carrying payload (can be nil).
 func (w *replier) result(n *node, payload *node) {
 	w.write(el(local("iq"), "type", "result", "id", n.get("id"), "from", n.get("to"), "to", n.get("from")).add(payload))
@@ -50,7 +67,7 @@ func (w *replier) result(n *node, payload *node) {
 
 // What the component's JID answers to disco#info.
 var componentInfo = newDiscoInfo("component", "presence", "presenced",
-	nsDiscoInf, nsDiscoIt, nsCommands, nsPing, nsVersion, nsInvis0)
+	nsDiscoInf, nsDiscoIt, nsCommands, nsPing, nsVersion, nsInvis0, nsInvis1)
 
 // What every handle's JID answers to disco#info, whatever its owner's state.
 var handleInfo = newDiscoInfo("account", "registered", "", nsDiscoInf, nsPing, nsLast)
@@ -64,14 +81,15 @@ func (c *Component) handleIQToComponent(w *replier, n *node, a address, typ stri
 	case typ == "get" && q.ns() == nsPing && q.name.Local == "ping":
 		w.result(n, nil)
 	case typ == "get" && q.ns() == nsVersion && q.name.Local == "query":
+		// XEP-0092 §3: the operating system is optional, and telling it
+		// helps only an attacker.
 		w.result(n, el(qname(nsVersion, "query")).add(
 			el(local("name")).withText("presenced"),
 			el(local("version")).withText(c.cfg.Version),
-			el(local("os")).withText(runtime.GOOS),
 		))
 	case typ == "set" && q.ns() == nsCommands && q.name.Local == "command":
 		c.handleCommand(w, n, a, q)
-	case typ == "set" && q.ns() == nsInvis0 && (q.name.Local == "invisible" || q.name.Local == "visible"):
+	case typ == "set" && (q.ns() == nsInvis0 || q.ns() == nsInvis1) && (q.name.Local == "invisible" || q.name.Local == "visible"):
 		c.invisibleIQ(w, n, a, q)
 	default:
 		w.refuse(n, condServiceUnavailable())
@@ -81,8 +99,8 @@ func (c *Component) handleIQToComponent(w *replier, n *node, a address, typ stri
 // invisibleIQ is XEP-0186 sent to the component's JID: <invisible/> hides
 // every handle of the account; <visible/> lifts hiding.
 func (c *Component) invisibleIQ(w *replier, n *node, a address, q *node) {
-	if a.from.local == "" {
-		w.refuse(n, condNotAllowed("Only user accounts can hide."))
+	if !c.mayOwn(a.from) {
+		w.refuse(n, errNotOwnerDomain)
 		return
 	}
 	in := roster.InstructVisible
@@ -94,6 +112,11 @@ func (c *Component) invisibleIQ(w *replier, n *node, a address, q *node) {
 		switch {
 		case errors.Is(err, roster.ErrNoAccount):
 			w.refuse(n, errNoAccount)
+		case errors.Is(err, roster.ErrNotStored):
+			// Hiding holds at once, and is stored as soon as storage
+			// works again: the owner is invisible, as asked.
+			c.log.Error("hiding not stored yet; retrying", "owner", a.bare, "err", err)
+			w.result(n, nil)
 		case err != nil:
 			c.refuseFailure(w, n, err, "invisible command failed", "owner", a.bare)
 		default:
@@ -139,14 +162,13 @@ func (c *Component) discoItems(w *replier, n *node, q *node) {
 }
 
 // handleIQToHandle answers disco#info, ping and last activity on a handle
-// JID. The answers depend only on whether the handle exists and whether the
-// requester subscribes to it, never on whether the owner is off-line or
-// hiding: last activity reports the moment the handle stopped being visible,
+// JID, to its owner and its subscribers (handleIQ answers no one else).
+// The answers never depend on whether the owner is off-line or hiding: last activity reports the moment the handle stopped being visible,
 // which for a hiding account is the moment it went hiding.
 func (c *Component) handleIQToHandle(w *replier, n *node, a address, typ string, q *node) {
 	v, exists := c.roster.ViewOfHandle(a.handle)
 	if !exists {
-		w.refuse(n, condItemNotFound("No such handle."))
+		w.refuse(n, condServiceUnavailable()) // as handleIQ answers strangers
 		return
 	}
 	switch {
@@ -159,10 +181,6 @@ func (c *Component) handleIQToHandle(w *replier, n *node, a address, typ string,
 	case typ == "get" && q.ns() == nsPing && q.name.Local == "ping":
 		w.result(n, nil)
 	case typ == "get" && q.ns() == nsLast && q.name.Local == "query":
-		if !c.roster.IsSubscribed(a.handle, a.bare) {
-			w.refuse(n, condForbidden("Only subscribers may ask for last activity."))
-			return
-		}
 		secs := int64(0)
 		if !v.Available {
 			secs = max(0, int64(time.Since(v.Since)/time.Second))

@@ -2,6 +2,7 @@ package component
 
 import (
 	"errors"
+	"fmt"
 	"strconv"
 	"strings"
 	"unicode/utf8"
@@ -10,9 +11,9 @@ import (
 	"presenced/storage"
 )
 
-// maxStatusText is the longest <status/> text kept; longer texts are cut at
-// a character boundary.
-const maxStatusText = 1024
+// DefaultMaxStatusText is the longest <status/> text kept by default;
+// longer texts are cut at a character boundary.
+const DefaultMaxStatusText = 512
 
 // address is the parsed 'from' and 'to' of a stanza addressed to the
 // component's domain.
@@ -66,8 +67,11 @@ func (c *Component) handlePresence(w *replier, n *node) {
 		c.probe(w, a)
 	case "subscribe":
 		c.subscribe(w, n, a)
-	case "unsubscribe", "unsubscribed":
-		c.unsubscribe(w, a, typ)
+	case "unsubscribe":
+		c.unsubscribe(a)
+	case "unsubscribed":
+		// It would cancel a subscription of the handle to the contact,
+		// and handles subscribe to nobody (RFC 6121 §3.2): nothing to do.
 	case "subscribed":
 		if a.handle == "" && c.roster.IsOwner(a.bare) {
 			c.log.Info("owner approved the component's subscription", "owner", a.bare)
@@ -100,7 +104,12 @@ func (c *Component) ownerPresence(w *replier, a address, n *node) {
 	if !c.isOwnerInput(a) {
 		return
 	}
-	p := parseOwnerPresence(n)
+	p, err := c.parseOwnerPresence(n)
+	if err != nil {
+		// RFC 6120 §8.3.3.1: a malformed presence changes nothing.
+		w.refuse(n, *err)
+		return
+	}
 	p.Resource = a.from.resource
 	if p.Available && !c.roster.HasResource(a.bare, p.Resource) {
 		w.write(c.selfPresenceFor(a.bare, a.from.String()))
@@ -110,8 +119,23 @@ func (c *Component) ownerPresence(w *replier, a address, n *node) {
 	}
 }
 
-// parseOwnerPresence reads show, status, priority and an invisible child.
-func parseOwnerPresence(n *node) roster.OwnerPresence {
+// tooBigUnavailable takes the sender's resource off-line when an owner's
+// unavailable presence went over the limits: its children were not kept,
+// and none of them matters to an unavailable presence.
+func (c *Component) tooBigUnavailable(w *replier, n *node) {
+	a, ok := c.parseAddress(w, n)
+	if !ok || !c.isOwnerInput(a) {
+		return
+	}
+	if err := c.roster.OwnerPresence(a.bare, roster.OwnerPresence{Resource: a.from.resource, Status: storage.StatusUndefined}); err != nil {
+		c.logFailure(err, "owner presence not taken", "owner", a.bare)
+	}
+}
+
+// parseOwnerPresence reads show, status, priority and an invisible
+// child. An unknown <show/> or a <priority/> that is not an integer from
+// -128 to 127 (RFC 6121 §4.7.2) is refused.
+func (c *Component) parseOwnerPresence(n *node) (roster.OwnerPresence, *stanzaError) {
 	p := roster.OwnerPresence{Available: n.get("type") == "", Status: storage.StatusUndefined}
 	for _, ch := range n.children {
 		if ch.ns() != "" && ch.ns() != "jabber:component:accept" && ch.ns() != "jabber:client" && ch.ns() != "jabber:server" {
@@ -122,26 +146,37 @@ func parseOwnerPresence(n *node) roster.OwnerPresence {
 		}
 		switch ch.name.Local {
 		case "show":
-			p.Status = statusOfShow(strings.TrimSpace(ch.text))
-		case "status":
-			p.Text = truncate(ch.text, maxStatusText)
-		case "priority":
-			if v, err := strconv.Atoi(strings.TrimSpace(ch.text)); err == nil {
-				p.Priority = max(-128, min(127, v))
+			st, ok := statusOfShow(strings.TrimSpace(ch.text))
+			if !ok {
+				e := condBadRequest("<show/> must be away, chat, dnd or xa.")
+				return p, &e
 			}
+			p.Status = st
+		case "status":
+			// A copy: the kept text must not hold the stanza's memory.
+			p.Text = strings.Clone(truncate(ch.text, c.cfg.MaxStatusText))
+		case "priority":
+			v, err := strconv.Atoi(strings.TrimSpace(ch.text))
+			if err != nil || v < -128 || v > 127 {
+				e := condBadRequest("<priority/> must be an integer from -128 to 127.")
+				return p, &e
+			}
+			p.Priority = v
 		}
 	}
-	return p
+	return p, nil
 }
 
-func statusOfShow(show string) storage.Status {
+func statusOfShow(show string) (storage.Status, bool) {
 	switch show {
 	case "away", "xa":
-		return storage.StatusAway
+		return storage.StatusAway, true
 	case "dnd":
-		return storage.StatusBusy
+		return storage.StatusBusy, true
+	case "chat":
+		return storage.StatusUndefined, true
 	}
-	return storage.StatusUndefined
+	return "", false
 }
 
 func truncate(s string, n int) string {
@@ -173,42 +208,67 @@ func (c *Component) probe(w *replier, a address) {
 	w.write(presence("unsubscribed", c.handleBare(a.handle), a.bare))
 }
 
-// subscribe approves subscriptions to the component and to existing
-// handles, the latter once stored; an owner who subscribes to the
-// component is shown it on-line.
+// subscribe approves subscriptions to the component and hands those to
+// handles to the roster: an open handle approves once stored; an ask
+// handle's owner is told, and the contact hears nothing until the owner
+// decides. A name that does not exist answers nothing either, so that a
+// stranger cannot tell it from an ask handle.
 func (c *Component) subscribe(w *replier, n *node, a address) {
 	if a.handle == "" {
 		w.write(presence("subscribed", c.domain.String(), a.bare))
 		w.write(c.selfPresenceFor(a.bare, a.bare))
 		return
 	}
-	from := c.handleBare(a.handle)
-	c.roster.Subscribe(a.handle, a.bare, func(err error) {
+	c.roster.Subscribe(a.handle, a.bare, func(out roster.SubscribeOutcome, err error) {
 		switch {
-		case errors.Is(err, roster.ErrUnknownHandle):
-			w.write(presence("unsubscribed", from, a.bare))
-			return
+		case errors.Is(err, roster.ErrUnknownHandle), errors.Is(err, roster.ErrSubscriberLimit):
 		case err != nil:
-			c.refuseFailure(w, n, err, "subscription not stored", "handle", a.handle, "contact", a.bare)
-			return
+			if p, _ := c.roster.Policy(a.handle); p == storage.PolicyOpen {
+				// An open handle is public: it may say that it failed.
+				c.refuseFailure(w, n, err, "subscription not stored", "handle", a.handle, "contact", a.bare)
+				return
+			}
+			c.logFailure(err, "subscription request not stored", "handle", a.handle, "contact", a.bare)
+		case out == roster.Approved:
+			c.approved(a.handle, a.bare)
+		case out == roster.Requested:
+			c.tellOwner(a.handle, a.bare)
 		}
-		// One output, in order: 'subscribed' before the presence.
-		w.write(presence("subscribed", from, a.bare))
-		c.roster.Probe(a.handle, a.bare)
 	})
 }
 
-func (c *Component) unsubscribe(w *replier, a address, typ string) {
+// approved tells contact that its subscription to handle is approved,
+// from the bare handle JID, then sends the current presence: one output,
+// in order.
+func (c *Component) approved(handle, contact string) {
+	c.out.write(presence("subscribed", c.handleBare(handle), contact))
+	c.roster.Probe(handle, contact)
+}
+
+// tellOwner sends the owner of handle one chat message about contact's
+// request.
+func (c *Component) tellOwner(handle, contact string) {
+	owner, ok := c.roster.OwnerOf(handle)
+	if !ok {
+		return
+	}
+	body := fmt.Sprintf("%s asks to see the presence of your handle %s. To answer, run the command %q (%s) of %s.",
+		contact, c.handleBare(handle), commandByNode("requests").name, "requests", c.domainStr)
+	c.out.write(el(local("message"), "type", "chat", "from", c.domainStr, "to", owner).add(el(local("body")).withText(body)))
+}
+
+func (c *Component) unsubscribe(a address) {
 	if a.handle == "" {
 		return
 	}
 	c.roster.Unsubscribe(a.handle, a.bare, func(was bool, err error) {
 		if err != nil {
 			// The subscription ended in memory all the same: the contact's
-			// server has ended it, and nothing more is sent to the contact.
-			c.log.Error("unsubscription not stored", "handle", a.handle, "contact", a.bare, "err", err)
+			// server has ended it, nothing more is sent to the contact,
+			// and the engine stores it until it is.
+			c.log.Error("unsubscription not stored yet", "handle", a.handle, "contact", a.bare, "err", err)
 		}
-		if was && typ == "unsubscribe" {
+		if was {
 			// RFC 6121 §3.3.3: the contact no longer sees the handle. While
 			// the owner hides, the stamp is the one the contact already has.
 			c.out.Presence(a.handle, a.bare, c.roster.GoneView(a.handle))

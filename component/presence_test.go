@@ -179,8 +179,10 @@ func TestHidingIsStickyAcrossRestart(t *testing.T) {
 
 func TestUnsubscribeAndUnknownHandle(t *testing.T) {
 	tc, h := setupSubscribed(t)
+	// A name nobody holds answers nothing, like an ask handle, so that a
+	// stranger cannot tell which names exist.
 	tc.send(`<presence type='subscribe' from='%s' to='nobody@%s'/>`, bob, testDomain)
-	tc.expect("unsubscribed for an unknown handle", isStanza("presence", "unsubscribed", "nobody@"+testDomain, bob))
+	tc.expectNone(quiet, "an answer for an unknown handle", func(n *node) bool { return n.get("from") == "nobody@"+testDomain })
 	tc.send(`<presence type='unsubscribe' from='%s' to='%s'/>`, carol, h)
 	tc.expect("unavailable after unsubscribe", isPresenceOf(full(h), carol))
 	tc.send(`<presence from='%s/pc' to='%s'/>`, alice, testDomain)
@@ -220,14 +222,22 @@ func TestLastActivityAndHandleIQs(t *testing.T) {
 	if r := last(carol); r.get("type") != "result" || r.child(nsLast, "query") == nil {
 		t.Fatalf("last activity for a subscriber: %s", r)
 	}
-	if r := last(bob); errorCondition(r) != "forbidden" {
-		t.Fatalf("last activity for a non-subscriber: %s", r)
-	}
-	for _, q := range []string{`<query xmlns='` + nsDiscoInf + `'/>`, `<ping xmlns='` + nsPing + `'/>`} {
-		id := nextID()
-		tc.send(`<iq type='get' id='%s' from='%s/x' to='%s'>%s</iq>`, id, bob, h, q)
-		if r := tc.expect("handle iq", isReplyTo(id)); r.get("type") != "result" {
-			t.Fatalf("%s on a handle: %s", q, r)
+	// A non-subscriber gets service-unavailable for every IQ, as for a
+	// name nobody holds; the owner and subscribers get answers.
+	for _, q := range []string{`<query xmlns='` + nsLast + `'/>`, `<query xmlns='` + nsDiscoInf + `'/>`, `<ping xmlns='` + nsPing + `'/>`} {
+		for _, to := range []string{h, "nobody@" + testDomain} {
+			id := nextID()
+			tc.send(`<iq type='get' id='%s' from='%s/x' to='%s'>%s</iq>`, id, bob, to, q)
+			if r := tc.expect("handle iq", isReplyTo(id)); errorCondition(r) != "service-unavailable" || r.child("", "error").child(nsStanzas, "text") != nil {
+				t.Fatalf("%s to %s from a stranger: %s", q, to, r)
+			}
+		}
+		for _, from := range []string{carol, alice} {
+			id := nextID()
+			tc.send(`<iq type='get' id='%s' from='%s/x' to='%s'>%s</iq>`, id, from, h, q)
+			if r := tc.expect("handle iq", isReplyTo(id)); r.get("type") != "result" {
+				t.Fatalf("%s on a handle from %s: %s", q, from, r)
+			}
 		}
 	}
 }

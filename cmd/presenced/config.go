@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -29,6 +30,7 @@ type Config struct {
 	Component ComponentConfig `toml:"component"`
 	Storage   StorageConfig   `toml:"storage"`
 	Accounts  AccountsConfig  `toml:"accounts"`
+	Limits    LimitsConfig    `toml:"limits"`
 	Log       LogConfig       `toml:"log"`
 }
 
@@ -52,8 +54,31 @@ type StorageConfig struct {
 
 // AccountsConfig is the [accounts] table.
 type AccountsConfig struct {
-	MaxHandles int `toml:"max_handles"`
+	MaxHandles    int      `toml:"max_handles"`
+	Subscriptions string   `toml:"subscriptions"`
+	OwnerDomains  []string `toml:"owner_domains"`
+	Quarantine    string   `toml:"quarantine"`
+	Reserved      []string `toml:"reserved"`
+	MaxAccounts   int      `toml:"max_accounts"`
+
+	quarantine time.Duration
 }
+
+// LimitsConfig is the [limits] table: what one remote sender or account
+// may make presenced hold.
+type LimitsConfig struct {
+	Resources            int `toml:"resources"`
+	StatusText           int `toml:"status_text"`
+	SubscribersPerHandle int `toml:"subscribers_per_handle"`
+	PendingPerHandle     int `toml:"pending_per_handle"`
+	CommandSessions      int `toml:"command_sessions"`
+}
+
+// defaultReserved are the names no account may take unless the file says
+// otherwise: those people expect to reach an operator, and the service's
+// own name.
+var defaultReserved = []string{"admin", "administrator", "root", "postmaster", "hostmaster",
+	"webmaster", "abuse", "security", "support", "noreply", "presence"}
 
 // LogConfig is the [log] table.
 type LogConfig struct {
@@ -68,8 +93,20 @@ func Defaults() Config {
 	return Config{
 		Component: ComponentConfig{Resource: component.DefaultResource, ResyncDelay: "3s", MaxBackoff: "30s"},
 		Storage:   StorageConfig{Driver: storage.DriverSQLite},
-		Accounts:  AccountsConfig{MaxHandles: roster.DefaultMaxHandles},
-		Log:       LogConfig{Level: "info"},
+		Accounts: AccountsConfig{
+			MaxHandles:    roster.DefaultMaxHandles,
+			Subscriptions: string(storage.PolicyAsk),
+			Quarantine:    "720h",
+			Reserved:      slices.Clone(defaultReserved),
+		},
+		Limits: LimitsConfig{
+			Resources:            roster.DefaultMaxResources,
+			StatusText:           component.DefaultMaxStatusText,
+			SubscribersPerHandle: roster.DefaultMaxSubscribers,
+			PendingPerHandle:     roster.DefaultMaxPending,
+			CommandSessions:      component.DefaultMaxCommandSessions,
+		},
+		Log: LogConfig{Level: "info"},
 	}
 }
 
@@ -153,10 +190,68 @@ func (c *Config) validate() error {
 	if m := c.Accounts.MaxHandles; m < 1 || m > 10000 {
 		bad("accounts.max_handles", "%d is out of range 1..10000", m)
 	}
+	c.validateAccounts(bad)
+	c.validateLimits(bad)
 	if err := c.Log.level.UnmarshalText([]byte(c.Log.Level)); err != nil {
 		bad("log.level", "%q is not one of debug, info, warn, error", c.Log.Level)
 	}
 	return errors.Join(errs...)
+}
+
+func (c *Config) validateAccounts(bad func(key, format string, args ...any)) {
+	a := &c.Accounts
+	if p := storage.Policy(a.Subscriptions); !p.Valid() {
+		bad("accounts.subscriptions", "%q is neither \"ask\" nor \"open\"", a.Subscriptions)
+	}
+	if a.OwnerDomains == nil && c.Component.Domain != "" {
+		a.OwnerDomains = []string{component.ParentDomain(strings.ToLower(c.Component.Domain))}
+	}
+	if len(a.OwnerDomains) == 0 {
+		bad("accounts.owner_domains", "empty: no one could own a handle (use [\"*\"] for anyone)")
+	}
+	for i, d := range a.OwnerDomains {
+		if d == "*" {
+			continue
+		}
+		j, err := jid.Parse(d)
+		if err != nil || j.Localpart() != "" || j.Resourcepart() != "" {
+			bad("accounts.owner_domains", "%q is not a domain name", d)
+			continue
+		}
+		a.OwnerDomains[i] = j.Domainpart()
+	}
+	var err error
+	if a.quarantine, err = time.ParseDuration(a.Quarantine); err != nil || a.quarantine < 0 {
+		bad("accounts.quarantine", "%q is not a duration such as \"720h\"", a.Quarantine)
+	}
+	for i, name := range a.Reserved {
+		j, err := jid.New(name, "example.org", "")
+		if err != nil || j.Localpart() == "" {
+			bad("accounts.reserved", "%q is not a valid handle name", name)
+			continue
+		}
+		a.Reserved[i] = j.Localpart()
+	}
+	if a.MaxAccounts < 0 {
+		bad("accounts.max_accounts", "%d is negative (0 means no limit)", a.MaxAccounts)
+	}
+}
+
+func (c *Config) validateLimits(bad func(key, format string, args ...any)) {
+	for _, l := range []struct {
+		key       string
+		v, lo, hi int
+	}{
+		{"limits.resources", c.Limits.Resources, 1, 1000},
+		{"limits.status_text", c.Limits.StatusText, 1, 65536},
+		{"limits.subscribers_per_handle", c.Limits.SubscribersPerHandle, 1, 10000000},
+		{"limits.pending_per_handle", c.Limits.PendingPerHandle, 1, 100000},
+		{"limits.command_sessions", c.Limits.CommandSessions, 1, 1000},
+	} {
+		if l.v < l.lo || l.v > l.hi {
+			bad(l.key, "%d is out of range %d..%d", l.v, l.lo, l.hi)
+		}
+	}
 }
 
 // readable reports whether the config file exists, for a friendlier error.

@@ -63,32 +63,63 @@ func run(ctx context.Context, args []string, stderr io.Writer, getenv func(strin
 	}
 	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: cfg.Log.level}))
 
-	store, err := storage.Open(ctx, cfg.Storage.Driver, cfg.Storage.DSN)
+	// One active instance per database: a second one waits here, not
+	// connected to the XMPP server, and loads the state only once it
+	// holds the database (when the first one stops or dies).
+	store, err := storage.OpenWith(ctx, cfg.Storage.Driver, cfg.Storage.DSN, storage.Options{
+		Waiting: func() {
+			log.Warn("another presenced holds the database; waiting for the database lock (standby)", "driver", cfg.Storage.Driver)
+		},
+		Log: log.With("part", "storage"),
+	})
 	if err != nil {
 		return err
 	}
 	defer store.Close()
-	log.Info("storage open", "driver", cfg.Storage.Driver)
+	log.Info("storage open; database lock acquired", "driver", cfg.Storage.Driver)
 
-	r, err := roster.New(ctx, store, roster.Options{MaxHandles: cfg.Accounts.MaxHandles, Log: log.With("part", "roster")})
+	r, err := roster.New(ctx, store, roster.Options{
+		MaxHandles:     cfg.Accounts.MaxHandles,
+		Log:            log.With("part", "roster"),
+		Policy:         storage.Policy(cfg.Accounts.Subscriptions),
+		Reserved:       cfg.Accounts.Reserved,
+		Quarantine:     cfg.Accounts.quarantine,
+		MaxAccounts:    cfg.Accounts.MaxAccounts,
+		MaxResources:   cfg.Limits.Resources,
+		MaxSubscribers: cfg.Limits.SubscribersPerHandle,
+		MaxPending:     cfg.Limits.PendingPerHandle,
+	})
 	if err != nil {
 		return err
 	}
 	comp, err := component.New(component.Config{
-		Domain:      cfg.Component.Domain,
-		Server:      cfg.Component.Server,
-		Secret:      cfg.Component.Secret,
-		Resource:    cfg.Component.Resource,
-		ResyncDelay: cfg.Component.resyncDelay,
-		MaxBackoff:  cfg.Component.maxBackoff,
-		Version:     version,
-		TraceXML:    cfg.Log.TraceXML,
+		Domain:             cfg.Component.Domain,
+		Server:             cfg.Component.Server,
+		Secret:             cfg.Component.Secret,
+		Resource:           cfg.Component.Resource,
+		ResyncDelay:        cfg.Component.resyncDelay,
+		MaxBackoff:         cfg.Component.maxBackoff,
+		Version:            version,
+		TraceXML:           cfg.Log.TraceXML,
+		OwnerDomains:       cfg.Accounts.OwnerDomains,
+		MaxStatusText:      cfg.Limits.StatusText,
+		MaxCommandSessions: cfg.Limits.CommandSessions,
 	}, r, log.With("part", "component"))
 	if err != nil {
 		return err
 	}
+	go func() {
+		select {
+		case <-store.Lost():
+			comp.Abandon()
+		case <-ctx.Done():
+		}
+	}()
 	log.Info("presenced starting", "version", version, "domain", cfg.Component.Domain, "server", cfg.Component.Server)
-	if err := comp.Run(ctx); err != nil && !errors.Is(err, context.Canceled) {
+	if err := comp.Run(ctx); errors.Is(err, component.ErrAbandoned) {
+		log.Error("another presenced took over the database; stopped serving")
+		return errors.New("another presenced took over the database")
+	} else if err != nil && !errors.Is(err, context.Canceled) {
 		return err
 	}
 	log.Info("presenced stopped")
