@@ -164,6 +164,18 @@ cat <<EOF
  3. As bob, add alice-work@presence.localhost to the roster:
       Gajim 1.7: Accounts > Add Contact..., the address, Next, Add Contact.
       Profanity: /sub request alice-work@presence.localhost
+    Alice's handles ask her about every request: presence.localhost sends
+    her a chat message naming bob. As alice, run "Subscription requests",
+    choose bob's request and Approve:
+      Gajim 1.7: right click presence.localhost > Execute Command...,
+                 "Subscription requests", Next, tick the request, Approve,
+                 Finish.
+      Profanity: /cmd exec requests presence.localhost
+                 /field1 add "alice-work bob@localhost"
+                 /field2 approve
+                 /form submit
+    (A handle added with "Who may subscribe: Approve everyone" approves
+    every request by itself.)
     Bob sees alice's status through the handle. Change alice's status
     (Profanity: /status set away, /status set dnd, /status set online) and
     watch it follow; run "Set my status" > Hiding (Profanity:
