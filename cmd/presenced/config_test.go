@@ -86,6 +86,18 @@ server = "127.0.0.1:5347"`, "component.secret"},
 		{"empty resource", strings.Replace(minimal, `secret = "s"`, "secret = \"s\"\nresource = \"\"", 1), "component.resource"},
 		{"bad resource", strings.Replace(minimal, `secret = "s"`, "secret = \"s\"\nresource = \""+strings.Repeat("r", 1024)+"\"", 1), "component.resource"},
 		{"wrong type", minimal + "[accounts]\nmax_handles = \"many\"\n", "max_handles"},
+		{"bad policy", minimal + "[accounts]\nsubscriptions = \"maybe\"\n", "accounts.subscriptions"},
+		{"no owner domains", minimal + "[accounts]\nowner_domains = []\n", "accounts.owner_domains"},
+		{"bad owner domain", minimal + "[accounts]\nowner_domains = [\"a@b\"]\n", "accounts.owner_domains"},
+		{"bad quarantine", minimal + "[accounts]\nquarantine = \"a month\"\n", "accounts.quarantine"},
+		{"bad reserved", minimal + "[accounts]\nreserved = [\"two words\"]\n", "accounts.reserved"},
+		{"negative max accounts", minimal + "[accounts]\nmax_accounts = -1\n", "accounts.max_accounts"},
+		{"no resources", minimal + "[limits]\nresources = 0\n", "limits.resources"},
+		{"huge status text", minimal + "[limits]\nstatus_text = 1000000\n", "limits.status_text"},
+		{"no pending", minimal + "[limits]\npending_per_handle = 0\n", "limits.pending_per_handle"},
+		{"no subscribers", minimal + "[limits]\nsubscribers_per_handle = 0\n", "limits.subscribers_per_handle"},
+		{"no sessions", minimal + "[limits]\ncommand_sessions = 0\n", "limits.command_sessions"},
+		{"unknown limit", minimal + "[limits]\nstanzas = 5\n", "limits.stanzas"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -108,5 +120,29 @@ dsn = "mysql://root:hunter2@db"
 `), noEnv)
 	if err == nil || strings.Contains(err.Error(), "hunter2") {
 		t.Fatalf("LoadConfig = %v, want an error without the secret", err)
+	}
+}
+
+// TestSafetyDefaults: the defaults of [accounts] and [limits], the owner
+// domain derived from the component's, and names prepared as handles are.
+func TestSafetyDefaults(t *testing.T) {
+	cfg, err := LoadConfig(writeConfig(t, minimal), noEnv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, l := cfg.Accounts, cfg.Limits
+	if a.Subscriptions != "ask" || strings.Join(a.OwnerDomains, ",") != "example.org" || a.quarantine.String() != "720h0m0s" ||
+		len(a.Reserved) != 11 || a.MaxAccounts != 0 {
+		t.Fatalf("[accounts] defaults = %+v", a)
+	}
+	if l.Resources != 16 || l.StatusText != 512 || l.SubscribersPerHandle != 100000 || l.PendingPerHandle != 100 || l.CommandSessions != 8 {
+		t.Fatalf("[limits] defaults = %+v", l)
+	}
+	cfg, err = LoadConfig(writeConfig(t, minimal+"[accounts]\nowner_domains = [\"Example.ORG\", \"*\"]\nreserved = [\"Boss\"]\n"), noEnv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Join(cfg.Accounts.OwnerDomains, ",") != "example.org,*" || strings.Join(cfg.Accounts.Reserved, ",") != "boss" {
+		t.Fatalf("owner_domains %v, reserved %v: want them prepared", cfg.Accounts.OwnerDomains, cfg.Accounts.Reserved)
 	}
 }
