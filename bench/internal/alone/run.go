@@ -113,9 +113,12 @@ func prepare(ctx context.Context, driver, dsn string, handles int) error {
 		return err
 	}
 	defer st.Close()
+	// Open handles: the storm measures durable subscriptions, which an
+	// ask handle would hold as requests for its owner.
 	now := time.Now()
 	for j := 0; j < handles; j++ {
-		if _, err := st.AddHandle(ctx, owner, fmt.Sprintf("h%d", j), max(64, handles), now); err != nil {
+		op := storage.Op{Kind: storage.OpAddHandle, Account: owner, Handle: fmt.Sprintf("h%d", j), Policy: storage.PolicyOpen, Max: max(64, handles), Now: now}
+		if err := st.Apply(ctx, []storage.Op{op}); err != nil {
 			return fmt.Errorf("add handle h%d: %w", j, err)
 		}
 	}
