@@ -173,7 +173,7 @@ func (c *Component) completeCommand(w *replier, n *node, cmd *command, owner, si
 			result,
 		))
 	}
-	f, err := parseForm(x, singleFields(cmd.form(c, owner)))
+	f, err := parseForm(x, specOf(cmd.form(c, owner)))
 	if err != nil {
 		done("", nil, err)
 		return
@@ -181,16 +181,32 @@ func (c *Component) completeCommand(w *replier, n *node, cmd *command, owner, si
 	cmd.complete(c, owner, f, done)
 }
 
-// singleFields names the fields of form that take one value.
-func singleFields(form *node) map[string]bool {
-	single := map[string]bool{}
+// formSpec is what parseForm checks a submitted form against, taken from
+// the form the command gives now: the fields that take one value, and the
+// options of the list-multi fields by label.
+type formSpec struct {
+	single map[string]bool
+	labels map[string]map[string]string // field → label → value
+}
+
+func specOf(form *node) formSpec {
+	spec := formSpec{single: map[string]bool{}, labels: map[string]map[string]string{}}
 	for _, f := range form.children {
+		name := f.get("var")
 		switch f.get("type") {
 		case "list-single", "text-single", "jid-single", "boolean", "text-private", "hidden":
-			single[f.get("var")] = true
+			spec.single[name] = true
+		case "list-multi":
+			byLabel := map[string]string{}
+			for _, o := range f.children {
+				if v := o.child("", "value"); o.name.Local == "option" && v != nil && o.get("label") != "" {
+					byLabel[o.get("label")] = v.text
+				}
+			}
+			spec.labels[name] = byLabel
 		}
 	}
-	return single
+	return spec
 }
 
 // formValues are the values of a submitted form, by field name.
@@ -203,9 +219,13 @@ func (f formValues) single(name string) string {
 	return ""
 }
 
-// parseForm reads the values of a submitted form; a field named in single
-// may have one value only.
-func parseForm(x *node, single map[string]bool) (formValues, error) {
+// parseForm reads the values of a submitted form: a single-value field
+// may have one value only, and in a list-multi field the label of an
+// option stands for its value. (Gajim 1.7.3, Debian 12's, submits the
+// labels of the options chosen: ListMutliTreeView._set_values in
+// gajim/gtk/dataform.py reads the tooltip column, which holds the label;
+// later Gajim sends the values.)
+func parseForm(x *node, spec formSpec) (formValues, error) {
 	f := formValues{}
 	for _, field := range x.children {
 		if field.name.Local != "field" {
@@ -219,10 +239,14 @@ func parseForm(x *node, single map[string]bool) (formValues, error) {
 			if len(v.text) > maxFieldBytes {
 				return nil, refusal(condBadRequest(fmt.Sprintf("The value of field %q is too long (at most %d bytes).", clip(name), maxFieldBytes)))
 			}
-			if single[name] && len(f[name]) > 0 {
+			if spec.single[name] && len(f[name]) > 0 {
 				return nil, refusal(condBadRequest(fmt.Sprintf("The field %q takes one value.", clip(name))))
 			}
-			f[name] = append(f[name], v.text)
+			value := v.text
+			if real, ok := spec.labels[name][value]; ok {
+				value = real
+			}
+			f[name] = append(f[name], value)
 		}
 	}
 	return f, nil

@@ -22,10 +22,15 @@ func noRequests(c *Component, owner string) string {
 // one space, the contact's bare JID (neither holds a space).
 func requestValue(handle, contact string) string { return handle + " " + contact }
 
+// requestLabel is how a request is shown in the form.
+func (c *Component) requestLabel(handle, contact string) string {
+	return fmt.Sprintf("%s wants to see %s", contact, c.handleBare(handle))
+}
+
 func requestsForm(c *Component, owner string) *node {
 	rf := required(field("list-multi", "requests", "Requests"))
 	for _, r := range c.roster.Requests(owner) {
-		rf.add(option(fmt.Sprintf("%s wants to see %s", r.Contact, c.handleBare(r.Handle)), requestValue(r.Handle, r.Contact)))
+		rf.add(option(c.requestLabel(r.Handle, r.Contact), requestValue(r.Handle, r.Contact)))
 	}
 	df := required(field("list-single", "decision", "Decision"))
 	df.add(option("Approve: they see the handle's status", "approve"), option("Deny", "deny"))

@@ -310,3 +310,15 @@ func TestResourcesBounded(t *testing.T) {
 		t.Fatalf("flags %+v after a resource over the limit", f)
 	}
 }
+
+// TestRequestsChosenByLabel: Gajim 1.7.3 submits the labels of the chosen
+// options of a list-multi field; they stand for the values.
+func TestRequestsChosenByLabel(t *testing.T) {
+	tc := startTestComponent(t, "")
+	h := addAsk(t, tc, "ask")
+	tc.send(`<presence type='subscribe' from='%s' to='%s'/>`, carol, h)
+	tc.expect("the owner told", isStanza("message", "chat", testDomain, alice))
+	sid, _ := requestOptions(t, tc)
+	wantCompleted(t, decide(tc, sid, "approve", tc.c.requestLabel("ask", carol)))
+	tc.expect("subscribed", isStanza("presence", "subscribed", h, carol))
+}
