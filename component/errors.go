@@ -32,7 +32,7 @@ func condNotAllowed(text string) stanzaError { return stanzaError{"cancel", "not
 func condItemNotFound(text string) stanzaError {
 	return stanzaError{"cancel", "item-not-found", text, nil}
 }
-func condPolicy(text string) stanzaError    { return stanzaError{"modify", "policy-violation", text, nil} }
+func condPolicy(text string) stanzaError { return stanzaError{"modify", "policy-violation", text, nil} }
 func condServiceUnavailable() stanzaError {
 	return stanzaError{"cancel", "service-unavailable", "", nil}
 }
