@@ -167,9 +167,9 @@ cat <<EOF
     Alice's handles ask her about every request: presence.localhost sends
     her a chat message naming bob. As alice, run "Subscription requests",
     choose bob's request and Approve:
-      Gajim 1.7: right click presence.localhost > Execute Command...,
-                 "Subscription requests", Next, tick the request, Approve,
-                 Finish.
+      Gajim 1.7: Accounts > Discover Services..., "presenced", Command,
+                 "Subscription requests", Execute; tick the request, choose
+                 Decision "Approve", Complete.
       Profanity: /cmd exec requests presence.localhost
                  /field1 add "alice-work bob@localhost"
                  /field2 approve
