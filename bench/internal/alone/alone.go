@@ -150,7 +150,7 @@ func runAll(ctx context.Context, o *options, dbs *databases, tmp string, out io.
 		var err error
 		fmt.Fprintf(out, "filling %s with %s subscriptions (%d accounts × %d handles × %d subscribers of %d contacts)…\n",
 			o.store, shared.Thousands(mTotal), mAccounts, mHandles, mSubscribers, mContacts)
-		if m, err = prepareMillion(ctx, dbs, tmp); err != nil {
+		if m, err = prepareMillion(ctx, dbs, o.builds[0], tmp); err != nil {
 			return nil, err
 		}
 		defer m.drop()

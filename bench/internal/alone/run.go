@@ -106,25 +106,6 @@ func waitAny(ctx context.Context, d time.Duration, a, b <-chan struct{}) error {
 	}
 }
 
-// prepare creates the owner's handles h0…h(H-1) in a fresh database.
-func prepare(ctx context.Context, driver, dsn string, handles int) error {
-	st, err := storage.Open(ctx, driver, dsn)
-	if err != nil {
-		return err
-	}
-	defer st.Close()
-	// Open handles: the storm measures durable subscriptions, which an
-	// ask handle would hold as requests for its owner.
-	now := time.Now()
-	for j := 0; j < handles; j++ {
-		op := storage.Op{Kind: storage.OpAddHandle, Account: owner, Handle: fmt.Sprintf("h%d", j), Policy: storage.PolicyOpen, Max: max(64, handles), Now: now}
-		if err := st.Apply(ctx, []storage.Op{op}); err != nil {
-			return fmt.Errorf("add handle h%d: %w", j, err)
-		}
-	}
-	return nil
-}
-
 // verify reopens the database after presenced exited and checks that it
 // holds exactly the H×C subscriptions of the storm.
 func verify(ctx context.Context, driver, dsn string, handles, contacts int) (int, error) {
@@ -167,7 +148,7 @@ func runScenarios(ctx context.Context, o *options, dbs *databases, bin, tmp stri
 		return nil, err
 	}
 	defer drop()
-	if err := prepare(ctx, o.store, dsn, o.handles); err != nil {
+	if err := prepare(ctx, bin, dir, o.store, dsn, o.handles); err != nil {
 		return nil, err
 	}
 	s, err := connect(ctx, bin, dir, o.store, dsn, o.stall)

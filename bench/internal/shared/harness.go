@@ -4,6 +4,7 @@
 package shared
 
 import (
+	"cmp"
 	"context"
 	"crypto/rand"
 	"crypto/sha1"
@@ -60,6 +61,8 @@ type Config struct {
 	// MaxHandles, when over presenced's default of 64, is written as
 	// accounts.max_handles.
 	MaxHandles int
+	// LogLevel is log.level; empty means "warn".
+	LogLevel string
 }
 
 // PresencedConfig renders presenced's configuration. It writes no key that
@@ -77,8 +80,8 @@ driver = %q
 dsn = %q
 
 [log]
-level = "warn"
-`, c.Domain, c.Server, c.Secret, c.ResyncDelay, c.Driver, c.DSN)
+level = %q
+`, c.Domain, c.Server, c.Secret, c.ResyncDelay, c.Driver, c.DSN, cmp.Or(c.LogLevel, "warn"))
 	if c.MaxHandles > 64 {
 		s += fmt.Sprintf("\n[accounts]\nmax_handles = %d\n", c.MaxHandles)
 	}
@@ -105,6 +108,14 @@ func OpenSQLiteFill(ctx context.Context, path string) (*SQLiteFill, error) {
 	if err := st.Close(); err != nil {
 		return nil, err
 	}
+	return OpenSQLiteTables(ctx, path)
+}
+
+// OpenSQLiteTables opens a transaction to fill the tables at path, made
+// already (by a presenced build of any schema version: the fill writes
+// only columns every version has).
+func OpenSQLiteTables(ctx context.Context, path string) (*SQLiteFill, error) {
+	var err error
 	f := &SQLiteFill{now: time.Now().UTC().UnixMicro()}
 	if f.db, err = sql.Open("sqlite", path+"?_foreign_keys=on&_journal_mode=WAL"); err != nil {
 		return nil, err
