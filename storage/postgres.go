@@ -79,9 +79,11 @@ type postgresStore struct {
 	conn   *pgx.Conn // the lock connection; nil while the lock is not held
 	closed bool
 
-	// session is the last session that held the lock. Only open and then
-	// the monitor write it, and only the monitor reads it.
-	session pgSession
+	// session is the last session that held the lock, and generation the
+	// lock generation this store moved on to when it took it. Only open
+	// and then the monitor write them, and only the monitor reads them.
+	session    pgSession
+	generation int64
 
 	lost chan struct{}      // closed by the monitor once the lock is lost for good
 	wake chan struct{}      // tells the monitor that conn was dropped
@@ -151,6 +153,9 @@ func (s *postgresStore) open(ctx context.Context, cfg *pgxpool.Config, waiting f
 	})
 	if err == nil {
 		err = s.upgrade(ctx, conn)
+	}
+	if err == nil {
+		s.generation, err = nextGeneration(ctx, conn)
 	}
 	if err == nil {
 		s.pool, err = pgxpool.NewWithConfig(ctx, cfg)
@@ -367,13 +372,26 @@ func (s *postgresStore) retake(ctx context.Context) (time.Duration, bool) {
 	}
 	session, result, err := takeAgain(ctx, conn, s.session)
 	if result == lockTaken {
-		return s.install(ctx, conn, session)
+		// Free now, the lock may have been held by another instance in
+		// between, which changed the database this store's process holds
+		// in memory: then this one must not serve again.
+		var gen int64
+		gen, err = currentGeneration(ctx, conn)
+		switch {
+		case err == nil && gen == s.generation:
+			return s.install(ctx, conn, session)
+		case err == nil:
+			result = lockOther
+		default:
+			result = lockBusy
+		}
 	}
 	closeConn(conn)
 	switch {
 	case result == lockOther:
+		// Logged first: whoever waits on Lost may read the log at once.
+		s.log.Error("the instance lock is held by another process (now, or in between): this store stops serving the database")
 		close(s.lost)
-		s.log.Error("the instance lock is held by another process: this store stops serving the database")
 		return 0, false
 	case err != nil:
 		if ctx.Err() == nil {
@@ -411,6 +429,28 @@ func takeAgain(ctx context.Context, conn *pgx.Conn, last pgSession) (pgSession, 
 	}
 	_, err = conn.Exec(ctx, "SELECT pg_terminate_backend($1)", pid)
 	return session, lockStale, err
+}
+
+// nextGeneration moves the lock generation on, on conn, which holds the
+// lock, and returns it.
+func nextGeneration(ctx context.Context, conn *pgx.Conn) (int64, error) {
+	ctx, cancel := context.WithTimeout(ctx, lockTimeout)
+	defer cancel()
+	var gen int64
+	err := conn.QueryRow(ctx, "UPDATE instance_lock SET generation = generation + 1 WHERE id = 1 RETURNING generation").Scan(&gen)
+	if err != nil {
+		return 0, fmt.Errorf("move the lock generation on: %w", err)
+	}
+	return gen, nil
+}
+
+// currentGeneration reads the lock generation on conn.
+func currentGeneration(ctx context.Context, conn *pgx.Conn) (int64, error) {
+	ctx, cancel := context.WithTimeout(ctx, lockTimeout)
+	defer cancel()
+	var gen int64
+	err := conn.QueryRow(ctx, "SELECT generation FROM instance_lock WHERE id = 1").Scan(&gen)
+	return gen, err
 }
 
 // install makes conn, of the given session, which holds the lock, the lock

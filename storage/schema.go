@@ -162,6 +162,14 @@ var postgresMigrations = []string{
 		contact TEXT COLLATE "C" NOT NULL,
 		PRIMARY KEY (handle, contact)
 	);
+	-- Each instance that takes the instance lock moves the generation on,
+	-- so that one taking it back after losing it can tell whether another
+	-- held it in between (postgres.go).
+	CREATE TABLE instance_lock (
+		id INTEGER PRIMARY KEY CHECK (id = 1),
+		generation BIGINT NOT NULL
+	);
+	INSERT INTO instance_lock (id, generation) VALUES (1, 0);
 	`,
 }
 

@@ -1774,6 +1774,41 @@ func TestPostgresLockLost(t *testing.T) {
 	wantNoStoreGoroutines(t)
 }
 
+// TestPostgresLockHeldInBetween: a store that lost its lock, while another
+// process took it, changed the database and let it go again, does not take
+// it back: its memory of the database is stale.
+func TestPostgresLockHeldInBetween(t *testing.T) {
+	ctx := context.Background()
+	dsn := postgresDSN(t)
+	proxy := startProxy(t, dsn)
+	logs := &logRecorder{}
+	first, err := OpenWith(ctx, DriverPostgres, proxy.dsn, Options{Log: slog.New(logs)})
+	must(t, "open", err)
+	defer first.Close()
+	mustAdd(t, first, "a@example.org", "h", 5)
+
+	proxy.cut()
+	waitFor(t, 10*time.Second, "first store notices the loss", func() bool {
+		_ = first.Apply(ctx, subscribeOp)
+		return logs.count(slog.LevelError, "database connection lost") == 1
+	})
+	// Another process takes the lock, serves, and stops.
+	second := openStore(t, DriverPostgres, dsn)
+	mustAdd(t, second, "b@example.org", "g", 5)
+	must(t, "close the second store", second.Close())
+
+	proxy.restore()
+	select {
+	case <-first.Lost():
+	case <-time.After(10 * time.Second):
+		t.Fatal("Lost() not closed although another process held the lock in between")
+	}
+	wantErr(t, "Apply once lost", first.Apply(ctx, subscribeOp), ErrNotActive)
+	logs.wantLogged(t, slog.LevelInfo, "database lock regained", 0)
+	must(t, "close", first.Close())
+	wantNoStoreGoroutines(t)
+}
+
 func TestPostgresLockDeadNetwork(t *testing.T) {
 	ctx := context.Background()
 	dsn := postgresDSN(t)
