@@ -117,7 +117,9 @@ func backends(t *testing.T, env *testenv.Env) []backend {
 	}
 }
 
-func writeDaemonConfig(t *testing.T, srv testenv.Server, b backend) string {
+// writeDaemonConfig writes the daemon's configuration file; extra is
+// TOML appended to it (tables such as [accounts] and [limits]).
+func writeDaemonConfig(t *testing.T, srv testenv.Server, b backend, extra ...string) string {
 	t.Helper()
 	cfg := fmt.Sprintf(`[component]
 domain = %q
@@ -132,7 +134,7 @@ dsn = %q
 
 [log]
 level = "debug"
-`, srv.ComponentDomain, srv.Component, srv.Secret, b.driver, b.dsn)
+`, srv.ComponentDomain, srv.Component, srv.Secret, b.driver, b.dsn) + strings.Join(extra, "\n")
 	p := filepath.Join(t.TempDir(), "presenced.toml")
 	if err := os.WriteFile(p, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
@@ -144,6 +146,16 @@ level = "debug"
 // resynchronised its subscribers. Failures are reported on t; the daemon is
 // stopped when owner ends.
 func startDaemon(t, owner *testing.T, cfg string) *daemon {
+	t.Helper()
+	d := launchDaemon(t, owner, cfg)
+	d.waitLog("resynchronised subscribers", 1)
+	return d
+}
+
+// launchDaemon runs presenced without waiting for anything (a standby
+// waits for the database before it connects). The daemon is stopped when
+// owner ends.
+func launchDaemon(t, owner *testing.T, cfg string) *daemon {
 	t.Helper()
 	d := &daemon{t: t, cfg: cfg, out: &syncBuffer{}, done: make(chan struct{})}
 	d.cmd = exec.Command(presencedBinary(t), "-config", cfg)
@@ -162,7 +174,6 @@ func startDaemon(t, owner *testing.T, cfg string) *daemon {
 			owner.Logf("presenced output:\n%s", d.out.String())
 		}
 	})
-	d.waitLog("resynchronised subscribers", 1)
 	return d
 }
 
@@ -207,6 +218,19 @@ func (d *daemon) stop() {
 func (d *daemon) kill() {
 	_ = d.cmd.Process.Kill()
 	<-d.done
+}
+
+// exited waits up to timeout for the daemon to end by itself and returns
+// its exit code, or fails the test.
+func (d *daemon) exited(timeout time.Duration) int {
+	d.t.Helper()
+	select {
+	case <-d.done:
+		return d.cmd.ProcessState.ExitCode()
+	case <-time.After(timeout):
+		d.t.Fatalf("presenced still runs after %v:\n%s", timeout, d.out.String())
+		return 0
+	}
 }
 
 // world is one XMPP server with one storage backend and a running daemon.
@@ -311,11 +335,26 @@ func (w *world) mustRefuse(c *xmpptest.Client, node string, fields map[string]st
 // handle and approves the component's subscription request, which must say
 // why it asks, as the add-handle note must say that it follows. The
 // component then shows on-line to the owner.
+//
+// The handle's subscription policy is "open" (issue 8): every request is
+// approved at once, as the scenarios written before owner consent assume.
+// ownerWith chooses the policy.
 func (w *world) owner(prefix, handle string) (*xmpptest.Client, string) {
+	w.t.Helper()
+	return w.ownerWith(prefix, handle, "open")
+}
+
+// ownerWith is owner with the handle's subscription policy: "ask",
+// "open", or "" to send no subscriptions field (the configured default).
+func (w *world) ownerWith(prefix, handle, policy string) (*xmpptest.Client, string) {
 	w.t.Helper()
 	c, name := w.user(prefix)
 	c.MustSend(w.t, `<presence/>`)
-	note := w.mustComplete(c, "add-handle", map[string]string{"handle": handle}).ChildText("note")
+	fields := map[string]string{"handle": handle}
+	if policy != "" {
+		fields["subscriptions"] = policy
+	}
+	note := w.mustComplete(c, "add-handle", fields).ChildText("note")
 	if !strings.Contains(note, "asks to see your presence") {
 		w.t.Fatalf("add-handle note %q does not say that a subscription request follows", note)
 	}
@@ -402,10 +441,15 @@ func TestEndToEnd(t *testing.T) {
 	}
 }
 
-var scenarios = []struct {
+// scenario is one end-to-end story, run in every world in turn.
+type scenario struct {
 	name string
 	run  func(w *world)
-}{
+}
+
+// scenarios run in this order; those of issue 8 (e2e_safety_test.go)
+// follow the older ones.
+var scenarios = append([]scenario{
 	{"Commands", testCommands},
 	{"DiscoAndPing", testDisco},
 	{"OwnerPresence", testOwnerPresence},
@@ -419,7 +463,7 @@ var scenarios = []struct {
 	{"ServerRestart", testServerRestart},
 	{"WhatClientsSee", testWhatClientsSee},
 	{"StampsWhileHiding", testStampsWhileHiding},
-}
+}, safetyScenarios...)
 
 func testCommands(w *world) {
 	t := w.t
@@ -427,12 +471,13 @@ func testCommands(w *world) {
 	bob, _ := w.user("bob")
 
 	// The owner's handles live on the component; a second owner cannot
-	// take one whatever its case.
+	// take one whatever its case. (Every add-handle of the scenarios written
+	// before issue 8 asks for the "open" policy, which they assume.)
 	mine := randomName("Mine")
-	w.mustComplete(alice, "add-handle", map[string]string{"handle": mine})
-	w.mustRefuse(bob, "add-handle", map[string]string{"handle": strings.ToUpper(mine)}, "conflict")
+	w.mustComplete(alice, "add-handle", map[string]string{"handle": mine, "subscriptions": "open"})
+	w.mustRefuse(bob, "add-handle", map[string]string{"handle": strings.ToUpper(mine), "subscriptions": "open"}, "conflict")
 	// Adding one's own handle again, in any case, changes nothing and says so.
-	again := w.mustComplete(alice, "add-handle", map[string]string{"handle": strings.ToUpper(mine)})
+	again := w.mustComplete(alice, "add-handle", map[string]string{"handle": strings.ToUpper(mine), "subscriptions": "open"})
 	if note := again.ChildText("note"); !strings.Contains(note, "already yours") {
 		t.Fatalf("re-adding one's own handle: note %q, want it to say that the handle is already yours", note)
 	}
@@ -453,16 +498,16 @@ func testCommands(w *world) {
 		{"a>b", "jid-malformed"},
 		{strings.Repeat("n", 1024), "jid-malformed"},
 	} {
-		w.mustRefuse(alice, "add-handle", map[string]string{"handle": bad.name}, bad.cond)
+		w.mustRefuse(alice, "add-handle", map[string]string{"handle": bad.name, "subscriptions": "open"}, bad.cond)
 	}
 
 	// Up to 64 handles; the 65th is refused.
 	carol, _ := w.user("carol")
 	prefix := randomName("c")
 	for i := 0; i < 64; i++ {
-		w.mustComplete(carol, "add-handle", map[string]string{"handle": fmt.Sprintf("%s-%02d", prefix, i)})
+		w.mustComplete(carol, "add-handle", map[string]string{"handle": fmt.Sprintf("%s-%02d", prefix, i), "subscriptions": "open"})
 	}
-	w.mustRefuse(carol, "add-handle", map[string]string{"handle": prefix + "-64"}, "not-allowed")
+	w.mustRefuse(carol, "add-handle", map[string]string{"handle": prefix + "-64", "subscriptions": "open"}, "not-allowed")
 	cmd := w.mustComplete(carol, "list-handles", nil)
 	var listed []string
 	if x := cmd.ChildNS("jabber:x:data", "x"); x != nil {
@@ -479,7 +524,10 @@ func testCommands(w *world) {
 	}
 
 	// Removing: someone else's handle, an unknown one, then one's own.
-	w.mustRefuse(bob, "remove-handle", map[string]string{"handle": mine}, "not-allowed")
+	// Issue 8 changed the first answer from not-allowed to item-not-found,
+	// the answer to an unknown name: a refusal must not tell that a name
+	// exists.
+	w.mustRefuse(bob, "remove-handle", map[string]string{"handle": mine}, "item-not-found")
 	w.mustRefuse(alice, "remove-handle", map[string]string{"handle": randomName("none")}, "item-not-found")
 	w.mustComplete(alice, "remove-handle", map[string]string{"handle": mine})
 	w.mustRefuse(alice, "remove-handle", map[string]string{"handle": mine}, "item-not-found")
@@ -523,7 +571,7 @@ func testDisco(w *world) {
 	for _, it := range r.ChildNS("http://jabber.org/protocol/disco#items", "query").Children {
 		nodes[it.Attr("node")] = it.Attr("jid") == w.domain
 	}
-	for _, n := range []string{"add-handle", "remove-handle", "list-handles", "set-status"} {
+	for _, n := range []string{"add-handle", "remove-handle", "list-handles", "set-status", "requests"} {
 		if !nodes[n] {
 			t.Errorf("command %s not listed: %s", n, r)
 		}
@@ -531,9 +579,15 @@ func testDisco(w *world) {
 	if r := c.IQ(t, wait, "get", w.domain, `<ping xmlns='urn:xmpp:ping'/>`); r.Attr("type") != "result" {
 		t.Fatalf("ping: %s", r)
 	}
+	// XEP-0092: the name and the version. Issue 8 took the operating
+	// system out (it used to be there): it helps only an attacker.
 	r = c.IQ(t, wait, "get", w.domain, `<query xmlns='jabber:iq:version'/>`)
-	if r.Attr("type") != "result" || r.ChildNS("jabber:iq:version", "query").ChildText("name") != "presenced" {
-		t.Fatalf("version: %s", r)
+	vq := r.ChildNS("jabber:iq:version", "query")
+	if r.Attr("type") != "result" || vq.ChildText("name") != "presenced" || vq.ChildText("version") == "" {
+		t.Fatalf("version: %s, want name presenced and a version", r)
+	}
+	if vq.Child("os") != nil {
+		t.Fatalf("version tells the operating system: %s", r)
 	}
 }
 
@@ -570,11 +624,13 @@ func testOwnerPresence(w *world) {
 	bob.ExpectNone(w.t, quiet, "presence when nothing visible changed", isHandlePresence(hj))
 	eve.ExpectNone(w.t, quiet, "presence to a non-subscriber", isHandlePresence(hj))
 
-	// Last activity: a subscriber may ask, a non-subscriber may not.
+	// Last activity: a subscriber may ask, a non-subscriber may not. Since
+	// issue 8 the refusal is service-unavailable (it was forbidden), the
+	// answer a name that does not exist gets: strangers learn nothing.
 	if r := bob.IQ(w.t, wait, "get", hj, `<query xmlns='jabber:iq:last'/>`); r.Attr("type") != "result" {
 		w.t.Fatalf("last activity for a subscriber: %s", r)
 	}
-	if r := eve.IQ(w.t, wait, "get", hj, `<query xmlns='jabber:iq:last'/>`); xmpptest.StanzaErrorCondition(r) != "forbidden" {
+	if r := eve.IQ(w.t, wait, "get", hj, `<query xmlns='jabber:iq:last'/>`); xmpptest.StanzaErrorCondition(r) != "service-unavailable" {
 		w.t.Fatalf("last activity for a non-subscriber: %s", r)
 	}
 }
@@ -722,10 +778,13 @@ func testUnsubscribeAndRemoval(w *world) {
 	w.expectView(carol, hj, "", "away", "carol still subscribed")
 	bob.ExpectNone(t, quiet, "presence after unsubscribing", xmpptest.IsPresence(hj, ""))
 
-	// A subscription to a handle that does not exist is refused.
+	// A subscription request to a handle that does not exist gets no
+	// answer at all, like one to an "ask" handle waiting for its owner.
+	// (Before issue 8 it was refused with unsubscribed, which told that
+	// the name does not exist.)
 	nobody := w.handleJID(randomName("nobody"))
 	carol.MustSend(t, fmt.Sprintf(`<presence type='subscribe' to='%s'/>`, nobody))
-	carol.Expect(t, wait, "unsubscribed from an unknown handle", xmpptest.IsPresence(nobody, "unsubscribed"))
+	carol.ExpectNone(t, quiet, "an answer to a subscription request to an unknown name", anyPresenceFrom(nobody))
 
 	w.mustComplete(alice, "remove-handle", map[string]string{"handle": h})
 	w.expectView(carol, hj, "unavailable", "", "handle removed")
@@ -799,12 +858,26 @@ func testDatabaseDown(w *world) {
 	})
 
 	h := randomName("down")
-	w.mustRefuse(alice, "add-handle", map[string]string{"handle": h}, "internal-server-error")
+	w.mustRefuse(alice, "add-handle", map[string]string{"handle": h, "subscriptions": "open"}, "internal-server-error")
 	if r := alice.IQ(t, wait, "get", w.domain, `<ping xmlns='urn:xmpp:ping'/>`); r.Attr("type") != "result" {
 		t.Fatalf("ping while the database is down: %s", r)
 	}
 	allow(true)
-	w.mustComplete(alice, "add-handle", map[string]string{"handle": h})
+	// Since issue 8 presenced holds a lock on its database, which goes with
+	// the connection: it takes the lock again a moment after the database
+	// is back and meanwhile refuses, fail closed, what needs storage. So
+	// the first add-handle after the outage may still be refused (it used
+	// to complete at once); it must complete within a few seconds.
+	for deadline := time.Now().Add(5 * time.Second); ; {
+		r := w.command(alice, "add-handle", map[string]string{"handle": h, "subscriptions": "open"})
+		if cmd := r.ChildNS("http://jabber.org/protocol/commands", "command"); r.Attr("type") == "result" && cmd.Attr("status") == "completed" {
+			break
+		}
+		if xmpptest.StanzaErrorCondition(r) != "internal-server-error" || time.Now().After(deadline) {
+			t.Fatalf("add-handle after the outage: %s", r)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
 	listed := w.mustComplete(alice, "list-handles", nil).String()
 	if strings.Count(listed, h) != 1 {
 		t.Fatalf("after the outage list-handles shows %s %d times: %s", h, strings.Count(listed, h), listed)
@@ -817,7 +890,7 @@ func testKillPersistence(w *world) {
 	t := w.t
 	alice, _ := w.owner("alice", randomName("k"))
 	h := randomName("kept")
-	w.mustComplete(alice, "add-handle", map[string]string{"handle": h})
+	w.mustComplete(alice, "add-handle", map[string]string{"handle": h, "subscriptions": "open"})
 	w.mustComplete(alice, "set-status", map[string]string{"status": "hiding"})
 	w.d.kill()
 	w.d = startDaemon(t, w.parent, w.cfg)
@@ -966,7 +1039,7 @@ func testStampsWhileHiding(w *world) {
 	h, h2 := randomName("st"), randomName("st2")
 	hj, hj2 := w.handleJID(h), w.handleJID(h2)
 	alice, _ := w.owner("alice", h)
-	w.mustComplete(alice, "add-handle", map[string]string{"handle": h2})
+	w.mustComplete(alice, "add-handle", map[string]string{"handle": h2, "subscriptions": "open"})
 	bob, _ := w.subscriber("bob", h)
 	carol, _ := w.subscriber("carol", h)
 	dave, _ := w.subscriber("dave", h2)

@@ -122,3 +122,41 @@ func TestNewPostgresDB(t *testing.T) {
 		t.Errorf("database %s still exists after its test ended", name)
 	}
 }
+
+// TestPostgresCluster: a private cluster serves its database, refuses
+// connections while stopped, and serves the same data after a start.
+func TestPostgresCluster(t *testing.T) {
+	Load(t) // the servers of make test are installed; nothing of theirs is used
+	c := NewPostgresCluster(t)
+	ctx := context.Background()
+	exec := func(sql string) error {
+		conn, err := pgx.Connect(ctx, c.DSN())
+		if err != nil {
+			return err
+		}
+		defer conn.Close(ctx)
+		_, err = conn.Exec(ctx, sql)
+		return err
+	}
+	if err := exec("CREATE TABLE kept (v int); INSERT INTO kept VALUES (7)"); err != nil {
+		t.Fatalf("write to the private cluster: %v", err)
+	}
+	if err := c.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	if err := exec("SELECT 1"); err == nil {
+		t.Fatal("the stopped cluster still accepts connections")
+	}
+	if err := c.Start(); err != nil {
+		t.Fatal(err)
+	}
+	conn, err := pgx.Connect(ctx, c.DSN())
+	if err != nil {
+		t.Fatalf("connect after Start: %v", err)
+	}
+	defer conn.Close(ctx)
+	var v int
+	if err := conn.QueryRow(ctx, "SELECT v FROM kept").Scan(&v); err != nil || v != 7 {
+		t.Fatalf("after a restart the table holds %d (%v), want 7", v, err)
+	}
+}

@@ -156,10 +156,11 @@ type Client struct {
 	jid  string
 	wmu  sync.Mutex // serialises writes to conn
 
-	mu      sync.Mutex
-	backlog []*Element    // received and not yet claimed; guarded by mu
-	changed chan struct{} // closed and replaced on each change; guarded by mu
-	readErr error         // why the reader stopped; guarded by mu
+	mu       sync.Mutex
+	backlog  []*Element    // received and not yet claimed; guarded by mu
+	changed  chan struct{} // closed and replaced on each change; guarded by mu
+	readErr  error         // why the reader stopped; guarded by mu
+	received uint64        // stanzas received so far; guarded by mu
 
 	readerDone chan struct{}
 	closeOnce  sync.Once
@@ -262,6 +263,8 @@ func (c *Client) read(dec *xml.Decoder) {
 		if err != nil {
 			c.readErr = err
 		} else {
+			c.received++
+			e.seq = c.received
 			c.backlog = append(c.backlog, e)
 		}
 		close(c.changed)
@@ -340,6 +343,44 @@ func (c *Client) Expect(t testing.TB, timeout time.Duration, desc string, match 
 				c.jid, desc, timeout, c.describeBacklog())
 		}
 	}
+}
+
+// Await waits up to timeout for a stanza that matches and returns it, like
+// Expect, but returns nil instead of failing the test when none came in
+// time or the stream ended. It suits loops that expect failures, such as
+// requests sent while the peer is down. It may be called from any
+// goroutine.
+func (c *Client) Await(timeout time.Duration, match func(*Element) bool) *Element {
+	timer := time.NewTimer(timeout)
+	defer timer.Stop()
+	for {
+		e, changed, rerr := c.take(match)
+		if e != nil {
+			return e
+		}
+		if rerr != nil {
+			return nil
+		}
+		select {
+		case <-changed:
+		case <-timer.C:
+			return nil
+		}
+	}
+}
+
+// TryIQ is IQ without failing the test: it returns the reply, or nil when
+// the IQ could not be sent or no reply came within timeout.
+func (c *Client) TryIQ(timeout time.Duration, typ, to, payloadXML string) *Element {
+	id := nextID()
+	toAttr := ""
+	if to != "" {
+		toAttr = fmt.Sprintf(" to='%s'", Escape(to))
+	}
+	if err := c.Send(fmt.Sprintf("<iq type='%s' id='%s'%s>%s</iq>", Escape(typ), id, toAttr, payloadXML)); err != nil {
+		return nil
+	}
+	return c.Await(timeout, IsIQReply(id))
 }
 
 // ExpectNone waits for d and fails the test if a matching stanza arrived

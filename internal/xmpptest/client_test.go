@@ -162,7 +162,7 @@ func testClient(t *testing.T, srv testenv.Server) {
 
 	// A message to the full JID needs no presence.
 	alice.MustSend(t, "<message type='chat' to='"+Escape(bob.JID())+"'><body>full</body></message>")
-	bob.Expect(t, wait, "message to the full JID", IsMessageBody(alice.Bare(), "full"))
+	full := bob.Expect(t, wait, "message to the full JID", IsMessageBody(alice.Bare(), "full"))
 
 	// Subscription: alice asks, bob approves, alice gets subscribed, bob's
 	// presence and a roster push.
@@ -182,10 +182,19 @@ func testClient(t *testing.T, srv testenv.Server) {
 
 	// Bob now has an available resource: a message to his bare JID reaches it.
 	alice.MustSend(t, "<message type='chat' to='"+Escape(bob.Bare())+"'><body>bare</body></message>")
-	bob.Expect(t, wait, "message to the bare JID", IsMessageBody(alice.JID(), "bare"))
+	bare := bob.Expect(t, wait, "message to the bare JID", IsMessageBody(alice.JID(), "bare"))
+	if full.Seq() == 0 || full.Seq() >= bare.Seq() {
+		t.Errorf("Seq() of the first message = %d, of the second %d: want 0 < first < second", full.Seq(), bare.Seq())
+	}
 
 	if reply := alice.IQ(t, wait, "get", srv.Domain, "<ping xmlns='urn:xmpp:ping'/>"); reply.Attr("type") != "result" {
 		t.Errorf("ping %s = %v, want a result", srv.Domain, reply)
+	}
+	if reply := alice.TryIQ(wait, "get", srv.Domain, "<ping xmlns='urn:xmpp:ping'/>"); reply.Attr("type") != "result" {
+		t.Errorf("TryIQ(ping %s) = %v, want a result", srv.Domain, reply)
+	}
+	if e := alice.Await(200*time.Millisecond, IsMessage(bob.Bare())); e != nil {
+		t.Errorf("Await(message from bob) = %v, want nil: bob sent none", e)
 	}
 	alice.ExpectNone(t, 200*time.Millisecond, "message from bob", IsMessage(bob.Bare()))
 	alice.Drain()

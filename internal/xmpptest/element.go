@@ -23,6 +23,18 @@ type Element struct {
 	// Text is the concatenated character data directly inside the element,
 	// untrimmed.
 	Text string
+
+	seq uint64 // order of arrival of a top-level stanza on its client; 0 otherwise
+}
+
+// Seq tells the order in which a Client received its top-level stanzas:
+// of two stanzas of one client, the one received first has the smaller
+// Seq. It is 0 for elements that no Client received as a stanza.
+func (e *Element) Seq() uint64 {
+	if e == nil {
+		return 0
+	}
+	return e.seq
 }
 
 // Attr returns the value of the attribute with this local name, or "".
