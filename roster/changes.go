@@ -223,26 +223,28 @@ func (s *Service) Subscribe(name, contact string, done func(SubscribeOutcome, er
 // memory once stored; done gets the error, if any.
 func (s *Service) storeSubscription(h *handle, contact string, done func(error)) {
 	key := pendingKey{h, contact}
-	if s.pendingSubs[key] == nil && len(h.subs)+s.subscribing(h) >= s.limits.subscribers {
+	w := s.pendingSubs[key]
+	if w == nil && len(h.subs)+h.storing >= s.limits.subscribers {
 		s.refuse("subscribers:"+h.name, "subscription refused: the handle has as many subscribers as it may", "handle", h.name, "limit", s.limits.subscribers)
 		done(ErrSubscriberLimit)
 		return
 	}
-	p := s.pendingSubs[key]
-	if p == nil {
-		p = &pendingSub{}
-		s.pendingSubs[key] = p
+	if w == nil {
+		w = &onWay{}
+		s.pendingSubs[key] = w
 	}
-	p.n++
-	p.cancelled = false
+	rw := w.start()
+	h.storing++
 	s.commits.add(&entry{
 		op: storage.Op{Kind: storage.OpAddSubscription, Handle: h.name, Contact: contact},
 		apply: func(err error) {
-			if p.n--; p.n == 0 {
+			h.storing--
+			cancelled := w.end(rw, err == nil)
+			if len(w.writes) == 0 {
 				delete(s.pendingSubs, key)
 			}
 			switch {
-			case err == nil && p.cancelled:
+			case err == nil && cancelled:
 				// Unsubscribed before this was stored; the removal,
 				// queued after it, took the row away again.
 				err = ErrUnknownHandle
@@ -262,28 +264,10 @@ func (s *Service) storeSubscription(h *handle, contact string, done func(error))
 	})
 }
 
-// subscribing counts the subscriptions of h being stored.
-func (s *Service) subscribing(h *handle) int {
-	n := 0
-	for k := range s.pendingSubs {
-		if k.h == h {
-			n++
-		}
-	}
-	return n
-}
-
 // pendingKey names a subscription or request being stored.
 type pendingKey struct {
 	h       *handle
 	contact string
-}
-
-// pendingSub counts the writes of one subscription (or request) on their
-// way, and whether an unsubscription came after them.
-type pendingSub struct {
-	n         int
-	cancelled bool
 }
 
 // SubscribePending reports whether a subscription of contact to handle is
@@ -324,18 +308,16 @@ func (s *Service) Unsubscribe(name, contact string, done func(was bool, err erro
 	}
 	s.dropRequest(h, contact)
 	i, ok := s.findSub(h, contact)
-	p := s.pendingSubs[pendingKey{h, contact}]
-	switch {
-	case ok:
+	// A subscription on its way must not take effect.
+	onWay := s.pendingSubs[pendingKey{h, contact}].cancel()
+	if ok {
 		s.contacts.unref(h.subs[i].contact)
 		h.subs = append(h.subs[:i], h.subs[i+1:]...)
-	case p != nil:
-		p.cancelled = true // a subscription on its way must not take effect
-	default:
+	} else if onWay == nil {
 		done(false, nil)
 		return
 	}
-	s.commits.add(&entry{
+	e := &entry{
 		op:   storage.Op{Kind: storage.OpRemoveSubscription, Handle: name, Contact: contact},
 		must: true,
 		apply: func(err error) {
@@ -344,24 +326,38 @@ func (s *Service) Unsubscribe(name, contact string, done func(was bool, err erro
 			}
 			done(true, err)
 		},
-	})
+	}
+	if !ok {
+		// No row but those on their way: nothing to remove if they fail.
+		e.skip = onWay.moot
+	}
+	s.commits.add(e)
 }
 
 // OwnerPresence applies one presence of one of owner's resources. Presences
 // of JIDs that are not accounts are ignored. A presence is acknowledged to
 // nobody, so the flags it decides hold in memory even if they cannot be
-// stored; the failure is logged. It fails only with ErrStopping.
+// stored; the failure is logged. It fails only with ErrStopping (but a
+// presence that hides is taken while stopping, as far as hiding goes).
 func (s *Service) OwnerPresence(owner string, p OwnerPresence) error {
-	if s.stopping {
-		return ErrStopping
-	}
 	a := s.accounts[owner]
-	if a == nil {
+	switch {
+	case a == nil:
 		return nil
+	case s.stopping && p.Hide:
+		// Hiding is taken whenever it comes: it only ever shows less.
+		s.setFlags(a, flagStep{at: s.now(), hide: true})
+		return nil
+	case s.stopping:
+		return ErrStopping
 	}
 	if p.Available {
 		if a.resources[p.Resource] == nil && len(a.resources) >= s.limits.resources {
 			s.refuse("resources:"+owner, "presence ignored: the account has as many resources as it may", "owner", owner, "limit", s.limits.resources)
+			if p.Hide {
+				// Its resource does not count, its hiding does.
+				s.setFlags(a, flagStep{at: s.now(), hide: true})
+			}
 			return nil
 		}
 		s.seq++
@@ -382,10 +378,12 @@ func (s *Service) OwnerPresence(owner string, p OwnerPresence) error {
 
 // Instruct applies an explicit instruction for every handle of owner. It
 // fails with ErrNoAccount if owner holds no account (one is created by
-// adding a handle). On error nothing changed.
+// adding a handle). On error nothing changed. While stopping, only hiding
+// is taken.
 func (s *Service) Instruct(owner string, in Instruction, done func(error)) {
 	done = orNop(done)
-	if s.stopping {
+	if s.stopping && in != InstructHide {
+		// Hiding is taken while stopping too: it only ever shows less.
 		done(ErrStopping)
 		return
 	}

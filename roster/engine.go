@@ -42,6 +42,9 @@ type entry struct {
 	must bool
 	// told is set once apply has run.
 	told bool
+	// skip, if set, reports that the change has become moot (a removal of
+	// a row whose writes all failed): it is left unwritten, as if stored.
+	skip func() bool
 }
 
 // committer holds the changes waiting for a transaction.
@@ -75,16 +78,20 @@ func (c *committer) retry(e *entry) {
 	c.again = append(c.again, e)
 }
 
-// due reports whether a transaction is to be started now. The clock is
-// read only when nothing but changes to be written again waits.
+// due reports whether a transaction is to be started now. While changes
+// wait to be written again, storage failed lately: the next transaction
+// waits for retryAt, unless a full batch is pending (the engine must not
+// stop taking work, a hide among it). The clock is read only then.
 func (c *committer) due() bool {
 	switch {
 	case c.inFlight:
 		return false
-	case len(c.pending) > 0:
+	case len(c.again) == 0:
+		return len(c.pending) > 0
+	case len(c.pending) >= maxBatch:
 		return true
 	}
-	return len(c.again) > 0 && !time.Now().Before(c.retryAt)
+	return !time.Now().Before(c.retryAt)
 }
 
 // batch is one transaction's worth of changes.
@@ -95,17 +102,23 @@ type batch struct {
 	errs    []error
 }
 
-// take takes up to maxBatch changes for one transaction: those to be
-// written again first, then those pending.
+// take takes the changes for one transaction: every change to be written
+// again, in the order they were made (so whatever was decided after them
+// is stored after them, and none is starved), then up to maxBatch pending
+// ones. A change that has become moot is done with, unwritten.
 func (s *Service) take() *batch {
 	c := &s.commits
-	k := min(len(c.again), maxBatch)
-	n := min(len(c.pending), maxBatch-k)
-	b := &batch{entries: make([]*entry, 0, k+n)}
-	b.entries = append(b.entries, c.again[:k]...)
-	b.entries = append(b.entries, c.pending[:n]...)
+	n := min(len(c.pending), maxBatch)
+	b := &batch{entries: make([]*entry, 0, len(c.again)+n)}
+	for _, e := range slices.Concat(c.again, c.pending[:n]) {
+		if e.skip != nil && e.skip() {
+			s.tell(e, nil)
+			continue
+		}
+		b.entries = append(b.entries, e)
+	}
 	b.opOf = make([]int, len(b.entries))
-	c.again = slices.Delete(c.again, 0, k)
+	c.again = nil
 	c.pending = c.pending[n:]
 	if len(c.pending) == 0 {
 		c.pending = nil
@@ -171,26 +184,32 @@ func (s *Service) finish(b *batch) {
 		}
 		if err != nil && e.must && !storage.IsRowError(err) && !errors.Is(err, storage.ErrNotActive) {
 			failed = true
-			s.commits.retry(e)
-			if !e.told {
-				e.told = true
-				err := fmt.Errorf("%w: %w", ErrNotStored, err)
-				s.safely("commit callback", func() { e.apply(err) })
+			if e.skip != nil && e.skip() {
+				s.tell(e, nil) // moot now: what it removed was never stored
+				continue
 			}
+			s.commits.retry(e)
+			s.tell(e, fmt.Errorf("%w: %w", ErrNotStored, err))
 			continue
 		}
 		if err != nil && !storage.IsRowError(err) {
 			failed = true
 		}
-		if e.told {
-			continue // told ErrNotStored before; stored now, or given up
-		}
-		e.told = true
-		s.safely("commit callback", func() { e.apply(err) })
+		s.tell(e, err)
 	}
 	if !failed && len(s.commits.again) == 0 {
 		s.commits.delay = 0
 	}
+}
+
+// tell runs e's callback with err, unless it ran before (a change told
+// ErrNotStored is not told again when it is stored, or given up).
+func (s *Service) tell(e *entry, err error) {
+	if e.told {
+		return
+	}
+	e.told = true
+	s.safely("commit callback", func() { e.apply(err) })
 }
 
 // settle commits every pending change synchronously and applies it, and
@@ -347,7 +366,7 @@ func (s *Service) next(events chan func()) bool {
 // again what failed to be stored.
 func (s *Service) wait(events chan func()) {
 	var retry <-chan time.Time
-	if c := &s.commits; !c.inFlight && len(c.again) > 0 {
+	if c := &s.commits; !c.inFlight && (len(c.again) > 0) {
 		t := time.NewTimer(time.Until(c.retryAt))
 		defer t.Stop()
 		retry = t.C

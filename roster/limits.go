@@ -68,21 +68,15 @@ func (s *Service) quarantined(name, owner string, now time.Time) bool {
 	return r.account != owner
 }
 
-// logOnce logs each refusal (a limit reached, by one sender or for one
-// handle) once, so that a sender repeating it cannot fill the log. It
-// forgets everything when it holds maxLogOnce keys, so it stays bounded.
-type logOnce map[string]struct{}
-
-const maxLogOnce = 4096
-
-// refuse logs msg with args unless key was logged already.
+// refuse logs msg with args at most once a minute per key (logonce), so
+// that a sender repeating a refusal cannot fill the log.
 func (s *Service) refuse(key, msg string, args ...any) {
-	if _, ok := s.refusals[key]; ok {
+	ok, dropped := s.refusals.Allow(key, s.now())
+	if !ok {
 		return
 	}
-	if s.refusals == nil || len(s.refusals) >= maxLogOnce {
-		s.refusals = make(logOnce)
+	if dropped > 0 {
+		args = append(args, "repeated", dropped)
 	}
-	s.refusals[key] = struct{}{}
-	s.log.Warn(msg+" (logged once)", args...)
+	s.log.Warn(msg, args...)
 }

@@ -226,6 +226,16 @@ func (s *Service) MarkStale() {
 	s.epoch++
 	s.online = true
 	s.resyncing = true
+	// A pass queued while disconnected (a write that committed meanwhile)
+	// would show the account before its owner answered the probe: the
+	// resync queues every account again once settled.
+	n := &s.notes
+	n.queue = slices.DeleteFunc(n.queue, func(j job) bool {
+		if j.pass != nil {
+			j.pass.a.pass = nil
+		}
+		return j.pass != nil
+	})
 	for _, h := range s.handles {
 		for i := range h.subs {
 			h.subs[i].sent = 0
@@ -376,6 +386,7 @@ func (s *Service) GoOffline(ctx context.Context, at time.Time, written bool) err
 	unstored := make(map[*account]bool)
 	for _, e := range s.commits.again {
 		switch {
+		case e.skip != nil && e.skip():
 		case e.acct != nil:
 			unstored[e.acct] = true // written below, as off-line
 		case e.op.Kind != 0:

@@ -253,7 +253,7 @@ func TestShutdownStillStoresUnsubscriptions(t *testing.T) {
 	refused := make(chan error, 1)
 	s.Do(func() {
 		s.Unsubscribe("h", "carol@example.net", func(_ bool, err error) { unsubscribed <- err })
-		s.Instruct(pendingOwner, InstructHide, func(err error) { refused <- err })
+		s.Instruct(pendingOwner, InstructAway, func(err error) { refused <- err })
 	})
 	if err := <-unsubscribed; err != nil {
 		t.Fatal(err)

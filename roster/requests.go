@@ -23,28 +23,37 @@ type Request struct {
 // stored, Ignored otherwise.
 func (s *Service) request(h *handle, contact string, done func(SubscribeOutcome, error)) {
 	key := pendingKey{h, contact}
-	if s.requesting[key] != nil || h.hasRequest(contact) {
+	w := s.requesting[key]
+	if w.live() || h.hasRequest(contact) {
 		done(Ignored, nil) // one request per contact: the owner was told
 		return
 	}
-	if len(h.requests)+s.requestsStoring(h) >= s.limits.pending {
+	if len(h.requests)+h.asking >= s.limits.pending {
 		s.refuse("pending:"+h.name, "subscription request dropped: the handle has as many pending requests as it may", "handle", h.name, "limit", s.limits.pending)
 		done(Ignored, nil)
 		return
 	}
-	p := &pendingSub{n: 1}
-	s.requesting[key] = p
+	if w == nil {
+		w = &onWay{}
+		s.requesting[key] = w
+	}
+	rw := w.start()
+	h.asking++
 	now := s.now()
 	s.commits.add(&entry{
 		op: storage.Op{Kind: storage.OpAddRequest, Handle: h.name, Contact: contact, Now: now},
 		apply: func(err error) {
-			delete(s.requesting, key)
+			h.asking--
+			cancelled := w.end(rw, err == nil)
+			if len(w.writes) == 0 {
+				delete(s.requesting, key)
+			}
 			switch {
 			case errors.Is(err, storage.ErrNotFound):
 				done(Ignored, ErrUnknownHandle)
 			case err != nil:
 				done(Ignored, fmt.Errorf("roster: store request: %w", err))
-			case p.cancelled || s.handles[h.name] != h:
+			case cancelled || s.handles[h.name] != h:
 				// Withdrawn, or the handle removed, meanwhile: the
 				// removal queued after this took the row away.
 				done(Ignored, nil)
@@ -62,39 +71,30 @@ func (h *handle) requestIndex(contact string) int {
 	return slices.IndexFunc(h.requests, func(r request) bool { return r.contact == contact })
 }
 
-// requestsStoring counts the requests to h being stored.
-func (s *Service) requestsStoring(h *handle) int {
-	n := 0
-	for k := range s.requesting {
-		if k.h == h {
-			n++
-		}
-	}
-	return n
-}
-
 // dropRequest withdraws contact's request to h, if any, at once; its
-// deletion is stored until it is.
+// deletion is stored until it is (or until the request's own write, on its
+// way, has failed: then there is nothing to delete).
 func (s *Service) dropRequest(h *handle, contact string) {
-	if p := s.requesting[pendingKey{h, contact}]; p != nil {
-		p.cancelled = true
-	}
+	onWay := s.requesting[pendingKey{h, contact}].cancel()
 	i := h.requestIndex(contact)
-	if i < 0 && s.requesting[pendingKey{h, contact}] == nil {
+	if i < 0 && onWay == nil {
 		return
 	}
-	if i >= 0 {
-		h.requests = slices.Delete(h.requests, i, i+1)
-	}
-	s.commits.add(&entry{
+	e := &entry{
 		op:   storage.Op{Kind: storage.OpRemoveRequest, Handle: h.name, Contact: contact},
 		must: true,
 		apply: func(err error) {
 			if err != nil {
-				s.log.Error("withdrawn request not stored yet", "handle", h.name, "contact", contact, "err", err)
+				s.refuse("store:withdrawn-request", "withdrawn requests not stored yet; retrying", "err", err)
 			}
 		},
-	})
+	}
+	if i >= 0 {
+		h.requests = slices.Delete(h.requests, i, i+1)
+	} else {
+		e.skip = onWay.moot
+	}
+	s.commits.add(e)
 }
 
 // Requests returns the requests pending for owner's handles, in handle

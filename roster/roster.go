@@ -29,6 +29,7 @@ import (
 	"sort"
 	"time"
 
+	"presenced/internal/logonce"
 	"presenced/storage"
 )
 
@@ -171,6 +172,9 @@ type handle struct {
 	// requests are the pending subscription requests, oldest first, at
 	// most limits.pending.
 	requests []request
+	// storing and asking count the subscriptions and the requests of h
+	// being stored.
+	storing, asking int
 }
 
 // request is a pending subscription request.
@@ -204,9 +208,9 @@ type Service struct {
 	now    func() time.Time
 	log    *slog.Logger
 	out    Sender
-	// refusals remembers which refusals were logged, so each is logged
-	// once however often a sender repeats it.
-	refusals logOnce
+	// refusals remembers which refusals were logged lately, so that a
+	// sender repeating one cannot fill the log.
+	refusals *logonce.Limiter
 
 	accounts map[string]*account
 	handles  map[string]*handle
@@ -215,9 +219,10 @@ type Service struct {
 	reservedNames map[string]string
 	adding        map[string]int
 	contacts      interner
-	pendingSubs   map[pendingKey]*pendingSub
-	// requesting counts the subscription requests being stored.
-	requesting map[pendingKey]*pendingSub
+	// pendingSubs and requesting are the subscriptions and the requests
+	// being stored.
+	pendingSubs map[pendingKey]*onWay
+	requesting  map[pendingKey]*onWay
 	// removed are the names removed, by whom and when, for the
 	// quarantine; entries past it are dropped as they are met.
 	removed map[string]removedName
@@ -301,9 +306,10 @@ func New(ctx context.Context, store storage.Store, opts Options) (*Service, erro
 		reservedNames: make(map[string]string),
 		adding:        make(map[string]int),
 		contacts:      newInterner(),
-		pendingSubs:   make(map[pendingKey]*pendingSub),
-		requesting:    make(map[pendingKey]*pendingSub),
+		pendingSubs:   make(map[pendingKey]*onWay),
+		requesting:    make(map[pendingKey]*onWay),
 		removed:       make(map[string]removedName, len(snap.Removed)),
+		refusals:      logonce.New(time.Minute),
 	}
 	if s.now == nil {
 		s.now = time.Now

@@ -544,9 +544,10 @@ func TestNewAccountKeepsItsStampAcrossRestart(t *testing.T) {
 
 // TestStopFreezesChanges: once Stop is called, at shutdown, no change can
 // come between the withdrawals and the off-line flags GoOffline stores, so
-// a hide or a removal in that window cannot stamp a later moment or lose
-// its notice; an unsubscription, which the contact's server has made
-// already, still ends.
+// a removal in that window cannot lose its notice; an unsubscription,
+// which the contact's server has made already, still ends, and so does
+// hiding, which only ever shows less (after GoOffline an account is
+// off-line, so hiding then moves no stamp).
 func TestStopFreezesChanges(t *testing.T) {
 	ctx := context.Background()
 	s, clock := newClockedService(t, newMemStore())
@@ -559,7 +560,7 @@ func TestStopFreezesChanges(t *testing.T) {
 	s.Freeze()
 	at := clock.Add(time.Minute)
 	for name, err := range map[string]error{
-		"Instruct":      s.Instruct(ctx, owner, InstructHide),
+		"Instruct":      s.Instruct(ctx, owner, InstructAway),
 		"OwnerPresence": s.OwnerPresence(ctx, owner, OwnerPresence{Resource: "pc"}),
 		"AddHandle":     s.AddHandle(ctx, owner, "h2"),
 		"RemoveHandle":  s.RemoveHandle(ctx, owner, "h"),
@@ -571,6 +572,12 @@ func TestStopFreezesChanges(t *testing.T) {
 	}
 	if after, _ := s.Flags(owner); after != before {
 		t.Fatalf("flags changed after Stop: %+v, was %+v", after, before)
+	}
+	if err := s.Instruct(ctx, owner, InstructHide); err != nil {
+		t.Fatalf("hiding after Stop = %v, want it taken", err)
+	}
+	if after, _ := s.Flags(owner); !after.Hiding {
+		t.Fatalf("hiding after Stop did not hold: %+v", after)
 	}
 	if fmt.Sprint(s.Handles(owner)) != "[h]" {
 		t.Fatalf("handles changed after Stop: %v", s.Handles(owner))

@@ -1,0 +1,67 @@
+package roster
+
+import "slices"
+
+// onWay tracks the writes of one row (a subscription, or a subscription
+// request) on their way to storage. A removal decided meanwhile cancels
+// them: none of them takes effect in memory, and the removal, queued after
+// them, takes the row away again in storage. The removal itself is moot,
+// and left unwritten (so a sender cannot grow the changes to be written
+// again while storage fails), once every write it cancelled has failed.
+type onWay struct {
+	writes []*rowWrite
+}
+
+// rowWrite is one write on its way.
+type rowWrite struct {
+	cancelled bool
+	// cancels are the removals decided while it was on its way.
+	cancels []*cancelled
+}
+
+// cancelled is a removal's account of the writes it cancelled.
+type cancelled struct {
+	onWay  int  // how many are still on their way
+	stored bool // whether one of them was stored
+}
+
+func (w *onWay) start() *rowWrite {
+	rw := &rowWrite{}
+	w.writes = append(w.writes, rw)
+	return rw
+}
+
+// end ends rw, stored or not, and reports whether it was cancelled.
+func (w *onWay) end(rw *rowWrite, stored bool) bool {
+	if i := slices.Index(w.writes, rw); i >= 0 {
+		w.writes = slices.Delete(w.writes, i, i+1)
+	}
+	for _, c := range rw.cancels {
+		c.onWay--
+		c.stored = c.stored || stored
+	}
+	return rw.cancelled
+}
+
+// live reports whether a write on its way is not cancelled.
+func (w *onWay) live() bool {
+	return w != nil && slices.ContainsFunc(w.writes, func(rw *rowWrite) bool { return !rw.cancelled })
+}
+
+// cancel cancels every write on its way and returns the account of the
+// removal that does, or nil if none is on its way.
+func (w *onWay) cancel() *cancelled {
+	if w == nil || len(w.writes) == 0 {
+		return nil
+	}
+	c := &cancelled{onWay: len(w.writes)}
+	for _, rw := range w.writes {
+		rw.cancelled = true
+		rw.cancels = append(rw.cancels, c)
+	}
+	return c
+}
+
+// moot reports whether the removal has nothing left to remove: every
+// write it cancelled failed.
+func (c *cancelled) moot() bool { return c.onWay == 0 && !c.stored }
