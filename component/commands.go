@@ -525,8 +525,9 @@ const DefaultMaxCommandSessions = 8
 type commandSessions struct {
 	sessions map[string]commandSession
 	order    []string // oldest first; may hold ended ids
-	// byRequester lists each requester's open sessions, oldest first;
-	// perRequester bounds them.
+	// byRequester lists each user's (bare JID's) open sessions, oldest
+	// first, whatever the resource; perRequester bounds them, so that one
+	// user cycling resources cannot push everyone else's sessions out.
 	byRequester  map[string][]string
 	perRequester int
 }
@@ -563,13 +564,14 @@ func (s *commandSessions) open(node, requester string) string {
 		s.end(s.order[0])
 		s.order = s.order[1:]
 	}
-	for len(s.byRequester[requester]) >= s.perRequester {
-		s.end(s.byRequester[requester][0])
+	user := bareOf(requester)
+	for len(s.byRequester[user]) >= s.perRequester {
+		s.end(s.byRequester[user][0])
 	}
 	id := newSessionID()
 	s.sessions[id] = commandSession{node: node, requester: requester, expires: now.Add(commandSessionTTL)}
 	s.order = append(s.order, id)
-	s.byRequester[requester] = append(s.byRequester[requester], id)
+	s.byRequester[user] = append(s.byRequester[user], id)
 	if len(s.order) > 2*len(s.sessions)+16 {
 		// Ended sessions leave their ids behind; drop them.
 		live := s.order[:0]
@@ -607,13 +609,20 @@ func (s *commandSessions) end(id string) {
 		return
 	}
 	delete(s.sessions, id)
-	ids := s.byRequester[cs.requester]
+	user := bareOf(cs.requester)
+	ids := s.byRequester[user]
 	if i := slices.Index(ids, id); i >= 0 {
 		ids = slices.Delete(ids, i, i+1)
 	}
 	if len(ids) == 0 {
-		delete(s.byRequester, cs.requester)
+		delete(s.byRequester, user)
 	} else {
-		s.byRequester[cs.requester] = ids
+		s.byRequester[user] = ids
 	}
+}
+
+// bareOf is the bare JID of a full JID in its string form.
+func bareOf(j string) string {
+	bare, _, _ := strings.Cut(j, "/")
+	return bare
 }

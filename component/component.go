@@ -24,6 +24,7 @@ import (
 
 	"mellium.im/xmpp/jid"
 
+	"presenced/internal/logonce"
 	"presenced/roster"
 )
 
@@ -107,6 +108,11 @@ type Component struct {
 	// abandon is closed by Abandon: Run stops serving at once.
 	abandon     chan struct{}
 	abandonOnce sync.Once
+	// logs keeps what remote senders cause from filling the log; told
+	// remembers which requests their owners were told of lately. Both
+	// belong to the engine goroutine.
+	logs *logonce.Limiter
+	told *told
 }
 
 // ErrAbandoned is what Run returns after Abandon.
@@ -192,6 +198,8 @@ func New(cfg Config, r *roster.Service, log *slog.Logger) (*Component, error) {
 		log:        log,
 		cmds:       newCommandSessions(cfg.MaxCommandSessions),
 		abandon:    make(chan struct{}),
+		logs:       logonce.New(time.Minute),
+		told:       newTold(),
 	}
 	c.handleCapsXML = c.handleCaps.appendIn(nil, nsStream)
 	c.delayPrefix = el(qname(nsDelay, "delay"), "from", c.domainStr).appendIn(nil, nsStream)
@@ -349,9 +357,24 @@ func (c *Component) resync(gen uint64) {
 			c.roster.DropStale(func() {
 				c.log.Info("resynchronised subscribers", "owners", len(owners))
 				c.synced.Fire()
+				c.probeOffLine()
 			})
 		})
 	})
+}
+
+// probeOffLine probes once more, after a resync, the owners it found
+// off-line: the answer to the first probe may have been lost, and then an
+// on-line owner shows off-line until their next presence. (ejabberd, which
+// accepts a second stream for a component domain, may route the answers
+// of a standby that took over to the instance it replaced, still
+// connected for a moment.) An answer updates the flags as any presence.
+func (c *Component) probeOffLine() {
+	for _, owner := range c.roster.Owners() {
+		if f, _ := c.roster.Flags(owner); !f.Online {
+			c.out.write(presence("probe", c.domainStr, owner))
+		}
+	}
 }
 
 // withdraw runs on the engine goroutine at shutdown, once every change is
@@ -363,6 +386,9 @@ func (c *Component) withdraw() {
 	// Whatever happens, the writer ends: serveOnce waits for it.
 	defer c.out.detach()
 	c.stopping.Store(true)
+	if c.abandoned() {
+		return // another instance speaks for the handles now
+	}
 	// First what was already on its way, so that the withdrawals know
 	// which removal notices went out.
 	c.out.drain()
@@ -391,6 +417,19 @@ func (c *Component) withdraw() {
 	if err := c.roster.GoOffline(ctx, at, written); err != nil {
 		c.log.Error("off-line flags not stored at shutdown", "err", err)
 	}
+}
+
+// warn logs at warn level what a remote sender caused, at most once a
+// minute per key.
+func (c *Component) warn(key, msg string, args ...any) {
+	ok, dropped := c.logs.Allow(key, time.Now())
+	if !ok {
+		return
+	}
+	if dropped > 0 {
+		args = append(args, "repeated", dropped)
+	}
+	c.log.Warn(msg, args...)
 }
 
 // ParentDomain is the default of Config.OwnerDomains: the domain with its
@@ -526,7 +565,7 @@ func (c *Component) handle(p parsed) {
 func (c *Component) dispatch(w *replier, n *node, tooBig error) {
 	start := n
 	if tooBig != nil {
-		c.log.Warn("stanza over limits refused", "name", start.name.Local, "from", n.get("from"))
+		c.warn("too-big", "stanza over limits refused", "name", start.name.Local, "from", n.get("from"))
 		if n.name.Local == "presence" && n.get("type") == "unavailable" {
 			// What it says about the resource holds, whatever it carried.
 			c.tooBigUnavailable(w, n)
@@ -561,9 +600,10 @@ type replier struct {
 func (r *replier) write(n *node) { r.c.out.write(n) }
 
 // refuse answers stanza n with an error of condition e, unless n is itself
-// an error or has no usable 'from'.
+// an error, has no usable 'from', or is an IQ without an id (whose answer
+// could not be matched to it, RFC 6120 §8.1.3: it is dropped).
 func (r *replier) refuse(n *node, e stanzaError) {
-	if n.get("type") == "error" || n.get("from") == "" {
+	if n.get("type") == "error" || n.get("from") == "" || (n.name.Local == "iq" && n.get("id") == "") {
 		return
 	}
 	// Answer from the address the stanza was sent to when it is one of ours;

@@ -2,6 +2,7 @@ package component
 
 import (
 	"errors"
+	"time"
 
 	"presenced/roster"
 )
@@ -79,5 +80,11 @@ func (c *Component) logFailure(err error, msg string, args ...any) {
 		c.log.Debug(msg+" (stopping)", args...)
 		return
 	}
-	c.log.Error(msg, append(args, "err", err)...)
+	// While storage fails, every stanza may fail so: log it once a minute.
+	if ok, dropped := c.logs.Allow("failure:"+msg, time.Now()); ok {
+		if dropped > 0 {
+			args = append(args, "repeated", dropped)
+		}
+		c.log.Error(msg, append(args, "err", err)...)
+	}
 }

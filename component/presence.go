@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"time"
 	"unicode/utf8"
 
 	"presenced/roster"
@@ -105,8 +106,10 @@ func (c *Component) ownerPresence(w *replier, a address, n *node) {
 		return
 	}
 	p, err := c.parseOwnerPresence(n)
-	if err != nil {
-		// RFC 6120 §8.3.3.1: a malformed presence changes nothing.
+	if err != nil && p.Available {
+		// RFC 6120 §8.3.3.1: a malformed presence changes nothing. (An
+		// unavailable one counts all the same: neither its show nor its
+		// priority matters, and the resource is gone.)
 		w.refuse(n, *err)
 		return
 	}
@@ -246,10 +249,10 @@ func (c *Component) approved(handle, contact string) {
 }
 
 // tellOwner sends the owner of handle one chat message about contact's
-// request.
+// request, unless the owner was told of it lately, or of too many.
 func (c *Component) tellOwner(handle, contact string) {
 	owner, ok := c.roster.OwnerOf(handle)
-	if !ok {
+	if !ok || !c.told.tell(owner, handle, contact, time.Now()) {
 		return
 	}
 	body := fmt.Sprintf("%s asks to see the presence of your handle %s. To answer, run the command %q (%s) of %s.",
@@ -266,7 +269,7 @@ func (c *Component) unsubscribe(a address) {
 			// The subscription ended in memory all the same: the contact's
 			// server has ended it, nothing more is sent to the contact,
 			// and the engine stores it until it is.
-			c.log.Error("unsubscription not stored yet", "handle", a.handle, "contact", a.bare, "err", err)
+			c.logFailure(err, "unsubscription not stored yet", "handle", a.handle, "contact", a.bare)
 		}
 		if was {
 			// RFC 6121 §3.3.3: the contact no longer sees the handle. While

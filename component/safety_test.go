@@ -286,15 +286,18 @@ func TestFormCancelAndSingleValues(t *testing.T) {
 	wantError(t, tc.complete(t, alice+"/pc", "add-handle", sid, map[string]string{"handle": "a"}), "bad-request")
 }
 
-func TestCommandSessionsPerRequester(t *testing.T) {
+// TestCommandSessionsPerUser: one user's sessions are bounded whatever the
+// resources they come from; the oldest goes; another user keeps theirs.
+func TestCommandSessionsPerUser(t *testing.T) {
 	tc := startTestComponent(t, "")
-	first := tc.execute(t, alice+"/pc", "add-handle")
-	for i := 0; i < DefaultMaxCommandSessions; i++ {
-		tc.execute(t, alice+"/pc", "add-handle")
+	bobs := tc.execute(t, bob+"/pc", "add-handle")
+	var first []string
+	for i := 0; i <= DefaultMaxCommandSessions; i++ {
+		first = append(first, tc.execute(t, fmt.Sprintf("%s/r%d", alice, i), "add-handle"))
 	}
-	other := tc.execute(t, alice+"/phone", "add-handle") // another requester
-	wantError(t, tc.complete(t, alice+"/pc", "add-handle", first, map[string]string{"handle": "a"}), "bad-request")
-	wantCompleted(t, tc.complete(t, alice+"/phone", "add-handle", other, map[string]string{"handle": "a"}))
+	wantError(t, tc.complete(t, alice+"/r0", "add-handle", first[0], map[string]string{"handle": "a"}), "bad-request")
+	wantCompleted(t, tc.complete(t, alice+"/r1", "add-handle", first[1], map[string]string{"handle": "a"}))
+	wantCompleted(t, tc.complete(t, bob+"/pc", "add-handle", bobs, map[string]string{"handle": "b"}))
 }
 
 func TestResourcesBounded(t *testing.T) {
