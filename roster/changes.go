@@ -207,7 +207,7 @@ func (s *Service) Subscribe(name, contact string, done func(SubscribeOutcome, er
 		return
 	}
 	if h.policy == storage.PolicyOpen {
-		s.storeSubscription(h, contact, func(err error) {
+		s.storeSubscription(h, contact, false, func(err error) {
 			if err != nil {
 				done(Ignored, err)
 				return
@@ -220,8 +220,9 @@ func (s *Service) Subscribe(name, contact string, done func(SubscribeOutcome, er
 }
 
 // storeSubscription stores contact as a subscriber of h and adds it in
-// memory once stored; done gets the error, if any.
-func (s *Service) storeSubscription(h *handle, contact string, done func(error)) {
+// memory once stored; done gets the error, if any. answers says that it
+// answers the contact's request, which goes with it.
+func (s *Service) storeSubscription(h *handle, contact string, answers bool, done func(error)) {
 	key := pendingKey{h, contact}
 	w := s.pendingSubs[key]
 	if w == nil && len(h.subs)+h.storing >= s.limits.subscribers {
@@ -236,7 +237,7 @@ func (s *Service) storeSubscription(h *handle, contact string, done func(error))
 	rw := w.start()
 	h.storing++
 	s.commits.add(&entry{
-		op: storage.Op{Kind: storage.OpAddSubscription, Handle: h.name, Contact: contact},
+		op: storage.Op{Kind: storage.OpAddSubscription, Handle: h.name, Contact: contact, Answers: answers},
 		apply: func(err error) {
 			h.storing--
 			cancelled := w.end(rw, err == nil)

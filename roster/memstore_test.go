@@ -281,7 +281,7 @@ func (m *memStore) applyLocked(op storage.Op) error {
 		return m.setFlagsLocked(op.Account, op.Flags)
 	case storage.OpAddSubscription:
 		err := m.addSubscriptionLocked(op.Handle, op.Contact)
-		if err == nil {
+		if err == nil && op.Answers {
 			delete(m.requests, [2]string{op.Handle, op.Contact})
 		}
 		return err

@@ -144,7 +144,7 @@ func (s *Service) Approve(owner, name, contact string, done func(error)) {
 	}
 	r := h.requests[i]
 	h.requests = slices.Delete(h.requests, i, i+1)
-	s.storeSubscription(h, contact, func(err error) {
+	s.storeSubscription(h, contact, true, func(err error) {
 		if err != nil && s.handles[name] == h && !h.hasRequest(contact) && !s.IsSubscribed(name, contact) &&
 			!errors.Is(err, ErrUnknownHandle) {
 			// Not stored: the request waits again, in its place.

@@ -69,6 +69,12 @@ type Op struct {
 	Flags    Flags    // SetFlags
 	Policy   Policy   // AddHandle, SetPolicy: must be valid
 	Contacts []string // NoticesSent: the contacts sent their notices
+	// Answers is set, for AddSubscription, when the subscription answers
+	// the contact's pending request (an approval), which the same
+	// transaction deletes. (Only then: a subscription to an open handle
+	// answers no request, and a statement less per subscription counts at
+	// group commit.)
+	Answers bool
 	// Now is, for AddHandle, the moment a new account is off-line since;
 	// for RemoveHandle, when the name was removed; for AddRequest, when
 	// the request was made.

@@ -729,8 +729,7 @@ func postgresApply(ctx context.Context, tx pgx.Tx, op Op) error {
 			INSERT INTO subscriptions (handle, contact) VALUES ($1, $2)
 			ON CONFLICT (handle, contact) DO NOTHING`,
 			op.Handle, op.Contact)
-		if err == nil {
-			// The request, if any, is answered.
+		if err == nil && op.Answers {
 			_, err = tx.Exec(ctx, "DELETE FROM requests WHERE handle = $1 AND contact = $2", op.Handle, op.Contact)
 		}
 	case OpRemoveSubscription:

@@ -52,7 +52,7 @@ var sqliteStatements = map[OpKind]string{
 	OpAddRequest: `
 		INSERT INTO requests (handle, contact, created_at) VALUES (?, ?, ?)
 		ON CONFLICT (handle, contact) DO NOTHING`,
-	// AddSubscription runs it too, for the request it answers.
+	// AddSubscription runs it too, for the request it answers (Answers).
 	OpRemoveRequest: "DELETE FROM requests WHERE handle = ? AND contact = ?",
 	// Run once per contact: a removed handle may have had thousands.
 	OpNoticesSent: "DELETE FROM notices WHERE handle = ? AND contact = ?",
@@ -429,8 +429,7 @@ func (s *sqliteStore) apply(ctx context.Context, tx *sql.Tx, op Op) error {
 			op.Account, f.Online, string(f.Status), f.Explicit, f.Hiding, f.StatusText,
 			storedTime(f.Since).UnixMicro(), storedTime(time.Now()).UnixMicro())
 	case OpAddSubscription:
-		// The request, if any, is answered.
-		if err = s.exec(ctx, tx, OpAddSubscription, op.Handle, op.Contact); err == nil {
+		if err = s.exec(ctx, tx, OpAddSubscription, op.Handle, op.Contact); err == nil && op.Answers {
 			err = s.exec(ctx, tx, OpRemoveRequest, op.Handle, op.Contact)
 		}
 	case OpRemoveSubscription:

@@ -1033,13 +1033,15 @@ func runConformance(t *testing.T, driver string, freshDSN func(t testing.TB) str
 		for _, r := range []Request{{"h", "c@example.net", at}, {"h", "d@example.net", at}, {"g", "c@example.net", at}, {"g", "e@example.net", at}} {
 			mustApply(t, s, Op{Kind: OpAddRequest, Handle: r.Handle, Contact: r.Contact, Now: r.At})
 		}
-		must(t, "AddSubscription", s.AddSubscription(ctx, "h", "c@example.net"))
-		mustApply(t, s, Op{Kind: OpAddSubscription, Handle: "g", Contact: "e@example.net"})
+		mustApply(t, s, Op{Kind: OpAddSubscription, Handle: "h", Contact: "c@example.net", Answers: true})
+		mustApply(t, s, Op{Kind: OpAddSubscription, Handle: "g", Contact: "e@example.net", Answers: true})
+		// Without Answers, the request stays.
+		must(t, "AddSubscription", s.AddSubscription(ctx, "h", "d@example.net"))
 		snap := load(t, s)
 		if want := []Request{{"g", "c@example.net", at}, {"h", "d@example.net", at}}; !slices.EqualFunc(snap.Requests, want, sameRequest) {
 			t.Fatalf("requests %+v, want %+v", snap.Requests, want)
 		}
-		if want := []Subscription{{"g", "e@example.net"}, {"h", "c@example.net"}}; !slices.Equal(snap.Subscriptions, want) {
+		if want := []Subscription{{"g", "e@example.net"}, {"h", "c@example.net"}, {"h", "d@example.net"}}; !slices.Equal(snap.Subscriptions, want) {
 			t.Fatalf("subscriptions %+v, want %+v", snap.Subscriptions, want)
 		}
 	})

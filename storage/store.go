@@ -213,9 +213,10 @@ type Store interface {
 	// read back in UTC.
 	SetFlags(ctx context.Context, account string, f Flags) error
 
-	// AddSubscription records that contact is subscribed to handle, and
-	// deletes the contact's pending request if any. It is idempotent and
-	// returns ErrNotFound if the handle does not exist.
+	// AddSubscription records that contact is subscribed to handle. It is
+	// idempotent and returns ErrNotFound if the handle does not exist. (An
+	// approval, which answers a pending request, is an OpAddSubscription
+	// with Answers set.)
 	AddSubscription(ctx context.Context, handle, contact string) error
 
 	// RemoveSubscription forgets the subscription; removing one that does not
