@@ -419,19 +419,6 @@ func (c *Component) withdraw() {
 	}
 }
 
-// warn logs at warn level what a remote sender caused, at most once a
-// minute per key.
-func (c *Component) warn(key, msg string, args ...any) {
-	ok, dropped := c.logs.Allow(key, time.Now())
-	if !ok {
-		return
-	}
-	if dropped > 0 {
-		args = append(args, "repeated", dropped)
-	}
-	c.log.Warn(msg, args...)
-}
-
 // ParentDomain is the default of Config.OwnerDomains: the domain with its
 // first label taken off (presence.example.org → example.org), or the
 // domain itself when it has a single label.
@@ -565,7 +552,8 @@ func (c *Component) handle(p parsed) {
 func (c *Component) dispatch(w *replier, n *node, tooBig error) {
 	start := n
 	if tooBig != nil {
-		c.warn("too-big", "stanza over limits refused", "name", start.name.Local, "from", n.get("from"))
+		// A sender can repeat it at will: logged once a minute.
+		c.logs.Log(c.log, slog.LevelWarn, time.Now(), "too-big", "stanza over limits refused", "name", start.name.Local, "from", n.get("from"))
 		if n.name.Local == "presence" && n.get("type") == "unavailable" {
 			// What it says about the resource holds, whatever it carried.
 			c.tooBigUnavailable(w, n)

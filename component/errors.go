@@ -2,6 +2,7 @@ package component
 
 import (
 	"errors"
+	"log/slog"
 	"time"
 
 	"presenced/roster"
@@ -81,10 +82,5 @@ func (c *Component) logFailure(err error, msg string, args ...any) {
 		return
 	}
 	// While storage fails, every stanza may fail so: log it once a minute.
-	if ok, dropped := c.logs.Allow("failure:"+msg, time.Now()); ok {
-		if dropped > 0 {
-			args = append(args, "repeated", dropped)
-		}
-		c.log.Error(msg, append(args, "err", err)...)
-	}
+	c.logs.Log(c.log, slog.LevelError, time.Now(), "failure:"+msg, msg, append(args, "err", err)...)
 }

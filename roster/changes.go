@@ -224,26 +224,18 @@ func (s *Service) Subscribe(name, contact string, done func(SubscribeOutcome, er
 // answers the contact's request, which goes with it.
 func (s *Service) storeSubscription(h *handle, contact string, answers bool, done func(error)) {
 	key := pendingKey{h, contact}
-	w := s.pendingSubs[key]
-	if w == nil && len(h.subs)+h.storing >= s.limits.subscribers {
+	if s.pendingSubs[key] == nil && len(h.subs)+h.storing >= s.limits.subscribers {
 		s.refuse("subscribers:"+h.name, "subscription refused: the handle has as many subscribers as it may", "handle", h.name, "limit", s.limits.subscribers)
 		done(ErrSubscriberLimit)
 		return
 	}
-	if w == nil {
-		w = &onWay{}
-		s.pendingSubs[key] = w
-	}
-	rw := w.start()
+	rw := s.pendingSubs.start(key)
 	h.storing++
 	s.commits.add(&entry{
 		op: storage.Op{Kind: storage.OpAddSubscription, Handle: h.name, Contact: contact, Answers: answers},
 		apply: func(err error) {
 			h.storing--
-			cancelled := w.end(rw, err == nil)
-			if len(w.writes) == 0 {
-				delete(s.pendingSubs, key)
-			}
+			cancelled := s.pendingSubs.end(key, rw, err == nil)
 			switch {
 			case err == nil && cancelled:
 				// Unsubscribed before this was stored; the removal,

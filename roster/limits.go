@@ -1,6 +1,7 @@
 package roster
 
 import (
+	"log/slog"
 	"time"
 
 	"presenced/storage"
@@ -71,12 +72,5 @@ func (s *Service) quarantined(name, owner string, now time.Time) bool {
 // refuse logs msg with args at most once a minute per key (logonce), so
 // that a sender repeating a refusal cannot fill the log.
 func (s *Service) refuse(key, msg string, args ...any) {
-	ok, dropped := s.refusals.Allow(key, s.now())
-	if !ok {
-		return
-	}
-	if dropped > 0 {
-		args = append(args, "repeated", dropped)
-	}
-	s.log.Warn(msg, args...)
+	s.refusals.Log(s.log, slog.LevelWarn, s.now(), key, msg, args...)
 }

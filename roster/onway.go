@@ -12,6 +12,31 @@ type onWay struct {
 	writes []*rowWrite
 }
 
+// writesOnWay are the writes of one kind of row on their way, by handle
+// and contact; an entry lives while a write of its row is on its way.
+type writesOnWay map[pendingKey]*onWay
+
+// start starts a write of key's row.
+func (m writesOnWay) start(key pendingKey) *rowWrite {
+	w := m[key]
+	if w == nil {
+		w = &onWay{}
+		m[key] = w
+	}
+	return w.start()
+}
+
+// end ends rw, a write of key's row, stored or not, and reports whether
+// it was cancelled.
+func (m writesOnWay) end(key pendingKey, rw *rowWrite, stored bool) bool {
+	w := m[key]
+	cancelled := w.end(rw, stored)
+	if len(w.writes) == 0 {
+		delete(m, key)
+	}
+	return cancelled
+}
+
 // rowWrite is one write on its way.
 type rowWrite struct {
 	cancelled bool

@@ -23,8 +23,7 @@ type Request struct {
 // stored, Ignored otherwise.
 func (s *Service) request(h *handle, contact string, done func(SubscribeOutcome, error)) {
 	key := pendingKey{h, contact}
-	w := s.requesting[key]
-	if w.live() || h.hasRequest(contact) {
+	if s.requesting[key].live() || h.hasRequest(contact) {
 		done(Ignored, nil) // one request per contact: the owner was told
 		return
 	}
@@ -33,21 +32,14 @@ func (s *Service) request(h *handle, contact string, done func(SubscribeOutcome,
 		done(Ignored, nil)
 		return
 	}
-	if w == nil {
-		w = &onWay{}
-		s.requesting[key] = w
-	}
-	rw := w.start()
+	rw := s.requesting.start(key)
 	h.asking++
 	now := s.now()
 	s.commits.add(&entry{
 		op: storage.Op{Kind: storage.OpAddRequest, Handle: h.name, Contact: contact, Now: now},
 		apply: func(err error) {
 			h.asking--
-			cancelled := w.end(rw, err == nil)
-			if len(w.writes) == 0 {
-				delete(s.requesting, key)
-			}
+			cancelled := s.requesting.end(key, rw, err == nil)
 			switch {
 			case errors.Is(err, storage.ErrNotFound):
 				done(Ignored, ErrUnknownHandle)

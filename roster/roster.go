@@ -221,8 +221,8 @@ type Service struct {
 	contacts      interner
 	// pendingSubs and requesting are the subscriptions and the requests
 	// being stored.
-	pendingSubs map[pendingKey]*onWay
-	requesting  map[pendingKey]*onWay
+	pendingSubs writesOnWay
+	requesting  writesOnWay
 	// removed are the names removed, by whom and when, for the
 	// quarantine; entries past it are dropped as they are met.
 	removed map[string]removedName
@@ -306,8 +306,8 @@ func New(ctx context.Context, store storage.Store, opts Options) (*Service, erro
 		reservedNames: make(map[string]string),
 		adding:        make(map[string]int),
 		contacts:      newInterner(),
-		pendingSubs:   make(map[pendingKey]*onWay),
-		requesting:    make(map[pendingKey]*onWay),
+		pendingSubs:   make(writesOnWay),
+		requesting:    make(writesOnWay),
 		removed:       make(map[string]removedName, len(snap.Removed)),
 		refusals:      logonce.New(time.Minute),
 	}

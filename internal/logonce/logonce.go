@@ -7,7 +7,11 @@
 // owns its limiters, like the rest of its state.
 package logonce
 
-import "time"
+import (
+	"context"
+	"log/slog"
+	"time"
+)
 
 // maxKeys bounds the keys a Limiter remembers; past it, it forgets them
 // all (and so may log each once more).
@@ -47,4 +51,17 @@ func (l *Limiter) Allow(key string, now time.Time) (ok bool, dropped int) {
 	dropped = s.dropped
 	s.at, s.dropped = now, 0
 	return true, dropped
+}
+
+// Log logs msg with args at level on log if key is allowed at now, adding
+// the count of its messages left out since the last one.
+func (l *Limiter) Log(log *slog.Logger, level slog.Level, now time.Time, key, msg string, args ...any) {
+	ok, dropped := l.Allow(key, now)
+	if !ok {
+		return
+	}
+	if dropped > 0 {
+		args = append(args, "repeated", dropped)
+	}
+	log.Log(context.Background(), level, msg, args...)
 }
