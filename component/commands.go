@@ -390,10 +390,10 @@ func addHandle(c *Component, owner string, f formValues, done commandDone) {
 		case errors.Is(err, roster.ErrHandleOwned):
 			done(fmt.Sprintf("The handle %s is already yours; nothing changed.", c.handleBare(h)), nil, nil)
 			return
-		case errors.Is(err, roster.ErrHandleTaken):
+		case errors.Is(err, roster.ErrHandleTaken), errors.Is(err, roster.ErrQuarantined):
+			// The same answer: that a name was removed lately (and its
+			// subscribers may still ask for it) is no one else's business.
 			err = refusal(condConflict(fmt.Sprintf("The handle name %q is already taken.", h)))
-		case errors.Is(err, roster.ErrQuarantined):
-			err = refusal(condConflict(fmt.Sprintf("The handle name %q was removed recently and cannot be taken by another account yet.", h)))
 		case errors.Is(err, roster.ErrReserved):
 			err = refusal(condNotAllowed(fmt.Sprintf("The handle name %q is reserved.", h)))
 		case errors.Is(err, roster.ErrHandleLimit):

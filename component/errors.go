@@ -70,7 +70,8 @@ func (c *Component) refuseFailure(w *replier, n *node, err error, msg string, ar
 		w.refuse(n, condStopping())
 		return
 	}
-	c.log.Error(msg, append(args, "err", err)...)
+	// Once a minute: while storage fails, every request may fail so.
+	c.logs.Log(c.log, slog.LevelError, time.Now(), "failure:"+msg, msg, append(args, "err", err)...)
 	w.refuse(n, condInternal())
 }
 

@@ -132,7 +132,7 @@ func (s *Service) RemoveHandle(owner, name string, done func(error)) {
 	}
 	now := s.now()
 	s.dropHandle(h)
-	s.removed[name] = removedName{account: owner, at: now}
+	s.quarantine(name, owner, now)
 	s.commits.add(&entry{
 		op:   storage.Op{Kind: storage.OpRemoveHandle, Account: owner, Handle: name, Now: now},
 		must: true,
@@ -204,6 +204,13 @@ func (s *Service) Subscribe(name, contact string, done func(SubscribeOutcome, er
 	}
 	if _, ok := s.findSub(h, contact); ok {
 		done(Approved, nil)
+		return
+	}
+	if s.pendingSubs[pendingKey{h, contact}].live() {
+		// Asked again while the subscription is being stored: the answer
+		// of that write is the answer (one write, one approval, whatever
+		// a sender repeats).
+		done(Ignored, nil)
 		return
 	}
 	if h.policy == storage.PolicyOpen {
@@ -452,16 +459,51 @@ func (s *Service) setFlags(a *account, st flagStep) {
 		}
 		return
 	}
-	a.want = f
 	e := a.flagsOp
 	if e == nil {
 		e = s.flagsEntry(a)
 		s.commits.add(e)
 	}
-	e.steps = append(e.steps, st)
+	if !s.addStep(e, st) {
+		st.done(ErrBusy)
+		return
+	}
+	a.want = f
 	if !ViewOf(f).Available && ViewOf(a.flags).Available {
 		s.setCommitted(a, f)
 	}
+}
+
+// maxSteps bounds the instructions waiting in one account's flags write,
+// so that an owner's client sending them faster than storage commits
+// cannot grow memory.
+const maxSteps = 64
+
+// addStep adds st to the steps of e and reports whether it could. A
+// presence step without a callback merges into one at the end: replaying
+// either derives the flags from the resources as they are then, so one
+// does for both (the first's moment is kept: an earlier stamp shows no
+// activity). Past maxSteps an instruction is refused, but hiding becomes
+// such a presence step: hiding is never refused (its caller learns that
+// it is not stored yet).
+func (s *Service) addStep(e *entry, st flagStep) bool {
+	if n := len(e.steps); n >= maxSteps && st.in != "" {
+		if st.in != InstructHide {
+			return false
+		}
+		done := st.done
+		st = flagStep{at: st.at, hide: true}
+		defer done(fmt.Errorf("%w: %d changes wait to be stored", ErrNotStored, n))
+	}
+	if n := len(e.steps); n > 0 && st.in == "" && st.done == nil {
+		if last := &e.steps[n-1]; last.in == "" && last.done == nil {
+			last.endExplicit = last.endExplicit || st.endExplicit
+			last.hide = last.hide || st.hide
+			return true
+		}
+	}
+	e.steps = append(e.steps, st)
+	return true
 }
 
 // flagsEntry makes the pending write of a's flags.

@@ -56,6 +56,26 @@ type removedName struct {
 	at      time.Time
 }
 
+// quarantine puts name, which owner removed at now, out of reach of the
+// other accounts. The names whose quarantine has passed are forgotten
+// whenever the map has doubled since the last sweep, so it holds about the
+// names removed within one quarantine.
+func (s *Service) quarantine(name, owner string, now time.Time) {
+	if s.limits.quarantine <= 0 {
+		return
+	}
+	s.removed[name] = removedName{account: owner, at: now}
+	if len(s.removed) < 2*s.removedSwept {
+		return
+	}
+	for n, r := range s.removed {
+		if now.Sub(r.at) >= s.limits.quarantine {
+			delete(s.removed, n)
+		}
+	}
+	s.removedSwept = max(len(s.removed), 64)
+}
+
 // quarantined reports whether name is out of reach of owner now.
 func (s *Service) quarantined(name, owner string, now time.Time) bool {
 	r, ok := s.removed[name]

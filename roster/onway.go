@@ -39,9 +39,10 @@ func (m writesOnWay) end(key pendingKey, rw *rowWrite, stored bool) bool {
 
 // rowWrite is one write on its way.
 type rowWrite struct {
-	cancelled bool
-	// cancels are the removals decided while it was on its way.
-	cancels []*cancelled
+	// cancel is the removal decided while it was on its way, if any: the
+	// first only, since a later one has nothing of it to remove that the
+	// first does not.
+	cancel *cancelled
 }
 
 // cancelled is a removal's account of the writes it cancelled.
@@ -61,28 +62,30 @@ func (w *onWay) end(rw *rowWrite, stored bool) bool {
 	if i := slices.Index(w.writes, rw); i >= 0 {
 		w.writes = slices.Delete(w.writes, i, i+1)
 	}
-	for _, c := range rw.cancels {
+	if c := rw.cancel; c != nil {
 		c.onWay--
 		c.stored = c.stored || stored
 	}
-	return rw.cancelled
+	return rw.cancel != nil
 }
 
 // live reports whether a write on its way is not cancelled.
 func (w *onWay) live() bool {
-	return w != nil && slices.ContainsFunc(w.writes, func(rw *rowWrite) bool { return !rw.cancelled })
+	return w != nil && slices.ContainsFunc(w.writes, func(rw *rowWrite) bool { return rw.cancel == nil })
 }
 
-// cancel cancels every write on its way and returns the account of the
-// removal that does, or nil if none is on its way.
+// cancel cancels the writes on their way not cancelled yet and returns
+// the account of the removal that does, or nil if there are none.
 func (w *onWay) cancel() *cancelled {
-	if w == nil || len(w.writes) == 0 {
+	if !w.live() {
 		return nil
 	}
-	c := &cancelled{onWay: len(w.writes)}
+	c := &cancelled{}
 	for _, rw := range w.writes {
-		rw.cancelled = true
-		rw.cancels = append(rw.cancels, c)
+		if rw.cancel == nil {
+			rw.cancel = c
+			c.onWay++
+		}
 	}
 	return c
 }

@@ -2,6 +2,7 @@ package roster
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strings"
 	"testing"
@@ -199,5 +200,89 @@ func TestMootRemovalsAreNotKept(t *testing.T) {
 	}
 	if n := len(s.pendingSubs); n != 0 {
 		t.Fatalf("%d subscriptions still tracked as on their way", n)
+	}
+}
+
+// TestRepeatedSubscribeWritesOnce: a contact repeating its subscribe to an
+// open handle while the first is being stored gets one write and one
+// approval, however often it repeats.
+func TestRepeatedSubscribeWritesOnce(t *testing.T) {
+	s, _ := newPendingService(t) // "h" is open
+	approved := 0
+	for i := 0; i < 100; i++ {
+		s.Subscribe("h", "carol@example.net", func(o SubscribeOutcome, err error) {
+			if o == Approved {
+				approved++
+			}
+		})
+	}
+	if n := len(s.commits.pending); n != 1 {
+		t.Fatalf("%d writes pending for one contact's repeated subscribe, want 1", n)
+	}
+	s.settle(context.Background())
+	if approved != 1 || s.handles["h"].storing != 0 {
+		t.Fatalf("%d approvals (storing %d), want 1 (0)", approved, s.handles["h"].storing)
+	}
+}
+
+// TestFlagsStepsBounded: presences while a flags write is on its way merge
+// into one step, instructions past the bound are refused, and hiding past
+// it still holds.
+func TestFlagsStepsBounded(t *testing.T) {
+	s, _ := newPendingService(t)
+	s.Instruct(pendingOwner, InstructAway, nil)
+	b := s.take() // a write on its way
+	for i := 0; i < 1000; i++ {
+		if err := s.OwnerPresence(pendingOwner, OwnerPresence{Resource: "pc", Available: i%2 == 0, Status: storage.StatusUndefined}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var busy, hid error
+	for i := 0; i < maxSteps+10; i++ {
+		s.Instruct(pendingOwner, InstructBusy, func(err error) { busy = err })
+	}
+	s.Instruct(pendingOwner, InstructHide, func(err error) { hid = err })
+	if n := len(s.accounts[pendingOwner].flagsOp.steps); n > maxSteps+1 {
+		t.Fatalf("%d flags steps waiting, want at most %d", n, maxSteps+1)
+	}
+	if !errors.Is(busy, ErrBusy) {
+		t.Fatalf("an instruction past the bound: %v, want ErrBusy", busy)
+	}
+	if !errors.Is(hid, ErrNotStored) {
+		t.Fatalf("hiding past the bound: %v, want it held, not stored yet", hid)
+	}
+	commit(context.Background(), newMemStore(), b)
+	s.finish(b)
+	s.settle(context.Background())
+	if f, _ := s.Flags(pendingOwner); !f.Hiding {
+		t.Fatalf("hiding past the bound did not hold: %+v", f)
+	}
+}
+
+// TestApprovalKeepsTheRequestUntilStored: while an approval is being
+// stored the request can be decided no more, and the contact asking again
+// makes no second request.
+func TestApprovalKeepsTheRequestUntilStored(t *testing.T) {
+	store := newMemStore()
+	s, err := New(context.Background(), store, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	const c = "carol@example.net"
+	s.AddHandle(pendingOwner, "ask", storage.PolicyAsk, nil)
+	s.settle(context.Background())
+	s.Subscribe("ask", c, nil)
+	s.settle(context.Background())
+	var approved, again error
+	s.Approve(pendingOwner, "ask", c, func(err error) { approved = err })
+	s.Approve(pendingOwner, "ask", c, func(err error) { again = err })
+	var out SubscribeOutcome
+	s.Subscribe("ask", c, func(o SubscribeOutcome, err error) { out = o })
+	s.settle(context.Background())
+	if approved != nil || !errors.Is(again, ErrNotPending) || out != Ignored {
+		t.Fatalf("approve %v, approve again %v, subscribe meanwhile %v; want nil, ErrNotPending, Ignored", approved, again, out)
+	}
+	if !s.IsSubscribed("ask", c) || len(s.Requests(pendingOwner)) != 0 || len(store.requests) != 0 {
+		t.Fatalf("subscribed %v, requests %v (stored %v); want subscribed and none", s.IsSubscribed("ask", c), s.Requests(pendingOwner), store.requests)
 	}
 }

@@ -113,8 +113,8 @@ func (s *Service) pendingRequest(owner, name, contact string) (*handle, int, err
 		return nil, 0, ErrUnknownHandle
 	}
 	i := h.requestIndex(contact)
-	if i < 0 {
-		return nil, 0, ErrNotPending
+	if i < 0 || s.pendingSubs[pendingKey{h, contact}].live() {
+		return nil, 0, ErrNotPending // none, or being approved
 	}
 	return h, i, nil
 }
@@ -122,26 +122,25 @@ func (s *Service) pendingRequest(owner, name, contact string) (*handle, int, err
 // Approve approves contact's request to owner's handle: the subscription
 // is stored, and done(nil) runs once it is; the caller then approves it
 // to the contact and calls Probe. On error the request is still pending
-// (unless it was not: ErrNotPending, ErrUnknownHandle).
+// (unless it was not: ErrNotPending, ErrUnknownHandle, or withdrawn
+// meanwhile).
 func (s *Service) Approve(owner, name, contact string, done func(error)) {
 	done = orNop(done)
 	if s.stopping {
 		done(ErrStopping)
 		return
 	}
-	h, i, err := s.pendingRequest(owner, name, contact)
+	h, _, err := s.pendingRequest(owner, name, contact)
 	if err != nil {
 		done(err)
 		return
 	}
-	r := h.requests[i]
-	h.requests = slices.Delete(h.requests, i, i+1)
+	// The request stays pending until the subscription is stored, which
+	// deletes it in storage too (Answers); meanwhile it cannot be decided
+	// again (pendingRequest).
 	s.storeSubscription(h, contact, true, func(err error) {
-		if err != nil && s.handles[name] == h && !h.hasRequest(contact) && !s.IsSubscribed(name, contact) &&
-			!errors.Is(err, ErrUnknownHandle) {
-			// Not stored: the request waits again, in its place.
-			j, _ := slices.BinarySearchFunc(h.requests, r.at, func(q request, t time.Time) int { return q.at.Compare(t) })
-			h.requests = slices.Insert(h.requests, j, r)
+		if i := h.requestIndex(contact); err == nil && i >= 0 {
+			h.requests = slices.Delete(h.requests, i, i+1)
 		}
 		done(err)
 	})

@@ -53,6 +53,9 @@ var (
 	ErrNotPending = errors.New("roster: no such subscription request")
 	// ErrSubscriberLimit: the handle has as many subscribers as it may.
 	ErrSubscriberLimit = errors.New("roster: subscriber limit reached")
+	// ErrBusy: too many changes of the account wait to be stored; nothing
+	// changed.
+	ErrBusy = errors.New("roster: too many changes wait to be stored; try again")
 	// ErrNotStored is what a change that takes effect at once (hiding,
 	// an unsubscription, a denial, a handle removal) reports when its
 	// first write failed: it holds in memory, and the engine writes it
@@ -226,6 +229,8 @@ type Service struct {
 	// removed are the names removed, by whom and when, for the
 	// quarantine; entries past it are dropped as they are met.
 	removed map[string]removedName
+	// removedSwept is the size of removed after its last sweep.
+	removedSwept int
 	seq     uint64
 	// epoch counts the connections (MarkStale): what a resync settles
 	// after its connection ended is not told to anyone.
@@ -355,7 +360,9 @@ func (s *Service) load(snap *storage.Snapshot) {
 		}
 	}
 	for _, r := range snap.Removed {
-		s.removed[r.Name] = removedName{account: r.Account, at: r.At}
+		if s.now().Sub(r.At) < s.limits.quarantine {
+			s.removed[r.Name] = removedName{account: r.Account, at: r.At}
+		}
 	}
 	s.loadNotices(snap.Notices)
 	var cur *handle
