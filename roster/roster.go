@@ -231,7 +231,7 @@ type Service struct {
 	removed map[string]removedName
 	// removedSwept is the size of removed after its last sweep.
 	removedSwept int
-	seq     uint64
+	seq          uint64
 	// epoch counts the connections (MarkStale): what a resync settles
 	// after its connection ended is not told to anyone.
 	epoch uint64
