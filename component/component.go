@@ -454,11 +454,6 @@ func (c *Component) handleBare(handle string) string {
 	return handle + "@" + c.domainStr
 }
 
-// handleFull is the full JID of handle, from which its presence comes.
-func (c *Component) handleFull(handle string) string {
-	return handle + c.fullSuffix
-}
-
 // appendView renders v as the presence of handle for contact, from the
 // handle's full JID, straight into b. Hiding and off-line accounts render
 // identically: an unavailable presence whose <delay/> is the moment the
@@ -520,10 +515,6 @@ func (c *Component) selfPresence(typ, to string) *node {
 
 // stampLayout is the XEP-0082 form of <delay/> stamps, to the second.
 const stampLayout = "2006-01-02T15:04:05Z"
-
-func stamp(t time.Time) string {
-	return t.UTC().Format(stampLayout)
-}
 
 // readStream is the reader goroutine of a connection. It parses each
 // stanza and hands it to the engine, which handles it; it never waits for
@@ -596,8 +587,8 @@ func (r *replier) refuse(n *node, e stanzaError) {
 	}
 	// Answer from the address the stanza was sent to when it is one of ours;
 	// servers close the stream of a component that sends from elsewhere.
-	from := r.c.domain.String()
-	if to, err := jid.Parse(n.get("to")); err == nil && to.Domain().Equal(r.c.domain) {
+	from := r.c.domainStr
+	if to, err := parseAddr(n.get("to")); err == nil && to.domain == r.c.domainStr {
 		from = to.String()
 	}
 	reply := el(local(n.name.Local), "type", "error", "id", n.get("id"), "from", from, "to", n.get("from"))

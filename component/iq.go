@@ -152,7 +152,7 @@ func (c *Component) discoItems(w *replier, n *node, q *node) {
 	case "":
 	case nsCommands:
 		for _, cmd := range commandList {
-			res.add(el(local("item"), "jid", c.domain.String(), "node", cmd.node, "name", cmd.name))
+			res.add(el(local("item"), "jid", c.domainStr, "node", cmd.node, "name", cmd.name))
 		}
 	default:
 		w.refuse(n, condItemNotFound("No such node."))
@@ -166,11 +166,7 @@ func (c *Component) discoItems(w *replier, n *node, q *node) {
 // The answers never depend on whether the owner is off-line or hiding: last activity reports the moment the handle stopped being visible,
 // which for a hiding account is the moment it went hiding.
 func (c *Component) handleIQToHandle(w *replier, n *node, a address, typ string, q *node) {
-	v, exists := c.roster.ViewOfHandle(a.handle)
-	if !exists {
-		w.refuse(n, condServiceUnavailable()) // as handleIQ answers strangers
-		return
-	}
+	v, _ := c.roster.ViewOfHandle(a.handle) // it exists: knowsHandle
 	switch {
 	case typ == "get" && q.ns() == nsDiscoInf && q.name.Local == "query":
 		if !handleInfo.answersNode(c.capsNode, q.get("node")) {

@@ -208,7 +208,7 @@ func (c *Component) probe(w *replier, a address) {
 	if c.roster.SubscribePending(a.handle, a.bare) {
 		return // 'subscribed' and the presence follow once it is stored
 	}
-	w.write(presence("unsubscribed", c.handleBare(a.handle), a.bare))
+	c.out.Unsubscribed(a.handle, a.bare)
 }
 
 // subscribe approves subscriptions to the component and hands those to
@@ -218,7 +218,7 @@ func (c *Component) probe(w *replier, a address) {
 // stranger cannot tell it from an ask handle.
 func (c *Component) subscribe(w *replier, n *node, a address) {
 	if a.handle == "" {
-		w.write(presence("subscribed", c.domain.String(), a.bare))
+		w.write(presence("subscribed", c.domainStr, a.bare))
 		w.write(c.selfPresenceFor(a.bare, a.bare))
 		return
 	}

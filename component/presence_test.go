@@ -292,3 +292,12 @@ func (c *Component) viewStanza(handle, contact string, v roster.View) *node {
 	}
 	return p.add(c.handleCaps)
 }
+
+// handleFull is the full JID of handle, from which its presence comes.
+func (c *Component) handleFull(handle string) string {
+	return handle + c.fullSuffix
+}
+
+func stamp(t time.Time) string {
+	return t.UTC().Format(stampLayout)
+}

@@ -136,6 +136,6 @@ func decideRequests(c *Component, owner string, f formValues, done commandDone) 
 			continue
 		}
 		// The denial holds at once: the contact is told at once.
-		c.out.write(presence("unsubscribed", c.handleBare(ch.handle), ch.contact))
+		c.out.Unsubscribed(ch.handle, ch.contact)
 	}
 }

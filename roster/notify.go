@@ -334,7 +334,7 @@ func (s *Service) Withdrawals(at time.Time) []Withdrawal {
 		code := h.owner.sentCode()
 		var contacts []string
 		for _, sb := range h.subs {
-			if sb.sent == 0 || sb.sent != code || code&1 == 1 {
+			if sb.sent != code || code&1 == 1 { // code is never 0
 				contacts = append(contacts, s.contacts.name(sb.contact))
 			}
 		}
@@ -401,10 +401,7 @@ func (s *Service) GoOffline(ctx context.Context, at time.Time, written bool) err
 	var changed []*account
 	for _, a := range s.accounts {
 		clear(a.resources)
-		f := derivedFrom(a, a.want)
-		if ViewOf(a.want).Available != ViewOf(f).Available || f.Since.IsZero() {
-			f.Since = at
-		}
+		f := flagStep{at: at}.apply(a, a.want)
 		if f == a.flags && f == a.want && !unstored[a] {
 			continue
 		}
