@@ -10,7 +10,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
-	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/jackc/pgx/v5/pgconn/ctxwatch"
 )
 
 // PostgreSQL error codes that stand for sentinel errors.
@@ -63,12 +63,11 @@ var (
 // The instance lock is a session advisory lock, held by a connection of its
 // own, conn: PostgreSQL drops it when that session ends, so a process whose
 // connection died no longer holds it. Load and every change run on conn,
-// so that nothing can commit from a process that lost the lock; the pool
-// serves the reads that change nothing. A monitor goroutine pings conn,
+// so that nothing can commit from a process that lost the lock, and so do
+// the few reads, for tests and tools. A monitor goroutine pings conn,
 // and when the session is gone, connects again and takes the lock back if
 // no other process took it in between.
 type postgresStore struct {
-	pool    *pgxpool.Pool
 	connCfg *pgx.ConnConfig // how to connect the lock connection again
 	log     *slog.Logger
 
@@ -117,21 +116,29 @@ func OpenPostgres(ctx context.Context, dsn string) (Store, error) {
 
 // openPostgres is OpenPostgres with the options of OpenWith.
 func openPostgres(ctx context.Context, dsn string, opts Options) (Store, error) {
-	cfg, err := pgxpool.ParseConfig(dsn)
+	cfg, err := pgx.ParseConfig(dsn)
 	if err != nil {
 		// The parse error quotes the connection string, and pgx can only
 		// hide the password from it on a best-effort basis.
 		return nil, errors.New("storage: open postgres: invalid connection string")
 	}
+	// A statement past its deadline is cancelled on the server, and the
+	// connection closed only if the server does not answer the cancel:
+	// pgx's default closes it at once, which ends the session and with it
+	// the instance lock, so a merely slow database would hand the
+	// database over to a standby.
+	cfg.BuildContextWatcherHandler = func(c *pgconn.PgConn) ctxwatch.Handler {
+		return &pgconn.CancelRequestContextWatcherHandler{Conn: c, DeadlineDelay: cancelGrace}
+	}
 	s := &postgresStore{
-		connCfg: cfg.ConnConfig.Copy(),
+		connCfg: cfg,
 		log:     opts.logger(),
 		sem:     make(chan struct{}, 1),
 		lost:    make(chan struct{}),
 		wake:    make(chan struct{}, 1),
 		done:    make(chan struct{}),
 	}
-	if err := s.open(ctx, cfg, opts.Waiting); err != nil {
+	if err := s.open(ctx, opts.Waiting); err != nil {
 		return nil, fmt.Errorf("storage: open postgres: %w", err)
 	}
 	monitorCtx, stop := context.WithCancel(context.Background())
@@ -141,8 +148,8 @@ func openPostgres(ctx context.Context, dsn string, opts Options) (Store, error) 
 }
 
 // open takes the instance lock, waiting for it, and only then upgrades the
-// schema and opens the pool.
-func (s *postgresStore) open(ctx context.Context, cfg *pgxpool.Config, waiting func()) error {
+// schema, moving the lock generation on in the same transaction.
+func (s *postgresStore) open(ctx context.Context, waiting func()) error {
 	conn, err := s.connect(ctx)
 	if err != nil {
 		return err
@@ -152,13 +159,7 @@ func (s *postgresStore) open(ctx context.Context, cfg *pgxpool.Config, waiting f
 		return ok, err
 	})
 	if err == nil {
-		err = s.upgrade(ctx, conn)
-	}
-	if err == nil {
-		s.generation, err = nextGeneration(ctx, conn)
-	}
-	if err == nil {
-		s.pool, err = pgxpool.NewWithConfig(ctx, cfg)
+		s.generation, err = s.upgrade(ctx, conn)
 	}
 	if err != nil {
 		// Ending the session releases the lock.
@@ -202,11 +203,11 @@ func closeConn(conn *pgx.Conn) {
 // one transaction on conn, which holds the instance lock. It is the one
 // step of the lock connection bound by migrateTimeout rather than
 // lockTimeout: a step may rewrite a large table.
-func (s *postgresStore) upgrade(ctx context.Context, conn *pgx.Conn) error {
+func (s *postgresStore) upgrade(ctx context.Context, conn *pgx.Conn) (generation int64, err error) {
 	ctx, cancel := context.WithTimeout(ctx, migrateTimeout)
 	defer cancel()
 
-	return pgx.BeginFunc(ctx, conn, func(tx pgx.Tx) error {
+	err = pgx.BeginFunc(ctx, conn, func(tx pgx.Tx) error {
 		// The instance lock already keeps two stores of this version
 		// apart; an older presenced takes only this one.
 		if _, err := tx.Exec(ctx, "SELECT pg_advisory_xact_lock($1)", int64(postgresMigrationLock)); err != nil {
@@ -223,23 +224,37 @@ func (s *postgresStore) upgrade(ctx context.Context, conn *pgx.Conn) error {
 		if err := checkSchemaVersion(version, len(postgresMigrations)); err != nil {
 			return err
 		}
-		if version == len(postgresMigrations) {
-			return nil
-		}
-		for i := version; i < len(postgresMigrations); i++ {
-			if _, err := tx.Exec(ctx, postgresMigrations[i]); err != nil {
-				return fmt.Errorf("migrate to version %d: %w", i+1, err)
+		if version < len(postgresMigrations) {
+			if err := postgresMigrate(ctx, tx, version); err != nil {
+				return err
 			}
 		}
-		_, err = tx.Exec(ctx, `
-			INSERT INTO schema_version (id, version) VALUES (1, $1)
-			ON CONFLICT (id) DO UPDATE SET version = excluded.version`,
-			len(postgresMigrations))
+		// Last, in the same transaction: an instance that crashed after
+		// upgrading has not taken the lock at a generation of its own.
+		err = tx.QueryRow(ctx, "UPDATE instance_lock SET generation = generation + 1 WHERE id = 1 RETURNING generation").Scan(&generation)
 		if err != nil {
-			return fmt.Errorf("write schema version: %w", err)
+			return fmt.Errorf("move the lock generation on: %w", err)
 		}
 		return nil
 	})
+	return generation, err
+}
+
+// postgresMigrate applies the schema steps after version in tx.
+func postgresMigrate(ctx context.Context, tx pgx.Tx, version int) error {
+	for i := version; i < len(postgresMigrations); i++ {
+		if _, err := tx.Exec(ctx, postgresMigrations[i]); err != nil {
+			return fmt.Errorf("migrate to version %d: %w", i+1, err)
+		}
+	}
+	_, err := tx.Exec(ctx, `
+		INSERT INTO schema_version (id, version) VALUES (1, $1)
+		ON CONFLICT (id) DO UPDATE SET version = excluded.version`,
+		len(postgresMigrations))
+	if err != nil {
+		return fmt.Errorf("write schema version: %w", err)
+	}
+	return nil
 }
 
 // acquire takes sem, or fails when ctx ends first.
@@ -431,19 +446,6 @@ func takeAgain(ctx context.Context, conn *pgx.Conn, last pgSession) (pgSession, 
 	return session, lockStale, err
 }
 
-// nextGeneration moves the lock generation on, on conn, which holds the
-// lock, and returns it.
-func nextGeneration(ctx context.Context, conn *pgx.Conn) (int64, error) {
-	ctx, cancel := context.WithTimeout(ctx, lockTimeout)
-	defer cancel()
-	var gen int64
-	err := conn.QueryRow(ctx, "UPDATE instance_lock SET generation = generation + 1 WHERE id = 1 RETURNING generation").Scan(&gen)
-	if err != nil {
-		return 0, fmt.Errorf("move the lock generation on: %w", err)
-	}
-	return gen, nil
-}
-
 // currentGeneration reads the lock generation on conn.
 func currentGeneration(ctx context.Context, conn *pgx.Conn) (int64, error) {
 	ctx, cancel := context.WithTimeout(ctx, lockTimeout)
@@ -489,7 +491,6 @@ func (s *postgresStore) Close() error {
 		closeConn(s.conn)
 		s.conn = nil
 	}
-	s.pool.Close()
 	return nil
 }
 
@@ -623,8 +624,13 @@ func (s *postgresStore) Handles(ctx context.Context, account string) ([]string, 
 	ctx, cancel := context.WithTimeout(ctx, queryTimeout)
 	defer cancel()
 
-	rows, _ := s.pool.Query(ctx, "SELECT name FROM handles WHERE account = $1 ORDER BY name", account)
-	names, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	var names []string
+	err := s.withConn(ctx, func(conn *pgx.Conn) error {
+		rows, _ := conn.Query(ctx, "SELECT name FROM handles WHERE account = $1 ORDER BY name", account)
+		var err error
+		names, err = pgx.CollectRows(rows, pgx.RowTo[string])
+		return err
+	})
 	if err != nil {
 		return nil, fmt.Errorf("storage: handles: %w", err)
 	}
@@ -641,10 +647,12 @@ func (s *postgresStore) Account(ctx context.Context, account string) (Account, e
 
 	a := Account{JID: account}
 	var status string
-	err := s.pool.QueryRow(ctx, `
-		SELECT online, status, explicit, hiding, status_text, since
-		FROM accounts WHERE jid = $1`, account).
-		Scan(&a.Flags.Online, &status, &a.Flags.Explicit, &a.Flags.Hiding, &a.Flags.StatusText, &a.Flags.Since)
+	err := s.withConn(ctx, func(conn *pgx.Conn) error {
+		return conn.QueryRow(ctx, `
+			SELECT online, status, explicit, hiding, status_text, since
+			FROM accounts WHERE jid = $1`, account).
+			Scan(&a.Flags.Online, &status, &a.Flags.Explicit, &a.Flags.Hiding, &a.Flags.StatusText, &a.Flags.Since)
+	})
 	if err != nil {
 		return Account{}, postgresError("account", err)
 	}

@@ -21,6 +21,10 @@ const (
 	// network fails an Apply well within batchTimeout, and the store soon
 	// knows that it no longer holds the lock.
 	lockTimeout = 5 * time.Second
+	// cancelGrace is how long PostgreSQL has to answer the cancel of a
+	// statement past its deadline before the connection is closed (a dead
+	// network): the step fails within lockTimeout + cancelGrace.
+	cancelGrace = 2 * time.Second
 )
 
 // Times are kept to the microsecond, the precision of PostgreSQL's

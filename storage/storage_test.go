@@ -124,13 +124,27 @@ func execRaw(t testing.TB, s Store, query string, args ...any) {
 	case *sqliteStore:
 		_, err = s.db.Exec(query, args...)
 	case *postgresStore:
-		_, err = s.pool.Exec(context.Background(), query, args...)
+		err = rawPostgres(s, func(c *pgx.Conn) error {
+			_, err := c.Exec(context.Background(), query, args...)
+			return err
+		})
 	default:
 		t.Fatalf("unknown store %T", s)
 	}
 	if err != nil {
 		t.Fatalf("%s: %v", query, err)
 	}
+}
+
+// rawPostgres runs f on a connection of its own to the database of s, not
+// the store's lock connection.
+func rawPostgres(s *postgresStore, f func(*pgx.Conn) error) error {
+	c, err := pgx.ConnectConfig(context.Background(), s.connCfg)
+	if err != nil {
+		return err
+	}
+	defer c.Close(context.Background())
+	return f(c)
 }
 
 // queryInt runs a query returning one integer on the database behind s.
@@ -142,7 +156,9 @@ func queryInt(t testing.TB, s Store, query string) int {
 	case *sqliteStore:
 		err = s.db.QueryRow(query).Scan(&n)
 	case *postgresStore:
-		err = s.pool.QueryRow(context.Background(), query).Scan(&n)
+		err = rawPostgres(s, func(c *pgx.Conn) error {
+			return c.QueryRow(context.Background(), query).Scan(&n)
+		})
 	default:
 		t.Fatalf("unknown store %T", s)
 	}
@@ -2036,4 +2052,27 @@ func TestPolicyValid(t *testing.T) {
 			t.Errorf("Policy(%q).Valid() = %v, want %v", p, got, want)
 		}
 	}
+}
+
+// TestPostgresSlowStatementKeepsTheLock: a statement past its deadline is
+// cancelled on the server; the lock connection, and the lock with it,
+// stay (a slow database must not hand the database over to a standby).
+func TestPostgresSlowStatementKeepsTheLock(t *testing.T) {
+	dsn := postgresDSN(t)
+	logs := &logRecorder{}
+	st, err := OpenWith(context.Background(), DriverPostgres, dsn, Options{Log: slog.New(logs)})
+	must(t, "open", err)
+	defer st.Close()
+	s := st.(*postgresStore)
+	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+	defer cancel()
+	err = s.withConn(ctx, func(c *pgx.Conn) error {
+		_, err := c.Exec(ctx, "SELECT pg_sleep(3)")
+		return err
+	})
+	if err == nil {
+		t.Fatal("a statement past its deadline succeeded")
+	}
+	mustAdd(t, st, "a@example.org", "h", 5)
+	logs.wantLogged(t, slog.LevelError, "database connection lost", 0)
 }
