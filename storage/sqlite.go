@@ -412,11 +412,40 @@ func (s *sqliteStore) RemoveSubscription(ctx context.Context, handle, contact st
 // Apply implements Store. The whole batch is one transaction, so it costs
 // one fsync (synchronous=FULL) whatever its length.
 func (s *sqliteStore) Apply(ctx context.Context, ops []Op) error {
-	return applyInTx(ctx, ops, s.inTx, s.apply, sqliteError)
+	return applyInTx(ctx, ops, s.inBatch, s.apply, sqliteError)
+}
+
+// batchTx is the transaction of one Apply, with the prepared statements
+// bound to it as they are first used: binding one (tx.StmtContext) takes
+// the connection and allocates, which at group commit cost as much as the
+// statement, once per op.
+type batchTx struct {
+	*sql.Tx
+	s     *sqliteStore
+	bound map[OpKind]*sql.Stmt
+}
+
+// inBatch runs f in a transaction, as inTx does, for Apply.
+func (s *sqliteStore) inBatch(ctx context.Context, f func(*batchTx) error) error {
+	return s.inTx(ctx, func(tx *sql.Tx) error {
+		return f(&batchTx{Tx: tx, s: s, bound: make(map[OpKind]*sql.Stmt, len(s.stmts))})
+	})
+}
+
+// exec runs the statement prepared for kind inside the transaction.
+func (b *batchTx) exec(ctx context.Context, kind OpKind, args ...any) error {
+	st := b.bound[kind]
+	if st == nil {
+		st = b.Tx.StmtContext(ctx, b.s.stmts[kind])
+		b.bound[kind] = st
+	}
+	_, err := st.ExecContext(ctx, args...)
+	return err
 }
 
 // apply runs one op inside tx.
-func (s *sqliteStore) apply(ctx context.Context, tx *sql.Tx, op Op) error {
+func (s *sqliteStore) apply(ctx context.Context, b *batchTx, op Op) error {
+	tx := b.Tx
 	var err error
 	switch op.Kind {
 	case OpAddHandle:
@@ -425,35 +454,28 @@ func (s *sqliteStore) apply(ctx context.Context, tx *sql.Tx, op Op) error {
 		err = sqliteRemoveHandle(ctx, tx, op)
 	case OpSetFlags:
 		f := op.Flags
-		err = s.exec(ctx, tx, OpSetFlags,
+		err = b.exec(ctx, OpSetFlags,
 			op.Account, f.Online, string(f.Status), f.Explicit, f.Hiding, f.StatusText,
 			storedTime(f.Since).UnixMicro(), storedTime(time.Now()).UnixMicro())
 	case OpAddSubscription:
-		if err = s.exec(ctx, tx, OpAddSubscription, op.Handle, op.Contact); err == nil && op.Answers {
-			err = s.exec(ctx, tx, OpRemoveRequest, op.Handle, op.Contact)
+		if err = b.exec(ctx, OpAddSubscription, op.Handle, op.Contact); err == nil && op.Answers {
+			err = b.exec(ctx, OpRemoveRequest, op.Handle, op.Contact)
 		}
 	case OpRemoveSubscription:
-		err = s.exec(ctx, tx, OpRemoveSubscription, op.Handle, op.Contact)
+		err = b.exec(ctx, OpRemoveSubscription, op.Handle, op.Contact)
 	case OpAddRequest:
-		err = s.exec(ctx, tx, OpAddRequest, op.Handle, op.Contact, storedTime(op.Now).UnixMicro())
+		err = b.exec(ctx, OpAddRequest, op.Handle, op.Contact, storedTime(op.Now).UnixMicro())
 	case OpRemoveRequest:
-		err = s.exec(ctx, tx, OpRemoveRequest, op.Handle, op.Contact)
+		err = b.exec(ctx, OpRemoveRequest, op.Handle, op.Contact)
 	case OpNoticesSent:
-		st := tx.StmtContext(ctx, s.stmts[OpNoticesSent])
 		for _, contact := range op.Contacts {
-			if _, err = st.ExecContext(ctx, op.Handle, contact); err != nil {
+			if err = b.exec(ctx, OpNoticesSent, op.Handle, contact); err != nil {
 				break
 			}
 		}
 	case OpSetPolicy:
 		err = sqliteSetPolicy(ctx, tx, op)
 	}
-	return err
-}
-
-// exec runs the statement prepared for kind inside tx.
-func (s *sqliteStore) exec(ctx context.Context, tx *sql.Tx, kind OpKind, args ...any) error {
-	_, err := tx.StmtContext(ctx, s.stmts[kind]).ExecContext(ctx, args...)
 	return err
 }
 
