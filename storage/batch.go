@@ -14,6 +14,12 @@ type OpKind int
 // the same name does; the others have no method of their own.
 const (
 	OpAddHandle OpKind = iota + 1
+	// OpRemoveHandle also records, with each notice it owes, the Since of
+	// its unavailable notice: the stamp the subscriber was left with. That
+	// is Stamp, unless the handle is hidden (then its HiddenSince) or the
+	// account blocked the subscriber (then the block's Since), and the
+	// earlier of the two when both apply: a subscriber must not learn of
+	// a moment it was kept from seeing. A zero Stamp is kept as unknown.
 	OpRemoveHandle
 	OpSetFlags
 	OpAddSubscription
@@ -32,6 +38,20 @@ const (
 	// fails with ErrNotFound if no account holds the handle and ErrNotOwner
 	// if another does.
 	OpSetPolicy
+	// OpSetVisibility hides Handle, which Account must own, from its
+	// subscribers if Hidden, since Now (a handle hidden again takes the
+	// new moment), or shows it again if not. It fails with ErrNotFound if
+	// no account holds the handle and ErrNotOwner if another does.
+	OpSetVisibility
+	// OpBlock records that Account blocks Contact, since Now, and deletes
+	// the contact's pending requests to every handle of the account in the
+	// same transaction, since a blocked contact's request is answered by
+	// no one. It is idempotent (a contact blocked again keeps its first
+	// Since) and fails with ErrNotFound if the account does not exist.
+	OpBlock
+	// OpUnblock forgets that Account blocks Contact; unblocking one not
+	// blocked is not an error.
+	OpUnblock
 )
 
 func (k OpKind) String() string {
@@ -54,6 +74,12 @@ func (k OpKind) String() string {
 		return "notices sent"
 	case OpSetPolicy:
 		return "set policy"
+	case OpSetVisibility:
+		return "set visibility"
+	case OpBlock:
+		return "block"
+	case OpUnblock:
+		return "unblock"
 	}
 	return fmt.Sprintf("op %d", int(k))
 }
@@ -62,13 +88,14 @@ func (k OpKind) String() string {
 // depends on Kind, as the arguments of the Store method of the same name.
 type Op struct {
 	Kind     OpKind
-	Account  string   // AddHandle, RemoveHandle, SetFlags, SetPolicy
-	Handle   string   // every kind but SetFlags
-	Contact  string   // AddSubscription, RemoveSubscription, AddRequest, RemoveRequest
+	Account  string   // AddHandle, RemoveHandle, SetFlags, SetPolicy, SetVisibility, Block, Unblock
+	Handle   string   // every kind but SetFlags, Block and Unblock
+	Contact  string   // AddSubscription, RemoveSubscription, AddRequest, RemoveRequest, Block, Unblock
 	Max      int      // AddHandle: the account's handle limit
 	Flags    Flags    // SetFlags
 	Policy   Policy   // AddHandle, SetPolicy: must be valid
 	Contacts []string // NoticesSent: the contacts sent their notices
+	Hidden   bool     // SetVisibility: hide the handle, rather than show it
 	// Answers is set, for AddSubscription, when the subscription answers
 	// the contact's pending request (an approval), which the same
 	// transaction deletes. (Only then: a subscription to an open handle
@@ -77,8 +104,16 @@ type Op struct {
 	Answers bool
 	// Now is, for AddHandle, the moment a new account is off-line since;
 	// for RemoveHandle, when the name was removed; for AddRequest, when
-	// the request was made.
+	// the request was made; for SetVisibility with Hidden, the stamp the
+	// subscribers are left with; for Block, the stamp the contact is left
+	// with.
 	Now time.Time
+	// Stamp is, for RemoveHandle, the <delay/> stamp of the unavailable
+	// notices owed to the subscribers, those of a hidden handle or of a
+	// blocked contact apart (see OpRemoveHandle). It is apart from Now,
+	// which is when the name was removed: the stamp is when what the
+	// subscribers saw last changed, as Flags.Since, and zero if unknown.
+	Stamp time.Time
 }
 
 // OpError is the error of Apply when one of its ops fails: Index is that
@@ -106,7 +141,8 @@ func checkOp(op Op) error {
 			return fmt.Errorf("storage: %s: invalid policy %q", op.Kind, op.Policy)
 		}
 	case OpRemoveHandle, OpAddSubscription, OpRemoveSubscription,
-		OpAddRequest, OpRemoveRequest, OpNoticesSent:
+		OpAddRequest, OpRemoveRequest, OpNoticesSent,
+		OpSetVisibility, OpBlock, OpUnblock:
 	default:
 		return fmt.Errorf("storage: unknown op kind %d", int(op.Kind))
 	}

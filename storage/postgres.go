@@ -1,6 +1,7 @@
 package storage
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -11,6 +12,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgconn/ctxwatch"
+	"github.com/jackc/pgx/v5/pgtype"
 )
 
 // PostgreSQL error codes that stand for sentinel errors.
@@ -56,6 +58,9 @@ const (
 var (
 	errLockDown = errors.New("the database connection is lost: the instance lock is not held until it is back")
 	errClosed   = errors.New("store is closed")
+	// errConnClosed is what dropLocked logs when the connection was
+	// closed by a call that succeeded all the same.
+	errConnClosed = errors.New("connection closed")
 )
 
 // postgresStore is the PostgreSQL backend.
@@ -257,23 +262,34 @@ func postgresMigrate(ctx context.Context, tx pgx.Tx, version int) error {
 	return nil
 }
 
-// acquire takes sem, or fails when ctx ends first.
+// acquire takes sem, or fails when ctx ends first. A ctx that has ended
+// fails it even when sem is free, where select would pick either case at
+// random: a call whose context has ended never gets to the connection.
 func (s *postgresStore) acquire(ctx context.Context) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
 	select {
 	case s.sem <- struct{}{}:
-		return nil
 	case <-ctx.Done():
 		return ctx.Err()
 	}
+	if err := ctx.Err(); err != nil {
+		s.release()
+		return err
+	}
+	return nil
 }
 
 func (s *postgresStore) release() { <-s.sem }
 
 // withConn runs f on the lock connection, once no one else uses it. It
-// fails at once if the store is closed or the lock is not held. When f
-// fails and pgx has closed the connection (a network error, a deadline, a
-// terminated session), the session and the lock with it may be gone: the
-// connection is dropped, and the monitor takes the lock again.
+// fails at once if ctx has ended, the store is closed or the lock is not
+// held. When pgx has closed the connection (a network error, a deadline
+// the server did not answer, a terminated session), the session and the
+// lock with it may be gone: the connection is dropped, and the monitor
+// takes the lock again. The end of ctx alone must never close it: see
+// inTx.
 func (s *postgresStore) withConn(ctx context.Context, f func(*pgx.Conn) error) error {
 	if err := s.acquire(ctx); err != nil {
 		return err
@@ -288,8 +304,8 @@ func (s *postgresStore) withConn(ctx context.Context, f func(*pgx.Conn) error) e
 		return errLockDown
 	}
 	err := f(s.conn)
-	if err != nil && s.conn.IsClosed() {
-		s.dropLocked(err)
+	if s.conn.IsClosed() {
+		s.dropLocked(cmp.Or(err, errConnClosed))
 	}
 	return err
 }
@@ -496,30 +512,75 @@ func (s *postgresStore) Close() error {
 
 // inTx runs f in a transaction on the lock connection and commits it if f
 // returns nil. Begin, commit and rollback each have lockTimeout.
+//
+// pgx closes the connection, and so ends the session and its lock, when
+// BEGIN fails with anything but a PostgreSQL error, when COMMIT fails
+// and leaves the session in the transaction, and whenever ROLLBACK
+// fails. A context that has ended before pgx sends the statement is such
+// a failure: pgx returns at once, the statement unsent. So BEGIN and
+// COMMIT are not given ctx: inTx checks it before each, and then runs them
+// on a context of their own, bound by lockTimeout only; a cancel that
+// comes while one runs only fails the statements of f, which PostgreSQL
+// cancels without ending the session. Once COMMIT is sent, inTx reports
+// what the database did: nil is a commit, whatever ctx did meanwhile.
 func (s *postgresStore) inTx(ctx context.Context, opts pgx.TxOptions, f func(pgx.Tx) error) error {
 	return s.withConn(ctx, func(conn *pgx.Conn) error {
-		bctx, cancel := context.WithTimeout(ctx, lockTimeout)
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		bctx, cancel := stepContext(ctx)
 		tx, err := conn.BeginTx(bctx, opts)
 		cancel()
 		if err != nil {
 			return err
 		}
-		defer rollback(ctx, tx)
+		defer rollback(ctx, conn)
 		if err := f(tx); err != nil {
 			return err
 		}
-		cctx, cancel := context.WithTimeout(ctx, lockTimeout)
+		if err := ctx.Err(); err != nil {
+			return err // rolled back
+		}
+		cctx, cancel := stepContext(ctx)
 		defer cancel()
 		return tx.Commit(cctx)
 	})
 }
 
-// rollback ends tx if it is still open. It runs even when ctx has ended: a
-// transaction left open would make the next one fail.
-func rollback(ctx context.Context, tx pgx.Tx) {
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), lockTimeout)
+// stepContext returns a context for one step of the lock connection that
+// ctx's end does not cancel: it ends after lockTimeout.
+func stepContext(ctx context.Context) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(context.WithoutCancel(ctx), lockTimeout)
+}
+
+// rollback ends the transaction open on conn, if any (none once it is
+// committed, or ended by a failed COMMIT). It runs even when ctx has
+// ended: a transaction left open would make the next one fail.
+//
+// It does not use pgx's Rollback, which closes the connection whenever
+// ROLLBACK fails. On a live session, ROLLBACK fails with a PostgreSQL
+// error only when a cancel request sent for a statement of f, which had
+// ended before the request was delivered, lands on it instead (pgx waits
+// for that, but cannot know when the server has delivered it): ROLLBACK
+// is then sent again. Only a session still in a transaction after that is
+// ended, since the next transaction could not begin on it.
+func rollback(ctx context.Context, conn *pgx.Conn) {
+	ctx, cancel := stepContext(ctx)
 	defer cancel()
-	tx.Rollback(ctx)
+	pg := conn.PgConn()
+	for range 3 {
+		if pg.IsClosed() || pg.TxStatus() == 'I' {
+			return
+		}
+		_, err := conn.Exec(ctx, "rollback")
+		var pgErr *pgconn.PgError
+		if err != nil && !errors.As(err, &pgErr) {
+			break // a network error or a deadline: pgx has closed conn, if need be
+		}
+	}
+	if !pg.IsClosed() && pg.TxStatus() != 'I' {
+		closeConn(conn)
+	}
 }
 
 // Load implements Store. It reads from one snapshot of the database, on
@@ -536,6 +597,7 @@ func (s *postgresStore) Load(ctx context.Context) (*Snapshot, error) {
 		for _, load := range []func(context.Context, pgx.Tx, *Snapshot) error{
 			postgresLoadAccounts, postgresLoadHandles, postgresLoadSubscriptions,
 			postgresLoadRequests, postgresLoadRemoved, postgresLoadNotices,
+			postgresLoadBlocked,
 		} {
 			if err := load(ctx, tx, &snap); err != nil {
 				return err
@@ -566,10 +628,12 @@ func postgresLoadAccounts(ctx context.Context, tx pgx.Tx, snap *Snapshot) error 
 func postgresLoadHandles(ctx context.Context, tx pgx.Tx, snap *Snapshot) error {
 	var h Handle
 	var policy string
-	return postgresEach(ctx, tx, "SELECT name, account, policy FROM handles ORDER BY name",
-		[]any{&h.Name, &h.Account, &policy},
+	var hiddenSince pgtype.Timestamptz
+	return postgresEach(ctx, tx, "SELECT name, account, policy, hidden_since FROM handles ORDER BY name",
+		[]any{&h.Name, &h.Account, &policy, &hiddenSince},
 		func() {
 			h.Policy = Policy(policy)
+			h.Hidden, h.HiddenSince = hiddenSince.Valid, postgresNullTime(hiddenSince)
 			snap.Handles = append(snap.Handles, h)
 		})
 }
@@ -603,9 +667,41 @@ func postgresLoadRemoved(ctx context.Context, tx pgx.Tx, snap *Snapshot) error {
 
 func postgresLoadNotices(ctx context.Context, tx pgx.Tx, snap *Snapshot) error {
 	var n Notice
-	return postgresEach(ctx, tx, "SELECT handle, account, contact FROM notices ORDER BY handle, contact",
-		[]any{&n.Handle, &n.Account, &n.Contact},
-		func() { snap.Notices = append(snap.Notices, n) })
+	var since pgtype.Timestamptz
+	return postgresEach(ctx, tx, "SELECT handle, account, contact, since FROM notices ORDER BY handle, contact",
+		[]any{&n.Handle, &n.Account, &n.Contact, &since},
+		func() {
+			n.Since = postgresNullTime(since)
+			snap.Notices = append(snap.Notices, n)
+		})
+}
+
+func postgresLoadBlocked(ctx context.Context, tx pgx.Tx, snap *Snapshot) error {
+	var b Block
+	return postgresEach(ctx, tx, "SELECT account, contact, since FROM blocked ORDER BY account, contact",
+		[]any{&b.Account, &b.Contact, &b.Since},
+		func() {
+			b.Since = b.Since.UTC()
+			snap.Blocked = append(snap.Blocked, b)
+		})
+}
+
+// postgresNullTime returns the time read as t, in UTC, or the zero time
+// for NULL.
+func postgresNullTime(t pgtype.Timestamptz) time.Time {
+	if !t.Valid {
+		return time.Time{}
+	}
+	return t.Time.UTC()
+}
+
+// postgresStamp returns t as stored in a column where NULL stands for the
+// zero time.
+func postgresStamp(t time.Time) any {
+	if t.IsZero() {
+		return nil
+	}
+	return storedTime(t)
 }
 
 // postgresEach runs query in tx and calls each after scanning each row
@@ -755,6 +851,12 @@ func postgresApply(ctx context.Context, tx pgx.Tx, op Op) error {
 		}
 	case OpSetPolicy:
 		err = postgresSetPolicy(ctx, tx, op)
+	case OpSetVisibility:
+		err = postgresSetVisibility(ctx, tx, op)
+	case OpBlock:
+		err = postgresBlock(ctx, tx, op)
+	case OpUnblock:
+		_, err = tx.Exec(ctx, "DELETE FROM blocked WHERE account = $1 AND contact = $2", op.Account, op.Contact)
 	}
 	return err
 }
@@ -814,12 +916,19 @@ func postgresRemoveHandle(ctx context.Context, tx pgx.Tx, op Op) error {
 		return err
 	}
 	// The subscribers are owed their notices even once the handle is gone,
-	// and the name is remembered for its quarantine.
+	// and the name is remembered for its quarantine. Read before the
+	// handle's row goes: a notice's stamp is the earlier of the handle's
+	// hidden_since and the subscriber's block, if any (LEAST ignores
+	// NULLs), else op.Stamp.
 	_, err := tx.Exec(ctx, `
-		INSERT INTO notices (handle, account, contact)
-		SELECT handle, $1, contact FROM subscriptions WHERE handle = $2
+		INSERT INTO notices (handle, account, contact, since)
+		SELECT s.handle, $1, s.contact, COALESCE(LEAST(b.since, h.hidden_since), $3)
+		FROM subscriptions s
+		JOIN handles h ON h.name = s.handle
+		LEFT JOIN blocked b ON b.account = h.account AND b.contact = s.contact
+		WHERE s.handle = $2
 		ON CONFLICT (handle, contact) DO NOTHING`,
-		op.Account, op.Handle)
+		op.Account, op.Handle, postgresStamp(op.Stamp))
 	if err != nil {
 		return err
 	}
@@ -840,6 +949,35 @@ func postgresSetPolicy(ctx context.Context, tx pgx.Tx, op Op) error {
 		return err
 	}
 	_, err := tx.Exec(ctx, "UPDATE handles SET policy = $1 WHERE name = $2", string(op.Policy), op.Handle)
+	return err
+}
+
+func postgresSetVisibility(ctx context.Context, tx pgx.Tx, op Op) error {
+	if err := postgresCheckOwner(ctx, tx, op.Account, op.Handle); err != nil {
+		return err
+	}
+	// NULL is shown; the zero time is a stamp like any other.
+	var since any
+	if op.Hidden {
+		since = storedTime(op.Now)
+	}
+	_, err := tx.Exec(ctx, "UPDATE handles SET hidden_since = $1 WHERE name = $2", since, op.Handle)
+	return err
+}
+
+func postgresBlock(ctx context.Context, tx pgx.Tx, op Op) error {
+	// An unknown account fails the foreign key: ErrNotFound.
+	_, err := tx.Exec(ctx, `
+		INSERT INTO blocked (account, contact, since) VALUES ($1, $2, $3)
+		ON CONFLICT (account, contact) DO NOTHING`,
+		op.Account, op.Contact, storedTime(op.Now))
+	if err != nil {
+		return err
+	}
+	_, err = tx.Exec(ctx, `
+		DELETE FROM requests
+		WHERE contact = $1 AND handle IN (SELECT name FROM handles WHERE account = $2)`,
+		op.Contact, op.Account)
 	return err
 }
 

@@ -105,6 +105,21 @@ var sqliteMigrations = []string{
 		PRIMARY KEY (handle, contact)
 	) STRICT;
 	`,
+	// 4: per-handle visibility and per-contact blocking. A hidden handle
+	// keeps the stamp its subscribers were left with (NULL while shown,
+	// as every existing handle is); a blocked contact, the stamp it was
+	// left with. A notice keeps the <delay/> stamp of the unavailable
+	// notice owed; those of before are NULL, their stamp unknown.
+	`
+	ALTER TABLE handles ADD COLUMN hidden_since INTEGER;
+	CREATE TABLE blocked (
+		account TEXT NOT NULL REFERENCES accounts (jid) ON DELETE CASCADE,
+		contact TEXT NOT NULL,
+		since INTEGER NOT NULL,
+		PRIMARY KEY (account, contact)
+	) STRICT;
+	ALTER TABLE notices ADD COLUMN since INTEGER;
+	`,
 }
 
 // postgresSchemaVersionTable creates the version table if needed.
@@ -174,6 +189,21 @@ var postgresMigrations = []string{
 		generation BIGINT NOT NULL
 	);
 	INSERT INTO instance_lock (id, generation) VALUES (1, 0);
+	`,
+	// 4: per-handle visibility and per-contact blocking. A hidden handle
+	// keeps the stamp its subscribers were left with (NULL while shown,
+	// as every existing handle is); a blocked contact, the stamp it was
+	// left with. A notice keeps the <delay/> stamp of the unavailable
+	// notice owed; those of before are NULL, their stamp unknown.
+	`
+	ALTER TABLE handles ADD COLUMN hidden_since TIMESTAMPTZ;
+	CREATE TABLE blocked (
+		account TEXT COLLATE "C" NOT NULL REFERENCES accounts (jid) ON DELETE CASCADE,
+		contact TEXT COLLATE "C" NOT NULL,
+		since TIMESTAMPTZ NOT NULL,
+		PRIMARY KEY (account, contact)
+	);
+	ALTER TABLE notices ADD COLUMN since TIMESTAMPTZ;
 	`,
 }
 

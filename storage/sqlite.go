@@ -56,6 +56,7 @@ var sqliteStatements = map[OpKind]string{
 	OpRemoveRequest: "DELETE FROM requests WHERE handle = ? AND contact = ?",
 	// Run once per contact: a removed handle may have had thousands.
 	OpNoticesSent: "DELETE FROM notices WHERE handle = ? AND contact = ?",
+	OpUnblock:     "DELETE FROM blocked WHERE account = ? AND contact = ?",
 }
 
 var _ Store = (*sqliteStore)(nil)
@@ -226,6 +227,7 @@ func (s *sqliteStore) Load(ctx context.Context) (*Snapshot, error) {
 		for _, load := range []func(context.Context, *sql.Tx, *Snapshot) error{
 			sqliteLoadAccounts, sqliteLoadHandles, sqliteLoadSubscriptions,
 			sqliteLoadRequests, sqliteLoadRemoved, sqliteLoadNotices,
+			sqliteLoadBlocked,
 		} {
 			if err := load(ctx, tx, &snap); err != nil {
 				return err
@@ -257,10 +259,12 @@ func sqliteLoadAccounts(ctx context.Context, tx *sql.Tx, snap *Snapshot) error {
 func sqliteLoadHandles(ctx context.Context, tx *sql.Tx, snap *Snapshot) error {
 	var h Handle
 	var policy string
-	return sqliteEach(ctx, tx, "SELECT name, account, policy FROM handles ORDER BY name",
-		[]any{&h.Name, &h.Account, &policy},
+	var hiddenSince sql.NullInt64
+	return sqliteEach(ctx, tx, "SELECT name, account, policy, hidden_since FROM handles ORDER BY name",
+		[]any{&h.Name, &h.Account, &policy, &hiddenSince},
 		func() {
 			h.Policy = Policy(policy)
+			h.Hidden, h.HiddenSince = hiddenSince.Valid, sqliteNullTime(hiddenSince)
 			snap.Handles = append(snap.Handles, h)
 		})
 }
@@ -296,9 +300,41 @@ func sqliteLoadRemoved(ctx context.Context, tx *sql.Tx, snap *Snapshot) error {
 
 func sqliteLoadNotices(ctx context.Context, tx *sql.Tx, snap *Snapshot) error {
 	var n Notice
-	return sqliteEach(ctx, tx, "SELECT handle, account, contact FROM notices ORDER BY handle, contact",
-		[]any{&n.Handle, &n.Account, &n.Contact},
-		func() { snap.Notices = append(snap.Notices, n) })
+	var since sql.NullInt64
+	return sqliteEach(ctx, tx, "SELECT handle, account, contact, since FROM notices ORDER BY handle, contact",
+		[]any{&n.Handle, &n.Account, &n.Contact, &since},
+		func() {
+			n.Since = sqliteNullTime(since)
+			snap.Notices = append(snap.Notices, n)
+		})
+}
+
+func sqliteLoadBlocked(ctx context.Context, tx *sql.Tx, snap *Snapshot) error {
+	var b Block
+	var since int64
+	return sqliteEach(ctx, tx, "SELECT account, contact, since FROM blocked ORDER BY account, contact",
+		[]any{&b.Account, &b.Contact, &since},
+		func() {
+			b.Since = time.UnixMicro(since).UTC()
+			snap.Blocked = append(snap.Blocked, b)
+		})
+}
+
+// sqliteNullTime returns the time stored as t, or the zero time for NULL.
+func sqliteNullTime(t sql.NullInt64) time.Time {
+	if !t.Valid {
+		return time.Time{}
+	}
+	return time.UnixMicro(t.Int64).UTC()
+}
+
+// sqliteStamp returns t as stored in a column where NULL stands for the
+// zero time.
+func sqliteStamp(t time.Time) any {
+	if t.IsZero() {
+		return nil
+	}
+	return storedTime(t).UnixMicro()
 }
 
 // sqliteEach runs query in tx and calls each after scanning each row into
@@ -475,6 +511,12 @@ func (s *sqliteStore) apply(ctx context.Context, b *batchTx, op Op) error {
 		}
 	case OpSetPolicy:
 		err = sqliteSetPolicy(ctx, tx, op)
+	case OpSetVisibility:
+		err = sqliteSetVisibility(ctx, tx, op)
+	case OpBlock:
+		err = sqliteBlock(ctx, tx, op)
+	case OpUnblock:
+		err = b.exec(ctx, OpUnblock, op.Account, op.Contact)
 	}
 	return err
 }
@@ -529,12 +571,21 @@ func sqliteRemoveHandle(ctx context.Context, tx *sql.Tx, op Op) error {
 		return err
 	}
 	// The subscribers are owed their notices even once the handle is gone,
-	// and the name is remembered for its quarantine.
+	// and the name is remembered for its quarantine. Read before the
+	// handle's row goes: a notice's stamp is the earlier of the handle's
+	// hidden_since and the subscriber's block, if any, else op.Stamp.
+	// SQLite's scalar min() is NULL if any argument is, hence each
+	// argument falling back on the other.
 	_, err := tx.ExecContext(ctx, `
-		INSERT INTO notices (handle, account, contact)
-		SELECT handle, ?, contact FROM subscriptions WHERE handle = ?
+		INSERT INTO notices (handle, account, contact, since)
+		SELECT s.handle, ?, s.contact,
+			COALESCE(min(COALESCE(b.since, h.hidden_since), COALESCE(h.hidden_since, b.since)), ?)
+		FROM subscriptions s
+		JOIN handles h ON h.name = s.handle
+		LEFT JOIN blocked b ON b.account = h.account AND b.contact = s.contact
+		WHERE s.handle = ?
 		ON CONFLICT (handle, contact) DO NOTHING`,
-		op.Account, op.Handle)
+		op.Account, sqliteStamp(op.Stamp), op.Handle)
 	if err != nil {
 		return err
 	}
@@ -555,6 +606,35 @@ func sqliteSetPolicy(ctx context.Context, tx *sql.Tx, op Op) error {
 		return err
 	}
 	_, err := tx.ExecContext(ctx, "UPDATE handles SET policy = ? WHERE name = ?", string(op.Policy), op.Handle)
+	return err
+}
+
+func sqliteSetVisibility(ctx context.Context, tx *sql.Tx, op Op) error {
+	if err := sqliteCheckOwner(ctx, tx, op.Account, op.Handle); err != nil {
+		return err
+	}
+	// NULL is shown; the zero time is a stamp like any other.
+	var since any
+	if op.Hidden {
+		since = storedTime(op.Now).UnixMicro()
+	}
+	_, err := tx.ExecContext(ctx, "UPDATE handles SET hidden_since = ? WHERE name = ?", since, op.Handle)
+	return err
+}
+
+func sqliteBlock(ctx context.Context, tx *sql.Tx, op Op) error {
+	// An unknown account fails the foreign key: ErrNotFound.
+	_, err := tx.ExecContext(ctx, `
+		INSERT INTO blocked (account, contact, since) VALUES (?, ?, ?)
+		ON CONFLICT (account, contact) DO NOTHING`,
+		op.Account, op.Contact, storedTime(op.Now).UnixMicro())
+	if err != nil {
+		return err
+	}
+	_, err = tx.ExecContext(ctx, `
+		DELETE FROM requests
+		WHERE contact = ? AND handle IN (SELECT name FROM handles WHERE account = ?)`,
+		op.Contact, op.Account)
 	return err
 }
 

@@ -1,6 +1,7 @@
 package storage
 
 import (
+	"cmp"
 	"context"
 	"crypto/rand"
 	"database/sql"
@@ -258,7 +259,7 @@ func wantSnapshot(t testing.TB, got, want *Snapshot) {
 			t.Fatalf("Load: account %d is %+v, want %+v", i, g, w)
 		}
 	}
-	if !slices.Equal(got.Handles, want.Handles) {
+	if !slices.EqualFunc(got.Handles, want.Handles, sameHandle) {
 		t.Fatalf("Load: handles %+v, want %+v", got.Handles, want.Handles)
 	}
 	if !slices.Equal(got.Subscriptions, want.Subscriptions) {
@@ -273,9 +274,30 @@ func wantSnapshot(t testing.TB, got, want *Snapshot) {
 	if !slices.EqualFunc(got.Removed, want.Removed, sameRemoved) {
 		t.Fatalf("Load: removed names %+v, want %+v", got.Removed, want.Removed)
 	}
-	if !slices.Equal(got.Notices, want.Notices) {
+	if !slices.EqualFunc(got.Notices, want.Notices, sameNotice) {
 		t.Fatalf("Load: notices %+v, want %+v", got.Notices, want.Notices)
 	}
+	if !slices.EqualFunc(got.Blocked, want.Blocked, sameBlock) {
+		t.Fatalf("Load: blocked %+v, want %+v", got.Blocked, want.Blocked)
+	}
+}
+
+// sameHandle reports whether g, read back from a store, is w as stored. A
+// shown handle has no HiddenSince.
+func sameHandle(g, w Handle) bool {
+	return g.Name == w.Name && g.Account == w.Account && g.Policy == w.Policy &&
+		g.Hidden == w.Hidden && sameStoredTime(g.HiddenSince, w.HiddenSince)
+}
+
+// sameNotice reports whether g, read back from a store, is w as stored.
+func sameNotice(g, w Notice) bool {
+	return g.Handle == w.Handle && g.Account == w.Account && g.Contact == w.Contact &&
+		sameStoredTime(g.Since, w.Since)
+}
+
+// sameBlock reports whether g, read back from a store, is w as stored.
+func sameBlock(g, w Block) bool {
+	return g.Account == w.Account && g.Contact == w.Contact && sameStoredTime(g.Since, w.Since)
 }
 
 // sameRequest reports whether g, read back from a store, is w as stored.
@@ -906,6 +928,42 @@ func runConformance(t *testing.T, driver string, freshDSN func(t testing.TB) str
 		wantHandles(t, s, "a@example.org", "a")
 	})
 
+	// A canceled context fails every method, every time, and costs the
+	// store nothing: the next call with a live context works at once.
+	t.Run("CanceledContextRepeated", func(t *testing.T) {
+		s := open(t)
+		mustAdd(t, s, "a@example.org", "a", 5)
+		cctx, cancel := context.WithCancel(ctx)
+		cancel()
+		calls := []struct {
+			name string
+			call func() error
+		}{
+			{"Account", func() error { _, err := s.Account(cctx, "a@example.org"); return err }},
+			{"Handles", func() error { _, err := s.Handles(cctx, "a@example.org"); return err }},
+			{"AddHandle", func() error { _, err := s.AddHandle(cctx, "a@example.org", "b", 5, time.Now()); return err }},
+			{"RemoveHandle", func() error { return s.RemoveHandle(cctx, "a@example.org", "a") }},
+			{"SetFlags", func() error { return s.SetFlags(cctx, "a@example.org", Flags{Status: StatusAway}) }},
+			{"AddSubscription", func() error { return s.AddSubscription(cctx, "a", "c@example.net") }},
+			{"RemoveSubscription", func() error { return s.RemoveSubscription(cctx, "a", "c@example.net") }},
+			{"Apply", func() error {
+				return s.Apply(cctx, []Op{{Kind: OpAddSubscription, Handle: "a", Contact: "c@example.net"}})
+			}},
+			{"Load", func() error { _, err := s.Load(cctx); return err }},
+		}
+		for i := range 50 {
+			for _, c := range calls {
+				if err := c.call(); err == nil || isSentinel(err) {
+					t.Fatalf("round %d: %s with a canceled context: %v, want a non-sentinel error", i, c.name, err)
+				}
+				wantHandles(t, s, "a@example.org", "a")
+			}
+		}
+		if snap := load(t, s); len(snap.Handles) != 1 || len(snap.Subscriptions) != 0 || snap.Accounts[0].Flags.Status == StatusAway {
+			t.Fatalf("a canceled call changed the database: %+v", snap)
+		}
+	})
+
 	t.Run("AddHandlePolicy", func(t *testing.T) {
 		s := open(t)
 		at := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
@@ -953,13 +1011,13 @@ func runConformance(t *testing.T, driver string, freshDSN func(t testing.TB) str
 		snap := load(t, s)
 		want := &Snapshot{
 			Accounts:      snap.Accounts,
-			Handles:       []Handle{{"kept", "a@example.org", PolicyAsk}, {"other", "b@example.org", PolicyAsk}},
+			Handles:       []Handle{{Name: "kept", Account: "a@example.org", Policy: PolicyAsk}, {Name: "other", Account: "b@example.org", Policy: PolicyAsk}},
 			Subscriptions: []Subscription{{"kept", "x@example.net"}, {"other", "z@example.net"}},
 			// The request to the removed handle goes with it.
 			Requests: []Request{{"kept", "r@example.net", at}},
 			Removed:  []RemovedName{{"gone", "a@example.org", at}},
 			// One per subscriber of the removed handle, none for the others.
-			Notices: []Notice{{"gone", "a@example.org", "x@example.net"}, {"gone", "a@example.org", "y@example.net"}},
+			Notices: []Notice{{Handle: "gone", Account: "a@example.org", Contact: "x@example.net"}, {Handle: "gone", Account: "a@example.org", Contact: "y@example.net"}},
 		}
 		wantSnapshot(t, snap, want)
 
@@ -987,7 +1045,7 @@ func runConformance(t *testing.T, driver string, freshDSN func(t testing.TB) str
 		must(t, "RemoveHandle", s.RemoveHandle(ctx, "b@example.org", "gone"))
 		after := time.Now()
 		snap = load(t, s)
-		wantNotices := []Notice{{"gone", "b@example.org", "w@example.net"}, {"gone", "a@example.org", "x@example.net"}, {"gone", "a@example.org", "y@example.net"}}
+		wantNotices := []Notice{{Handle: "gone", Account: "b@example.org", Contact: "w@example.net"}, {Handle: "gone", Account: "a@example.org", Contact: "x@example.net"}, {Handle: "gone", Account: "a@example.org", Contact: "y@example.net"}}
 		if !slices.Equal(snap.Notices, wantNotices) {
 			t.Fatalf("notices %+v, want %+v", snap.Notices, wantNotices)
 		}
@@ -1079,7 +1137,7 @@ func runConformance(t *testing.T, driver string, freshDSN func(t testing.TB) str
 			Op{Kind: OpNoticesSent, Handle: "h1"},
 			Op{Kind: OpNoticesSent, Handle: "none", Contacts: []string{"x@example.net"}},
 		)
-		want := []Notice{{"h1", "a@example.org", "y@example.net"}, {"h2", "a@example.org", "x@example.net"}}
+		want := []Notice{{Handle: "h1", Account: "a@example.org", Contact: "y@example.net"}, {Handle: "h2", Account: "a@example.org", Contact: "x@example.net"}}
 		if got := load(t, s).Notices; !slices.Equal(got, want) {
 			t.Fatalf("notices %+v, want %+v", got, want)
 		}
@@ -1139,6 +1197,331 @@ func runConformance(t *testing.T, driver string, freshDSN func(t testing.TB) str
 		}
 	})
 
+	t.Run("SetVisibility", func(t *testing.T) {
+		s := open(t)
+		mustAdd(t, s, "a@example.org", "h", 5)
+		mustAdd(t, s, "b@example.org", "g", 5)
+		zone := time.FixedZone("UTC-3", -3*3600)
+		t1 := time.Date(2026, 4, 5, 6, 7, 8, 123456789, zone)
+		t2 := time.Date(2026, 4, 6, 0, 0, 0, 999, zone)
+		g := Handle{Name: "g", Account: "b@example.org", Policy: PolicyAsk}
+		wantHandlesLoaded := func(what string, want ...Handle) {
+			t.Helper()
+			if got := load(t, s).Handles; !slices.EqualFunc(got, want, sameHandle) {
+				t.Fatalf("%s: handles %+v, want %+v", what, got, want)
+			}
+		}
+
+		mustApply(t, s, Op{Kind: OpSetVisibility, Account: "a@example.org", Handle: "h", Hidden: true, Now: t1})
+		wantHandlesLoaded("hidden", g, Handle{Name: "h", Account: "a@example.org", Policy: PolicyAsk, Hidden: true, HiddenSince: t1})
+		// Hidden again, the handle takes the new moment.
+		mustApply(t, s, Op{Kind: OpSetVisibility, Account: "a@example.org", Handle: "h", Hidden: true, Now: t2})
+		wantHandlesLoaded("hidden again", g, Handle{Name: "h", Account: "a@example.org", Policy: PolicyAsk, Hidden: true, HiddenSince: t2})
+		// Shown, it has no stamp any more; shown twice is no error.
+		for range 2 {
+			mustApply(t, s, Op{Kind: OpSetVisibility, Account: "a@example.org", Handle: "h", Now: t1})
+			wantHandlesLoaded("shown", g, Handle{Name: "h", Account: "a@example.org", Policy: PolicyAsk})
+		}
+		// The zero time is a stamp like another: the handle is hidden.
+		mustApply(t, s, Op{Kind: OpSetVisibility, Account: "a@example.org", Handle: "h", Hidden: true})
+		wantHandlesLoaded("hidden at the zero time", g, Handle{Name: "h", Account: "a@example.org", Policy: PolicyAsk, Hidden: true})
+		// The policy is apart from the visibility.
+		mustApply(t, s, Op{Kind: OpSetPolicy, Account: "a@example.org", Handle: "h", Policy: PolicyOpen})
+		wantHandlesLoaded("policy set", g, Handle{Name: "h", Account: "a@example.org", Policy: PolicyOpen, Hidden: true})
+		for _, h := range load(t, s).Handles {
+			if h.HiddenSince.Location() != time.UTC {
+				t.Errorf("handle %q: HiddenSince in %v, want UTC", h.Name, h.HiddenSince.Location())
+			}
+		}
+	})
+
+	t.Run("SetVisibilityErrors", func(t *testing.T) {
+		s := open(t)
+		mustAdd(t, s, "a@example.org", "h", 5)
+		mustAdd(t, s, "b@example.org", "g", 5)
+		at := time.Date(2026, 4, 5, 6, 7, 8, 0, time.UTC)
+		tests := []struct {
+			name string
+			op   Op
+			want error
+		}{
+			{"not owner", Op{Kind: OpSetVisibility, Account: "b@example.org", Handle: "h", Hidden: true, Now: at}, ErrNotOwner},
+			{"unknown account", Op{Kind: OpSetVisibility, Account: "nobody@example.org", Handle: "h", Hidden: true, Now: at}, ErrNotOwner},
+			{"no handle", Op{Kind: OpSetVisibility, Account: "a@example.org", Handle: "none", Hidden: true, Now: at}, ErrNotFound},
+			{"show not owner", Op{Kind: OpSetVisibility, Account: "b@example.org", Handle: "h"}, ErrNotOwner},
+		}
+		for _, tt := range tests {
+			err := s.Apply(ctx, []Op{{Kind: OpSetVisibility, Account: "b@example.org", Handle: "g", Hidden: true, Now: at}, tt.op})
+			wantOpError(t, "SetVisibility "+tt.name, err, 1, tt.want)
+			for _, h := range load(t, s).Handles {
+				if h.Hidden {
+					t.Fatalf("%s: handle %+v hidden by a failed batch", tt.name, h)
+				}
+			}
+		}
+		wantNoAccount(t, s, "nobody@example.org")
+	})
+
+	t.Run("Block", func(t *testing.T) {
+		s := open(t)
+		mustAdd(t, s, "a@example.org", "h1", 5)
+		mustAdd(t, s, "a@example.org", "h2", 5)
+		mustAdd(t, s, "b@example.org", "g", 5)
+		zone := time.FixedZone("UTC+2", 2*3600)
+		t0 := time.Date(2026, 3, 1, 0, 0, 0, 0, time.UTC)
+		t1 := time.Date(2026, 3, 2, 10, 11, 12, 345678901, zone)
+		t2 := t1.Add(time.Hour)
+		for _, r := range []Request{
+			{"h1", "c@example.net", t0}, {"h2", "c@example.net", t0}, {"g", "c@example.net", t0},
+			{"h1", "d@example.net", t0}, {"h2", "e@example.net", t0},
+		} {
+			mustApply(t, s, Op{Kind: OpAddRequest, Handle: r.Handle, Contact: r.Contact, Now: r.At})
+		}
+		mustApply(t, s, Op{Kind: OpBlock, Account: "a@example.org", Contact: "c@example.net", Now: t1})
+		snap := load(t, s)
+		// The contact's requests to the account's handles go; those to
+		// another account's handle, and the other contacts', stay.
+		wantRequests := []Request{{"g", "c@example.net", t0}, {"h1", "d@example.net", t0}, {"h2", "e@example.net", t0}}
+		if !slices.EqualFunc(snap.Requests, wantRequests, sameRequest) {
+			t.Fatalf("requests %+v, want %+v", snap.Requests, wantRequests)
+		}
+		want := []Block{{"a@example.org", "c@example.net", t1}}
+		if !slices.EqualFunc(snap.Blocked, want, sameBlock) {
+			t.Fatalf("blocked %+v, want %+v", snap.Blocked, want)
+		}
+		// Blocked again, alone or twice in a batch, the contact keeps its
+		// first stamp.
+		mustApply(t, s, Op{Kind: OpBlock, Account: "a@example.org", Contact: "c@example.net", Now: t2})
+		mustApply(t, s,
+			Op{Kind: OpBlock, Account: "a@example.org", Contact: "c@example.net", Now: t2},
+			Op{Kind: OpBlock, Account: "a@example.org", Contact: "c@example.net", Now: t0},
+		)
+		if got := load(t, s).Blocked; !slices.EqualFunc(got, want, sameBlock) {
+			t.Fatalf("blocked %+v after blocking again, want %+v", got, want)
+		}
+		for _, b := range load(t, s).Blocked {
+			if b.Since.Location() != time.UTC {
+				t.Errorf("block %+v: Since in %v, want UTC", b, b.Since.Location())
+			}
+		}
+		// A request made after the block is kept (the roster refuses it,
+		// not storage), and goes with a block made again.
+		mustApply(t, s, Op{Kind: OpAddRequest, Handle: "h1", Contact: "c@example.net", Now: t2})
+		mustApply(t, s, Op{Kind: OpBlock, Account: "a@example.org", Contact: "c@example.net", Now: t2})
+		if got := load(t, s).Requests; !slices.EqualFunc(got, wantRequests, sameRequest) {
+			t.Fatalf("requests %+v, want %+v", got, wantRequests)
+		}
+		// An account with no handle, created by SetFlags, blocks too.
+		must(t, "SetFlags", s.SetFlags(ctx, "n@example.org", Flags{Status: StatusAway}))
+		mustApply(t, s, Op{Kind: OpBlock, Account: "n@example.org", Contact: "c@example.net", Now: t0})
+		want = append(want, Block{"n@example.org", "c@example.net", t0})
+		if got := load(t, s).Blocked; !slices.EqualFunc(got, want, sameBlock) {
+			t.Fatalf("blocked %+v, want %+v", got, want)
+		}
+	})
+
+	t.Run("BlockUnknownAccount", func(t *testing.T) {
+		s := open(t)
+		mustAdd(t, s, "a@example.org", "h", 5)
+		at := time.Date(2026, 3, 1, 0, 0, 0, 0, time.UTC)
+		mustApply(t, s, Op{Kind: OpAddRequest, Handle: "h", Contact: "c@example.net", Now: at})
+		err := s.Apply(ctx, []Op{
+			{Kind: OpBlock, Account: "a@example.org", Contact: "c@example.net", Now: at},
+			{Kind: OpBlock, Account: "nobody@example.org", Contact: "c@example.net", Now: at},
+		})
+		wantOpError(t, "Block by an unknown account", err, 1, ErrNotFound)
+		if !IsRowError(err) {
+			t.Fatalf("IsRowError(%v) = false", err)
+		}
+		snap := load(t, s)
+		if len(snap.Blocked) != 0 || len(snap.Requests) != 1 {
+			t.Fatalf("a failed batch was kept: blocked %+v, requests %+v", snap.Blocked, snap.Requests)
+		}
+		wantNoAccount(t, s, "nobody@example.org")
+	})
+
+	t.Run("Unblock", func(t *testing.T) {
+		s := open(t)
+		mustAdd(t, s, "a@example.org", "h", 5)
+		mustAdd(t, s, "b@example.org", "g", 5)
+		t1 := time.Date(2026, 3, 1, 0, 0, 0, 1000, time.UTC)
+		t2 := t1.Add(time.Minute)
+		mustApply(t, s,
+			Op{Kind: OpBlock, Account: "a@example.org", Contact: "c@example.net", Now: t1},
+			Op{Kind: OpBlock, Account: "a@example.org", Contact: "d@example.net", Now: t1},
+			Op{Kind: OpBlock, Account: "b@example.org", Contact: "c@example.net", Now: t1},
+		)
+		mustApply(t, s, Op{Kind: OpUnblock, Account: "a@example.org", Contact: "c@example.net"})
+		want := []Block{{"a@example.org", "d@example.net", t1}, {"b@example.org", "c@example.net", t1}}
+		if got := load(t, s).Blocked; !slices.EqualFunc(got, want, sameBlock) {
+			t.Fatalf("blocked %+v, want %+v", got, want)
+		}
+		// Unblocking one not blocked, or by an unknown account, is no error.
+		mustApply(t, s,
+			Op{Kind: OpUnblock, Account: "a@example.org", Contact: "c@example.net"},
+			Op{Kind: OpUnblock, Account: "a@example.org", Contact: "nobody@example.net"},
+			Op{Kind: OpUnblock, Account: "nobody@example.org", Contact: "c@example.net"},
+		)
+		if got := load(t, s).Blocked; !slices.EqualFunc(got, want, sameBlock) {
+			t.Fatalf("blocked %+v, want %+v", got, want)
+		}
+		wantNoAccount(t, s, "nobody@example.org")
+		// Blocked anew, the contact takes the new moment.
+		mustApply(t, s, Op{Kind: OpBlock, Account: "a@example.org", Contact: "c@example.net", Now: t2})
+		want = []Block{{"a@example.org", "c@example.net", t2}, {"a@example.org", "d@example.net", t1}, {"b@example.org", "c@example.net", t1}}
+		if got := load(t, s).Blocked; !slices.EqualFunc(got, want, sameBlock) {
+			t.Fatalf("blocked %+v, want %+v", got, want)
+		}
+	})
+
+	t.Run("BlockedOrder", func(t *testing.T) {
+		s := open(t)
+		accounts := []string{"b@example.org", "a@example.org", "ä@example.org", "A@example.org"}
+		contacts := []string{"z@example.net", "y@example.net", "é@example.net", "Y@example.net", "10@example.net", "9@example.net"}
+		at := time.Date(2026, 3, 1, 0, 0, 0, 0, time.UTC)
+		var want []Block
+		for i, a := range accounts {
+			mustAdd(t, s, a, fmt.Sprintf("h%d", i), 5)
+			for j, c := range contacts {
+				when := at.Add(time.Duration(len(contacts)-j) * time.Second)
+				mustApply(t, s, Op{Kind: OpBlock, Account: a, Contact: c, Now: when})
+				want = append(want, Block{a, c, when})
+			}
+		}
+		slices.SortFunc(want, func(x, y Block) int {
+			return cmp.Or(strings.Compare(x.Account, y.Account), strings.Compare(x.Contact, y.Contact))
+		})
+		if got := load(t, s).Blocked; !slices.EqualFunc(got, want, sameBlock) {
+			t.Fatalf("blocked %+v, want %+v", got, want)
+		}
+	})
+
+	t.Run("RemoveHandleNoticeSince", func(t *testing.T) {
+		s := open(t)
+		zone := time.FixedZone("UTC+9", 9*3600)
+		base := time.Date(2026, 6, 1, 12, 0, 0, 0, zone)
+		at := func(minutes int) time.Time { return base.Add(time.Duration(minutes)*time.Minute + 123456789) }
+		stamp, early, hidden, late := at(50), at(10), at(20), at(30)
+		for _, h := range []string{"plain", "hidden", "nostamp", "hiddennostamp"} {
+			mustAdd(t, s, "a@example.org", h, 5)
+			for _, c := range []string{"p@example.net", "e@example.net", "l@example.net"} {
+				must(t, "AddSubscription", s.AddSubscription(ctx, h, c))
+			}
+		}
+		mustAdd(t, s, "x@example.org", "other", 5)
+		mustApply(t, s,
+			Op{Kind: OpSetVisibility, Account: "a@example.org", Handle: "hidden", Hidden: true, Now: hidden},
+			Op{Kind: OpSetVisibility, Account: "a@example.org", Handle: "hiddennostamp", Hidden: true, Now: hidden},
+			// e is blocked before the handle was hidden, l after.
+			Op{Kind: OpBlock, Account: "a@example.org", Contact: "e@example.net", Now: early},
+			Op{Kind: OpBlock, Account: "a@example.org", Contact: "l@example.net", Now: late},
+			// Another account's block does not count.
+			Op{Kind: OpBlock, Account: "x@example.org", Contact: "p@example.net", Now: at(1)},
+		)
+		removed := at(60)
+		mustApply(t, s,
+			Op{Kind: OpRemoveHandle, Account: "a@example.org", Handle: "plain", Now: removed, Stamp: stamp},
+			Op{Kind: OpRemoveHandle, Account: "a@example.org", Handle: "hidden", Now: removed, Stamp: stamp},
+			Op{Kind: OpRemoveHandle, Account: "a@example.org", Handle: "nostamp", Now: removed},
+			Op{Kind: OpRemoveHandle, Account: "a@example.org", Handle: "hiddennostamp", Now: removed},
+		)
+		want := []Notice{
+			// Hidden: the stamp of the hiding, unless the block is earlier.
+			{"hidden", "a@example.org", "e@example.net", early},
+			{"hidden", "a@example.org", "l@example.net", hidden},
+			{"hidden", "a@example.org", "p@example.net", hidden},
+			{"hiddennostamp", "a@example.org", "e@example.net", early},
+			{"hiddennostamp", "a@example.org", "l@example.net", hidden},
+			{"hiddennostamp", "a@example.org", "p@example.net", hidden},
+			// Shown without a stamp: unknown, but for the blocked.
+			{"nostamp", "a@example.org", "e@example.net", early},
+			{"nostamp", "a@example.org", "l@example.net", late},
+			{"nostamp", "a@example.org", "p@example.net", time.Time{}},
+			// Shown: the stamp, but for the blocked.
+			{"plain", "a@example.org", "e@example.net", early},
+			{"plain", "a@example.org", "l@example.net", late},
+			{"plain", "a@example.org", "p@example.net", stamp},
+		}
+		snap := load(t, s)
+		if !slices.EqualFunc(snap.Notices, want, sameNotice) {
+			t.Fatalf("notices %+v, want %+v", snap.Notices, want)
+		}
+		for _, n := range snap.Notices {
+			if n.Since.Location() != time.UTC {
+				t.Errorf("notice %+v: Since in %v, want UTC", n, n.Since.Location())
+			}
+		}
+		// The blocks outlive the handles.
+		if len(snap.Blocked) != 3 {
+			t.Fatalf("blocked %+v, want 3", snap.Blocked)
+		}
+		// The method records no stamp of its own.
+		mustAdd(t, s, "a@example.org", "method", 5)
+		must(t, "AddSubscription", s.AddSubscription(ctx, "method", "p@example.net"))
+		must(t, "RemoveHandle", s.RemoveHandle(ctx, "a@example.org", "method"))
+		for _, n := range load(t, s).Notices {
+			if n.Handle == "method" && !n.Since.IsZero() {
+				t.Fatalf("notice %+v recorded by RemoveHandle, want a zero Since", n)
+			}
+		}
+		// A name held again starts shown.
+		mustAdd(t, s, "b@example.org", "hidden", 5)
+		for _, h := range load(t, s).Handles {
+			if h.Name == "hidden" && (h.Hidden || !h.HiddenSince.IsZero()) {
+				t.Fatalf("handle %+v taken again is hidden", h)
+			}
+		}
+	})
+
+	t.Run("NewOpsRowErrors", func(t *testing.T) {
+		// A row error of one of the new ops names it, and keeps nothing:
+		// the rest of the batch applies without it.
+		at := time.Date(2026, 8, 1, 0, 0, 0, 0, time.UTC)
+		good := []Op{
+			{Kind: OpSetVisibility, Account: "a@example.org", Handle: "h", Hidden: true, Now: at},
+			{Kind: OpBlock, Account: "a@example.org", Contact: "c@example.net", Now: at},
+			{Kind: OpUnblock, Account: "a@example.org", Contact: "d@example.net"},
+		}
+		for _, tt := range []struct {
+			name string
+			bad  Op
+			want error
+		}{
+			{"visibility not owner", Op{Kind: OpSetVisibility, Account: "b@example.org", Handle: "h", Hidden: true, Now: at}, ErrNotOwner},
+			{"visibility no handle", Op{Kind: OpSetVisibility, Account: "a@example.org", Handle: "none", Now: at}, ErrNotFound},
+			{"block unknown account", Op{Kind: OpBlock, Account: "nobody@example.org", Contact: "c@example.net", Now: at}, ErrNotFound},
+		} {
+			t.Run(tt.name, func(t *testing.T) {
+				s := open(t)
+				mustAdd(t, s, "a@example.org", "h", 5)
+				mustAdd(t, s, "b@example.org", "g", 5)
+				mustApply(t, s,
+					Op{Kind: OpAddRequest, Handle: "h", Contact: "c@example.net", Now: at},
+					Op{Kind: OpBlock, Account: "a@example.org", Contact: "d@example.net", Now: at},
+				)
+				before := load(t, s)
+				ops := slices.Insert(slices.Clone(good), 1, tt.bad)
+				err := s.Apply(ctx, ops)
+				wantOpError(t, "Apply", err, 1, tt.want)
+				if !IsRowError(err) {
+					t.Fatalf("IsRowError(%v) = false", err)
+				}
+				wantSnapshot(t, load(t, s), before)
+
+				mustApply(t, s, good...)
+				snap := load(t, s)
+				wantSnapshot(t, snap, &Snapshot{
+					Accounts: snap.Accounts,
+					Handles: []Handle{
+						{Name: "g", Account: "b@example.org", Policy: PolicyAsk},
+						{Name: "h", Account: "a@example.org", Policy: PolicyAsk, Hidden: true, HiddenSince: at},
+					},
+					Blocked: []Block{{"a@example.org", "c@example.net", at}},
+				})
+			})
+		}
+	})
+
 	t.Run("MigrateFromV2", func(t *testing.T) {
 		// A database as version 2 left it, with its steps as released
 		// (step 1 is checked against a frozen copy by
@@ -1162,7 +1545,7 @@ func runConformance(t *testing.T, driver string, freshDSN func(t testing.TB) str
 		// The handles of before approved everyone: they still do.
 		wantSnapshot(t, load(t, s), &Snapshot{
 			Accounts:      []Account{{JID: "a@example.org", Flags: Flags{Online: true, Status: StatusAway, Explicit: true, StatusText: "out", Since: time.Unix(0, 0)}}},
-			Handles:       []Handle{{"a1", "a@example.org", PolicyOpen}, {"a2", "a@example.org", PolicyOpen}},
+			Handles:       []Handle{{Name: "a1", Account: "a@example.org", Policy: PolicyOpen}, {Name: "a2", Account: "a@example.org", Policy: PolicyOpen}},
 			Subscriptions: []Subscription{{"a1", "c@example.net"}},
 		})
 		// The new tables work with the old rows.
@@ -1175,10 +1558,65 @@ func runConformance(t *testing.T, driver string, freshDSN func(t testing.TB) str
 		)
 		wantSnapshot(t, load(t, s), &Snapshot{
 			Accounts: []Account{{JID: "a@example.org", Flags: Flags{Online: true, Status: StatusAway, Explicit: true, StatusText: "out", Since: time.Unix(0, 0)}}},
-			Handles:  []Handle{{"a2", "a@example.org", PolicyAsk}, {"a3", "a@example.org", PolicyAsk}},
+			Handles:  []Handle{{Name: "a2", Account: "a@example.org", Policy: PolicyAsk}, {Name: "a3", Account: "a@example.org", Policy: PolicyAsk}},
 			Requests: []Request{{"a2", "r@example.net", at}},
 			Removed:  []RemovedName{{"a1", "a@example.org", at}},
-			Notices:  []Notice{{"a1", "a@example.org", "c@example.net"}},
+			Notices:  []Notice{{Handle: "a1", Account: "a@example.org", Contact: "c@example.net"}},
+		})
+	})
+
+	t.Run("MigrateFromV3", func(t *testing.T) {
+		// A database as version 3 left it, with its steps as released.
+		dsn := freshDSN(t)
+		versionTable, steps, epoch := sqliteSchemaVersionTable, sqliteMigrations, "0"
+		if driver == DriverPostgres {
+			versionTable, steps, epoch = postgresSchemaVersionTable, postgresMigrations, "'1970-01-01 00:00:00+00'"
+		}
+		execDSN(t, driver, dsn,
+			versionTable, steps[0], steps[1], steps[2],
+			"INSERT INTO schema_version (id, version) VALUES (1, 3)",
+			"INSERT INTO accounts (jid, online, status, explicit, hiding, status_text, since, created_at) VALUES ('a@example.org', FALSE, 'busy', FALSE, TRUE, '', "+epoch+", "+epoch+")",
+			"INSERT INTO handles (name, account, policy, created_at) VALUES ('a1', 'a@example.org', 'ask', "+epoch+"), ('a2', 'a@example.org', 'open', "+epoch+")",
+			"INSERT INTO subscriptions (handle, contact) VALUES ('a1', 'c@example.net'), ('a2', 'c@example.net')",
+			"INSERT INTO requests (handle, contact, created_at) VALUES ('a1', 'r@example.net', "+epoch+")",
+			"INSERT INTO removed_names (name, account, removed_at) VALUES ('old', 'a@example.org', "+epoch+")",
+			"INSERT INTO notices (handle, account, contact) VALUES ('old', 'a@example.org', 'n@example.net')",
+		)
+		s := openStore(t, driver, dsn)
+		if got, want := queryInt(t, s, "SELECT version FROM schema_version"), migrationCount(s); got != want {
+			t.Fatalf("schema version %d, want %d", got, want)
+		}
+		epochTime := time.Unix(0, 0)
+		account := Account{JID: "a@example.org", Flags: Flags{Status: StatusBusy, Hiding: true, Since: epochTime}}
+		// The handles of before are shown, and the stamps of the notices
+		// of before unknown.
+		want := &Snapshot{
+			Accounts:      []Account{account},
+			Handles:       []Handle{{Name: "a1", Account: "a@example.org", Policy: PolicyAsk}, {Name: "a2", Account: "a@example.org", Policy: PolicyOpen}},
+			Subscriptions: []Subscription{{"a1", "c@example.net"}, {"a2", "c@example.net"}},
+			Requests:      []Request{{"a1", "r@example.net", epochTime}},
+			Removed:       []RemovedName{{"old", "a@example.org", epochTime}},
+			Notices:       []Notice{{Handle: "old", Account: "a@example.org", Contact: "n@example.net"}},
+		}
+		wantSnapshot(t, load(t, s), want)
+		// The new columns and table work with the old rows.
+		hidden := time.Date(2026, 7, 1, 0, 0, 0, 0, time.UTC)
+		blocked := hidden.Add(-time.Hour)
+		mustApply(t, s,
+			Op{Kind: OpSetVisibility, Account: "a@example.org", Handle: "a2", Hidden: true, Now: hidden},
+			Op{Kind: OpBlock, Account: "a@example.org", Contact: "r@example.net", Now: blocked},
+			Op{Kind: OpRemoveHandle, Account: "a@example.org", Handle: "a1", Now: hidden, Stamp: hidden.Add(time.Hour)},
+		)
+		wantSnapshot(t, load(t, s), &Snapshot{
+			Accounts:      []Account{account},
+			Handles:       []Handle{{Name: "a2", Account: "a@example.org", Policy: PolicyOpen, Hidden: true, HiddenSince: hidden}},
+			Subscriptions: []Subscription{{"a2", "c@example.net"}},
+			Removed:       []RemovedName{{"a1", "a@example.org", hidden}, {"old", "a@example.org", epochTime}},
+			Notices: []Notice{
+				{Handle: "a1", Account: "a@example.org", Contact: "c@example.net", Since: hidden.Add(time.Hour)},
+				{Handle: "old", Account: "a@example.org", Contact: "n@example.net"},
+			},
+			Blocked: []Block{{"a@example.org", "r@example.net", blocked}},
 		})
 	})
 
@@ -1334,6 +1772,14 @@ func populate(t testing.TB, s Store) *Snapshot {
 	} {
 		must(t, "AddSubscription", s.AddSubscription(ctx, sub.Handle, sub.Contact))
 	}
+	hidden := time.Date(2025, 7, 8, 9, 10, 11, 121314151, time.FixedZone("y", 3600))
+	blocked := time.Date(2025, 2, 3, 4, 5, 6, 70809, time.UTC)
+	mustApply(t, s,
+		Op{Kind: OpSetVisibility, Account: "b@example.org", Handle: "b2", Hidden: true, Now: hidden},
+		Op{Kind: OpBlock, Account: "b@example.org", Contact: "w@example.net", Now: blocked},
+		Op{Kind: OpBlock, Account: "a@example.org", Contact: "w@example.net", Now: hidden},
+		Op{Kind: OpBlock, Account: "a@example.org", Contact: "v@example.net", Now: blocked},
+	)
 	return &Snapshot{
 		Accounts: []Account{
 			{JID: "a@example.org", Flags: fa},
@@ -1343,10 +1789,13 @@ func populate(t testing.TB, s Store) *Snapshot {
 		Handles: []Handle{
 			{Name: "a1", Account: "a@example.org", Policy: PolicyAsk},
 			{Name: "b1", Account: "b@example.org", Policy: PolicyAsk},
-			{Name: "b2", Account: "b@example.org", Policy: PolicyAsk},
+			{Name: "b2", Account: "b@example.org", Policy: PolicyAsk, Hidden: true, HiddenSince: hidden},
 		},
 		Subscriptions: []Subscription{
 			{"a1", "z@example.net"}, {"b1", "x@example.net"}, {"b1", "y@example.net"}, {"b2", "x@example.net"},
+		},
+		Blocked: []Block{
+			{"a@example.org", "v@example.net", blocked}, {"a@example.org", "w@example.net", hidden}, {"b@example.org", "w@example.net", blocked},
 		},
 	}
 }
@@ -2038,6 +2487,9 @@ func TestOpKindString(t *testing.T) {
 		OpRemoveRequest:      "remove request",
 		OpNoticesSent:        "notices sent",
 		OpSetPolicy:          "set policy",
+		OpSetVisibility:      "set visibility",
+		OpBlock:              "block",
+		OpUnblock:            "unblock",
 		OpKind(99):           "op 99",
 	} {
 		if got := kind.String(); got != want {
@@ -2074,5 +2526,86 @@ func TestPostgresSlowStatementKeepsTheLock(t *testing.T) {
 		t.Fatal("a statement past its deadline succeeded")
 	}
 	mustAdd(t, st, "a@example.org", "h", 5)
+	logs.wantLogged(t, slog.LevelError, "database connection lost", 0)
+}
+
+// TestPostgresCanceledKeepsLock: a caller's context that ends, before a
+// call, during a statement, between the statements and the commit, or at
+// any moment of a short call, fails that call at most; the lock
+// connection, and so the instance lock, stays.
+func TestPostgresCanceledKeepsLock(t *testing.T) {
+	ctx := context.Background()
+	dsn := postgresDSN(t)
+	logs := &logRecorder{}
+	st, err := OpenWith(ctx, DriverPostgres, dsn, Options{Log: slog.New(logs)})
+	must(t, "open", err)
+	defer st.Close()
+	s := st.(*postgresStore)
+	mustAdd(t, s, "a@example.org", "a", 100)
+	pid := lockConnPID(s)
+	keptLock := func(what string) {
+		t.Helper()
+		if got := lockConnPID(s); got != pid {
+			t.Fatalf("%s: lock connection of backend %d, want %d still", what, got, pid)
+		}
+		if _, err := s.Handles(ctx, "a@example.org"); err != nil {
+			t.Fatalf("%s: Handles: %v", what, err)
+		}
+	}
+
+	// Canceled while a statement runs: PostgreSQL cancels it.
+	cctx, cancel := context.WithCancel(ctx)
+	time.AfterFunc(50*time.Millisecond, cancel)
+	start := time.Now()
+	err = s.inTx(cctx, pgx.TxOptions{}, func(tx pgx.Tx) error {
+		_, err := tx.Exec(cctx, "SELECT pg_sleep(10)")
+		return err
+	})
+	if err == nil || time.Since(start) > 5*time.Second {
+		t.Fatalf("a statement canceled after 50 ms returned %v after %v", err, time.Since(start))
+	}
+	keptLock("canceled during a statement")
+
+	// Canceled once the statements are done, before the commit: nothing
+	// is committed.
+	cctx, cancel = context.WithCancel(ctx)
+	err = s.inTx(cctx, pgx.TxOptions{}, func(tx pgx.Tx) error {
+		_, err := tx.Exec(cctx, "INSERT INTO handles (name, account, policy) VALUES ('uncommitted', 'a@example.org', 'ask')")
+		cancel()
+		return err
+	})
+	if !errors.Is(err, context.Canceled) {
+		t.Fatalf("a transaction canceled before its commit returned %v, want %v", err, context.Canceled)
+	}
+	keptLock("canceled before the commit")
+	wantHandles(t, s, "a@example.org", "a")
+
+	// Canceled at any moment of a short call, over and over; a call that
+	// returns nil has committed.
+	added := []string{"a"}
+	for i := range 50 {
+		name := fmt.Sprintf("h%02d", i)
+		cctx, cancel := context.WithCancel(ctx)
+		timer := time.AfterFunc(time.Duration(i%10)*200*time.Microsecond, cancel)
+		var err error
+		if i%2 == 0 {
+			_, err = s.AddHandle(cctx, "a@example.org", name, 100, time.Now())
+		} else {
+			err = s.Apply(cctx, []Op{
+				{Kind: OpSetFlags, Account: "a@example.org", Flags: Flags{Status: StatusAway}},
+				{Kind: OpAddHandle, Account: "a@example.org", Handle: name, Max: 100, Now: time.Now(), Policy: PolicyAsk},
+			})
+		}
+		timer.Stop()
+		cancel()
+		if err == nil {
+			added = append(added, name)
+		} else if isSentinel(err) {
+			t.Fatalf("round %d: a canceled call returned the sentinel error %v", i, err)
+		}
+		keptLock(fmt.Sprintf("round %d (%v)", i, err))
+	}
+	t.Logf("%d of 50 canceled calls committed", len(added)-1)
+	wantHandles(t, s, "a@example.org", added...)
 	logs.wantLogged(t, slog.LevelError, "database connection lost", 0)
 }

@@ -1,8 +1,8 @@
 // Package storage keeps presenced's durable state: accounts with their
-// flags, the handle names they own with their subscription policy, the
-// contacts subscribed to each handle and those asking to be, the names
-// recently removed, and the notices owed to the subscribers of a removed
-// handle.
+// flags and the contacts they blocked, the handle names they own with
+// their subscription policy and whether they are hidden, the contacts
+// subscribed to each handle and those asking to be, the names recently
+// removed, and the notices owed to the subscribers of a removed handle.
 //
 // The data model follows claim 1 of US 8,103,736: the on-line flag, the
 // status flag and whether notification is allowed are stored once per
@@ -125,11 +125,18 @@ func (p Policy) Valid() bool {
 }
 
 // Handle is a handle name (the prepared localpart), the account that owns
-// it and its subscription policy.
+// it, its subscription policy and whether it is hidden.
 type Handle struct {
 	Name    string
 	Account string
 	Policy  Policy
+	// Hidden is true while the handle is hidden from its subscribers, who
+	// see it off-line whatever the account's flags.
+	Hidden bool
+	// HiddenSince is, while Hidden, the stamp the subscribers were left
+	// with when the handle was hidden (to the microsecond, in UTC); it
+	// means nothing otherwise.
+	HiddenSince time.Time
 }
 
 // Subscription is a contact (bare JID) subscribed to the presence of a
@@ -156,6 +163,16 @@ type RemovedName struct {
 	At      time.Time
 }
 
+// Block is a contact (bare JID) that an account blocked, and the stamp
+// the contact was left with when it was (to the microsecond, in UTC): what
+// the contact saw last of the account's handles is kept for it, so that a
+// later notice tells it no more than it saw.
+type Block struct {
+	Account string
+	Contact string
+	Since   time.Time
+}
+
 // Notice is an unavailable and unsubscribed notice owed to a contact that
 // was subscribed to a handle since removed, on behalf of the account that
 // owned it. It outlives the handle, so that a restart still sends it.
@@ -163,6 +180,10 @@ type Notice struct {
 	Handle  string
 	Account string
 	Contact string
+	// Since is the <delay/> stamp of the unavailable notice (to the
+	// microsecond, in UTC): see OpRemoveHandle. It is zero when unknown,
+	// for a notice recorded before stamps were kept.
+	Since time.Time
 }
 
 // Snapshot is the whole durable state, read once at start to build the
@@ -174,6 +195,7 @@ type Snapshot struct {
 	Requests      []Request      // in handle, then At, then contact order
 	Removed       []RemovedName  // in name order
 	Notices       []Notice       // in handle, then contact order
+	Blocked       []Block        // in account, then contact order
 }
 
 // Store is the durable state of presenced. Every method is safe for
@@ -194,9 +216,10 @@ type Store interface {
 
 	// RemoveHandle takes the handle from the account and deletes its
 	// subscriptions and requests, recording a Notice for each subscriber
-	// and the name as a RemovedName (removed now). It returns ErrNotFound
-	// if no account holds the handle and ErrNotOwner if another account
-	// holds it.
+	// and the name as a RemovedName (removed now). It is OpRemoveHandle
+	// with no Stamp, so a notice's Since is zero unless the handle was
+	// hidden or the subscriber blocked. It returns ErrNotFound if no
+	// account holds the handle and ErrNotOwner if another account holds it.
 	RemoveHandle(ctx context.Context, account, handle string) error
 
 	// Handles lists the handles of the account in name (byte) order; an
