@@ -131,10 +131,13 @@ func (s *Service) RemoveHandle(owner, name string, done func(error)) {
 		return
 	}
 	now := s.now()
-	s.dropHandle(h)
+	// The stamp of the notices, as storage records them too: each
+	// withheld subscriber's own, else the account's gone View's.
+	stamp := s.goneView(h.owner).Since
+	s.dropHandle(h, stamp)
 	s.quarantine(name, owner, now)
 	s.commits.add(&entry{
-		op:   storage.Op{Kind: storage.OpRemoveHandle, Account: owner, Handle: name, Now: now},
+		op:   storage.Op{Kind: storage.OpRemoveHandle, Account: owner, Handle: name, Now: now, Stamp: stamp},
 		must: true,
 		apply: func(err error) {
 			if errors.Is(err, storage.ErrNotFound) {
@@ -149,8 +152,8 @@ func (s *Service) RemoveHandle(owner, name string, done func(error)) {
 }
 
 // dropHandle forgets h, its requests with it, and queues the notices of
-// its removal.
-func (s *Service) dropHandle(h *handle) {
+// its removal, stamped stamp unless the subscriber is withheld.
+func (s *Service) dropHandle(h *handle, stamp time.Time) {
 	a := h.owner
 	if i := slices.Index(a.handles, h); i >= 0 {
 		a.handles = slices.Delete(a.handles, i, i+1)
@@ -160,13 +163,17 @@ func (s *Service) dropHandle(h *handle) {
 	if len(h.subs) == 0 {
 		return
 	}
-	contacts := make([]string, len(h.subs))
+	rm := &removal{handle: h.name, owner: a, contacts: make([]string, len(h.subs)), since: make([]time.Time, len(h.subs))}
 	for i, sb := range h.subs {
-		contacts[i] = s.contacts.name(sb.contact)
+		rm.contacts[i] = s.contacts.name(sb.contact)
+		rm.since[i] = stamp
+		if since, ok := s.withheld(h, sb.contact); ok {
+			rm.since[i] = since
+		}
 		s.contacts.unref(sb.contact)
 	}
 	h.subs = nil
-	s.notes.removed(&removal{handle: h.name, owner: a, contacts: contacts})
+	s.notes.removed(rm)
 }
 
 // SubscribeOutcome is what became of a subscription request.
@@ -210,6 +217,13 @@ func (s *Service) Subscribe(name, contact string, done func(SubscribeOutcome, er
 		// Asked again while the subscription is being stored: the answer
 		// of that write is the answer (one write, one approval, whatever
 		// a sender repeats).
+		done(Ignored, nil)
+		return
+	}
+	if h.policy == storage.PolicyAsk && h.owner.blocks(s, contact) {
+		// Dropped, and the owner is not told. (To an open handle, a
+		// blocked contact subscribes as anyone does, and sees it
+		// off-line: refusing it alone would tell it that it is blocked.)
 		done(Ignored, nil)
 		return
 	}

@@ -15,6 +15,7 @@ type limits struct {
 	resources   int // per account
 	subscribers int // per handle
 	pending     int // pending requests per handle
+	blocked     int // blocked contacts per account
 	accounts    int // 0: no bound
 	policy      storage.Policy
 	reserved    map[string]bool
@@ -27,6 +28,7 @@ func limitsOf(o Options) limits {
 		resources:   orDefault(o.MaxResources, DefaultMaxResources),
 		subscribers: orDefault(o.MaxSubscribers, DefaultMaxSubscribers),
 		pending:     orDefault(o.MaxPending, DefaultMaxPending),
+		blocked:     orDefault(o.MaxBlocked, DefaultMaxBlocked),
 		accounts:    max(0, o.MaxAccounts),
 		policy:      o.Policy,
 		reserved:    make(map[string]bool, len(o.Reserved)),

@@ -20,12 +20,14 @@ type memStore struct {
 	handles  map[string]string
 	subs     map[[2]string]bool
 	policies map[string]storage.Policy
-	requests map[[2]string]time.Time // handle, contact → when asked
-	notices  map[[2]string]string    // handle, contact → account
+	requests map[[2]string]time.Time      // handle, contact → when asked
+	notices  map[[2]string]storage.Notice // handle, contact → notice
 	removed  map[string]storage.RemovedName
-	down     bool // every call fails, as with a database that is down
-	writes   int  // number of rows written by successful calls
-	applies  int  // number of successful transactions of Apply
+	hidden   map[string]time.Time    // handle → hidden since
+	blocked  map[[2]string]time.Time // account, contact → since
+	down     bool                    // every call fails, as with a database that is down
+	writes   int                     // number of rows written by successful calls
+	applies  int                     // number of successful transactions of Apply
 	// gate, if set, is received from before each Apply runs, so a test
 	// can hold a transaction "in commit".
 	gate chan struct{}
@@ -35,8 +37,8 @@ var errDown = errors.New("memstore: database is down")
 
 func newMemStore() *memStore {
 	return &memStore{accounts: map[string]storage.Flags{}, handles: map[string]string{}, subs: map[[2]string]bool{},
-		policies: map[string]storage.Policy{}, requests: map[[2]string]time.Time{}, notices: map[[2]string]string{},
-		removed: map[string]storage.RemovedName{}}
+		policies: map[string]storage.Policy{}, requests: map[[2]string]time.Time{}, notices: map[[2]string]storage.Notice{},
+		removed: map[string]storage.RemovedName{}, hidden: map[string]time.Time{}, blocked: map[[2]string]time.Time{}}
 }
 
 func (m *memStore) Load(ctx context.Context) (*storage.Snapshot, error) {
@@ -54,7 +56,11 @@ func (m *memStore) Load(ctx context.Context) (*storage.Snapshot, error) {
 		if p == "" {
 			p = storage.PolicyAsk
 		}
-		snap.Handles = append(snap.Handles, storage.Handle{Name: h, Account: a, Policy: p})
+		hs, hidden := m.hidden[h]
+		snap.Handles = append(snap.Handles, storage.Handle{Name: h, Account: a, Policy: p, Hidden: hidden, HiddenSince: hs})
+	}
+	for k, since := range m.blocked {
+		snap.Blocked = append(snap.Blocked, storage.Block{Account: k[0], Contact: k[1], Since: since})
 	}
 	for k, at := range m.requests {
 		snap.Requests = append(snap.Requests, storage.Request{Handle: k[0], Contact: k[1], At: at})
@@ -66,8 +72,8 @@ func (m *memStore) Load(ctx context.Context) (*storage.Snapshot, error) {
 		}
 		return a.At.Before(b.At)
 	})
-	for k, a := range m.notices {
-		snap.Notices = append(snap.Notices, storage.Notice{Handle: k[0], Contact: k[1], Account: a})
+	for _, n := range m.notices {
+		snap.Notices = append(snap.Notices, n)
 	}
 	sort.Slice(snap.Notices, func(i, j int) bool {
 		a, b := snap.Notices[i], snap.Notices[j]
@@ -117,10 +123,12 @@ func (m *memStore) addHandleLocked(account, handle string, max int, now time.Tim
 func (m *memStore) RemoveHandle(ctx context.Context, account, handle string) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	return m.removeHandleLocked(account, handle)
+	return m.removeHandleLocked(account, handle, time.Time{})
 }
 
-func (m *memStore) removeHandleLocked(account, handle string) error {
+// removeHandleLocked removes handle, stamping its notices as the
+// backends do (storage.OpRemoveHandle).
+func (m *memStore) removeHandleLocked(account, handle string, stamp time.Time) error {
 	if m.down {
 		return errDown
 	}
@@ -131,12 +139,22 @@ func (m *memStore) removeHandleLocked(account, handle string) error {
 	if a != account {
 		return storage.ErrNotOwner
 	}
+	hs, hidden := m.hidden[handle]
 	delete(m.handles, handle)
 	delete(m.policies, handle)
+	delete(m.hidden, handle)
 	for k := range m.subs {
 		if k[0] == handle {
 			delete(m.subs, k)
-			m.notices[k] = account
+			since := stamp
+			bs, blocked := m.blocked[[2]string{account, k[1]}]
+			switch {
+			case hidden && blocked && bs.Before(hs), !hidden && blocked:
+				since = bs
+			case hidden:
+				since = hs
+			}
+			m.notices[k] = storage.Notice{Handle: handle, Account: account, Contact: k[1], Since: since}
 		}
 	}
 	for k := range m.requests {
@@ -272,7 +290,7 @@ func (m *memStore) applyLocked(op storage.Op) error {
 		}
 		return err
 	case storage.OpRemoveHandle:
-		err := m.removeHandleLocked(op.Account, op.Handle)
+		err := m.removeHandleLocked(op.Account, op.Handle, op.Stamp)
 		if err == nil {
 			m.removed[op.Handle] = storage.RemovedName{Name: op.Handle, Account: op.Account, At: op.Now}
 		}
@@ -310,6 +328,34 @@ func (m *memStore) applyLocked(op storage.Op) error {
 			return storage.ErrNotOwner
 		}
 		m.policies[op.Handle] = op.Policy
+	case storage.OpSetVisibility:
+		a, ok := m.handles[op.Handle]
+		switch {
+		case !ok:
+			return storage.ErrNotFound
+		case a != op.Account:
+			return storage.ErrNotOwner
+		}
+		if op.Hidden {
+			m.hidden[op.Handle] = op.Now
+		} else {
+			delete(m.hidden, op.Handle)
+		}
+	case storage.OpBlock:
+		if _, ok := m.accounts[op.Account]; !ok {
+			return storage.ErrNotFound
+		}
+		k := [2]string{op.Account, op.Contact}
+		if _, ok := m.blocked[k]; !ok {
+			m.blocked[k] = op.Now
+		}
+		for r := range m.requests {
+			if r[1] == op.Contact && m.handles[r[0]] == op.Account {
+				delete(m.requests, r)
+			}
+		}
+	case storage.OpUnblock:
+		delete(m.blocked, [2]string{op.Account, op.Contact})
 	default:
 		return fmt.Errorf("memstore: unknown op %v", op.Kind)
 	}
@@ -324,19 +370,22 @@ type memState struct {
 	subs     map[[2]string]bool
 	policies map[string]storage.Policy
 	requests map[[2]string]time.Time
-	notices  map[[2]string]string
+	notices  map[[2]string]storage.Notice
 	removed  map[string]storage.RemovedName
+	hidden   map[string]time.Time
+	blocked  map[[2]string]time.Time
 	writes   int
 }
 
 func (m *memStore) save() memState {
 	return memState{maps.Clone(m.accounts), maps.Clone(m.handles), maps.Clone(m.subs), maps.Clone(m.policies),
-		maps.Clone(m.requests), maps.Clone(m.notices), maps.Clone(m.removed), m.writes}
+		maps.Clone(m.requests), maps.Clone(m.notices), maps.Clone(m.removed), maps.Clone(m.hidden), maps.Clone(m.blocked), m.writes}
 }
 
 func (m *memStore) restore(st memState) {
 	m.accounts, m.handles, m.subs, m.policies = st.accounts, st.handles, st.subs, st.policies
 	m.requests, m.notices, m.removed, m.writes = st.requests, st.notices, st.removed, st.writes
+	m.hidden, m.blocked = st.hidden, st.blocked
 }
 
 func (m *memStore) Lost() <-chan struct{} { return nil }

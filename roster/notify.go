@@ -48,14 +48,21 @@ type pass struct {
 	a      *account
 	handle string // resume at the first handle at or after this name
 	next   uint32 // and, in it, at the first contact numbered at least next
+	// withholdOnly is set for a pass that only leaves the withheld
+	// subscribers with their unavailable presence (a hidden handle), and
+	// so may run while a resync holds back what would show the account.
+	withholdOnly bool
 }
 
 // removal is the notices owed to the subscribers of a removed handle:
-// unavailable, then unsubscribed.
+// unavailable, then unsubscribed. since holds the stamp of each
+// contact's unavailable; a zero one (a notice stored before stamps were)
+// is the account's gone View when sent.
 type removal struct {
 	handle   string
 	owner    *account
 	contacts []string
+	since    []time.Time
 }
 
 type inflight struct {
@@ -70,9 +77,21 @@ func (n *notifier) busy() bool { return len(n.queue) > 0 }
 func (n *notifier) account(a *account) {
 	if a.pass != nil {
 		a.pass.handle, a.pass.next = "", 0
+		a.pass.withholdOnly = false
 		return
 	}
 	a.pass = &pass{a: a}
+	n.queue = append(n.queue, job{pass: a.pass})
+}
+
+// withhold queues a pass that leaves the withheld subscribers of a with
+// their unavailable presence; a pass already queued starts over.
+func (n *notifier) withhold(a *account) {
+	if a.pass != nil {
+		a.pass.handle, a.pass.next = "", 0
+		return
+	}
+	a.pass = &pass{a: a, withholdOnly: true}
 	n.queue = append(n.queue, job{pass: a.pass})
 }
 
@@ -125,7 +144,15 @@ func (s *Service) passSlice(p *pass) bool {
 			}
 			visited++
 			sb := &h.subs[i]
-			if sb.sent == code {
+			if since, ok := s.withheld(h, sb.contact); ok {
+				if sb.sent != withheldCode {
+					s.out.Presence(h.name, s.contacts.name(sb.contact), View{Since: since})
+					sb.sent = withheldCode
+					sent++
+				}
+				continue
+			}
+			if sb.sent == code || p.withholdOnly {
 				continue
 			}
 			s.out.Presence(h.name, s.contacts.name(sb.contact), v)
@@ -141,18 +168,26 @@ func (s *Service) passSlice(p *pass) bool {
 // name (added again since) is skipped: nothing is withdrawn from it.
 func (s *Service) removalSlice(rm *removal) bool {
 	n := min(len(rm.contacts), fanOutSlice)
-	part := &removal{handle: rm.handle, owner: rm.owner, contacts: rm.contacts[:n]}
-	v := s.goneView(rm.owner)
-	for _, c := range part.contacts {
+	part := &removal{handle: rm.handle, owner: rm.owner, contacts: rm.contacts[:n], since: rm.since[:n]}
+	now := s.now()
+	for i, c := range part.contacts {
 		if s.IsSubscribed(rm.handle, c) {
 			continue
 		}
-		s.out.Presence(rm.handle, c, v)
+		s.out.Presence(rm.handle, c, rm.view(i, now))
 		s.out.Unsubscribed(rm.handle, c)
 	}
 	s.notes.inflight = append(s.notes.inflight, inflight{rm: part, mark: s.out.Mark()})
-	rm.contacts = rm.contacts[n:]
+	rm.contacts, rm.since = rm.contacts[n:], rm.since[n:]
 	return len(rm.contacts) > 0
+}
+
+// view is the unavailable presence the i-th contact of rm is sent, at.
+func (rm *removal) view(i int, at time.Time) View {
+	if !rm.since[i].IsZero() {
+		return View{Since: rm.since[i]}
+	}
+	return goneViewOf(rm.owner, at)
 }
 
 // confirm forgets the removal notices that have been written, and
@@ -192,6 +227,7 @@ func (s *Service) loadNotices(notices []storage.Notice) {
 			s.notes.parked = append(s.notes.parked, cur)
 		}
 		cur.contacts = append(cur.contacts, nt.Contact)
+		cur.since = append(cur.since, nt.Since)
 	}
 }
 
@@ -316,45 +352,61 @@ func (s *Service) Withdrawals(at time.Time) []Withdrawal {
 	n.queue = slices.DeleteFunc(n.queue, func(j job) bool { return j.rm != nil })
 	n.withdrawn = rms
 	for _, rm := range rms {
-		var contacts []string
-		for _, c := range rm.contacts {
+		g := withdrawals{handle: rm.handle, removed: true}
+		for i, c := range rm.contacts {
 			// The handle was added again and c subscribed anew: nothing
 			// to withdraw.
 			if !s.IsSubscribed(rm.handle, c) {
-				contacts = append(contacts, c)
+				g.add(c, rm.view(i, at))
 			}
 		}
-		if len(contacts) > 0 {
-			out = append(out, Withdrawal{Handle: rm.handle, Contacts: contacts, View: goneViewOf(rm.owner, at), Removed: true})
-		}
+		out = g.appendTo(out)
 	}
 	// No sorting: the order does not matter, and at shutdown every
 	// millisecond spent before the first withdrawal counts.
 	for _, h := range s.handles {
 		code := h.owner.sentCode()
-		var contacts []string
+		g := withdrawals{handle: h.name}
+		gone := goneViewOf(h.owner, at)
 		for _, sb := range h.subs {
+			if since, ok := s.withheld(h, sb.contact); ok {
+				// Left with its unavailable presence, unless not told it
+				// since the last connection.
+				if sb.sent != withheldCode {
+					g.add(s.contacts.name(sb.contact), View{Since: since})
+				}
+				continue
+			}
 			if sb.sent != code || code&1 == 1 { // code is never 0
-				contacts = append(contacts, s.contacts.name(sb.contact))
+				g.add(s.contacts.name(sb.contact), gone)
 			}
 		}
-		if len(contacts) > 0 {
-			out = append(out, Withdrawal{Handle: h.name, Contacts: contacts, View: goneViewOf(h.owner, at)})
-		}
+		out = g.appendTo(out)
 	}
 	return out
 }
 
-// GoneView returns the unavailable presence that tells a subscriber of
-// handle that it no longer sees the handle, as when it unsubscribed. See
-// goneViewOf.
-func (s *Service) GoneView(handle string) View {
-	var a *account
-	if h := s.handles[handle]; h != nil {
-		a = h.owner
-	}
-	return s.goneView(a)
+// withdrawals gathers the Withdrawals of one handle, one per View.
+type withdrawals struct {
+	handle  string
+	removed bool
+	list    []Withdrawal
+	index   map[View]int
 }
+
+func (g *withdrawals) add(contact string, v View) {
+	if i, ok := g.index[v]; ok {
+		g.list[i].Contacts = append(g.list[i].Contacts, contact)
+		return
+	}
+	if g.index == nil {
+		g.index = make(map[View]int)
+	}
+	g.index[v] = len(g.list)
+	g.list = append(g.list, Withdrawal{Handle: g.handle, Contacts: []string{contact}, View: v, Removed: g.removed})
+}
+
+func (g *withdrawals) appendTo(out []Withdrawal) []Withdrawal { return append(out, g.list...) }
 
 func (s *Service) goneView(a *account) View { return goneViewOf(a, s.now()) }
 

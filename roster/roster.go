@@ -163,6 +163,12 @@ type account struct {
 	flagsOp, writing *entry
 	// pass is the fan-out pass under way or queued, if any.
 	pass *pass
+	// blocked are the contacts the owner blocks (interned, so that a
+	// blocked contact keeps its number), each with the stamp it is left
+	// with; unblocking holds the unblocks of each on their way, so that a
+	// block decided meanwhile wins (control.go).
+	blocked    map[uint32]time.Time
+	unblocking map[string]*unblocks
 }
 
 // handle is a handle name with its subscribers and the requests waiting
@@ -178,6 +184,14 @@ type handle struct {
 	// storing and asking count the subscriptions and the requests of h
 	// being stored.
 	storing, asking int
+	// hidden is set while the owner hides h from all of its subscribers;
+	// hiddenSince is the stamp they are left with. showing counts the
+	// shows on their way, and hideGen the hidings decided, so that a
+	// hiding decided while a show is on its way wins (control.go).
+	hidden      bool
+	hiddenSince time.Time
+	showing     int
+	hideGen     uint64
 }
 
 // request is a pending subscription request.
@@ -280,6 +294,9 @@ type Options struct {
 	// MaxPending bounds the pending subscription requests of one handle;
 	// 0 means DefaultMaxPending.
 	MaxPending int
+	// MaxBlocked bounds the contacts one account may block; 0 means
+	// DefaultMaxBlocked.
+	MaxBlocked int
 }
 
 // Defaults of Options.
@@ -290,6 +307,7 @@ const (
 	DefaultMaxResources   = 16
 	DefaultMaxSubscribers = 100000
 	DefaultMaxPending     = 100
+	DefaultMaxBlocked     = 10000
 )
 
 // New loads the durable state from store and returns a Service. Accounts
@@ -352,7 +370,16 @@ func (s *Service) load(snap *storage.Snapshot) {
 		if acct == nil {
 			acct = s.newAccount(h.Account)
 		}
-		s.addHandleLocal(acct, h.Name, h.Policy)
+		hd := s.addHandleLocal(acct, h.Name, h.Policy)
+		hd.hidden, hd.hiddenSince = h.Hidden, h.HiddenSince
+	}
+	for _, b := range snap.Blocked {
+		if acct := s.accounts[b.Account]; acct != nil {
+			if acct.blocked == nil {
+				acct.blocked = make(map[uint32]time.Time)
+			}
+			acct.blocked[s.contacts.ref(b.Contact)] = b.Since
+		}
 	}
 	for _, r := range snap.Requests {
 		if h := s.handles[r.Handle]; h != nil {
@@ -401,11 +428,12 @@ func (s *Service) newAccount(jid string) *account {
 }
 
 // addHandleLocal gives a handle named name to a in memory.
-func (s *Service) addHandleLocal(a *account, name string, policy storage.Policy) {
+func (s *Service) addHandleLocal(a *account, name string, policy storage.Policy) *handle {
 	h := &handle{name: name, owner: a, policy: policy}
 	i, _ := slices.BinarySearchFunc(a.handles, name, func(h *handle, n string) int { return cmp.Compare(h.name, n) })
 	a.handles = slices.Insert(a.handles, i, h)
 	s.handles[name] = h
+	return h
 }
 
 // IsOwner reports whether jid (a bare JID) is an account.
@@ -453,14 +481,14 @@ func (s *Service) Flags(owner string) (storage.Flags, bool) {
 	return a.flags, true
 }
 
-// ViewOfHandle returns what subscribers of handle may see, and whether the
-// handle exists.
+// ViewOfHandle returns what the subscribers of handle that the owner does
+// not block see, and whether the handle exists.
 func (s *Service) ViewOfHandle(handle string) (View, bool) {
 	h := s.handles[handle]
 	if h == nil {
 		return View{}, false
 	}
-	return ViewOf(h.owner.flags), true
+	return s.publicView(h), true
 }
 
 // Policy returns the subscription policy of handle, and whether it
@@ -522,9 +550,9 @@ func (s *Service) Probe(handle, contact string) bool {
 	if !ok {
 		return false
 	}
-	a := h.owner
-	s.out.Presence(h.name, contact, ViewOf(a.flags))
-	h.subs[i].sent = a.sentCode()
+	v, code := s.viewFor(h, h.subs[i].contact)
+	s.out.Presence(h.name, contact, v)
+	h.subs[i].sent = code
 	return true
 }
 

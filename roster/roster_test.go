@@ -455,7 +455,7 @@ func TestWithdrawingKeepsTheStamp(t *testing.T) {
 		t.Fatal(err)
 	}
 	clock.Add(time.Hour)
-	if v := s.GoneView("h"); v.Available || !v.Since.Equal(hidAt) {
+	if v := s.GoneView("h", "c"); v.Available || !v.Since.Equal(hidAt) {
 		t.Fatalf("GoneView while hiding = %+v, want unavailable since %v", v, hidAt)
 	}
 	rec.sent = nil
