@@ -51,6 +51,12 @@ var commandList = []*command{
 	{node: "list-handles", name: "List my handles", form: listHandlesForm, complete: listHandles},
 	{node: "set-status", name: "Set my status", form: setStatusForm, complete: setStatus},
 	{node: "requests", name: "Subscription requests", form: requestsForm, complete: decideRequests, nothing: noRequests},
+	{node: "subscribers", name: "List the subscribers of a handle", form: subscribersForm, complete: listSubscribers},
+	{node: "remove-subscriber", name: "Remove a subscriber", form: removeSubscriberForm, complete: removeSubscriber},
+	{node: "block", name: "Block a contact", form: blockForm, complete: block},
+	{node: "unblock", name: "Unblock a contact", form: unblockForm, complete: unblock},
+	{node: "list-blocked", name: "List blocked contacts", form: listBlockedForm, complete: listBlocked},
+	{node: "set-visibility", name: "Hide or show handles", form: visibilityForm, complete: setVisibility},
 }
 
 func commandByNode(node string) *command {
@@ -299,11 +305,8 @@ func option(label, value string) *node {
 }
 
 func removeHandleForm(c *Component, owner string) *node {
-	f := required(field("list-single", "handle", "Handle to remove"))
-	for _, h := range c.roster.Handles(owner) {
-		f.add(option(h, h))
-	}
-	return dataForm("form", "Remove a handle", "Its subscribers will see it go off-line and lose their subscription.", f)
+	return dataForm("form", "Remove a handle", "Its subscribers will see it go off-line and lose their subscription.",
+		handleChoice(c, owner, "handle", "Handle to remove"))
 }
 
 func listHandlesForm(c *Component, owner string) *node {
@@ -317,6 +320,7 @@ var statusOptions = []struct{ value, label, words string }{
 	{"away", "Away", "away"},
 	{"busy", "Busy (do not disturb)", "busy"},
 	{"hiding", "Hiding (appear off-line to everyone)", "hiding"},
+	{"visible", "Visible (the status my clients show)", "visible"},
 }
 
 // statusChoices lists the statuses in the user's words, for error texts,
@@ -407,7 +411,7 @@ func addHandle(c *Component, owner string, f formValues, done commandDone) {
 		}
 		note := fmt.Sprintf("Added the handle %s: your contacts can now add it to their rosters.", c.handleBare(h))
 		if p, _ := c.roster.Policy(h); p == storage.PolicyAsk {
-			note += " You approve each of them (command \"Subscription requests\")."
+			note += " You approve each of them (the command \"Subscription requests\", or the chat command \"requests\")."
 		} else {
 			note += " Anyone who asks sees your status."
 		}
@@ -444,7 +448,7 @@ func removeHandle(c *Component, owner string, f formValues, done commandDone) {
 		case errors.Is(err, roster.ErrUnknownHandle), errors.Is(err, roster.ErrNotOwner):
 			// The same answer either way: another account's handle is
 			// none of this one's business.
-			err = refusal(condItemNotFound(fmt.Sprintf("You have no handle named %q.", h)))
+			err = refusal(noSuchHandle(h))
 		case errors.Is(err, roster.ErrNotStored):
 			c.log.Error("handle removal not stored yet; retrying", "owner", owner, "handle", h, "err", err)
 			done(fmt.Sprintf("Removed the handle %s. %s", c.handleBare(h), notStoredYet), nil, nil)
@@ -500,8 +504,12 @@ func setStatus(c *Component, owner string, f formValues, done commandDone) {
 			done("", nil, err)
 			return
 		}
-		if in == roster.InstructHide {
+		switch in {
+		case roster.InstructHide:
 			done("You are hiding: all of your handles appear off-line.", nil, nil)
+			return
+		case roster.InstructVisible:
+			done("You are visible again, with the status your clients show. "+statusWords(c, owner), nil, nil)
 			return
 		}
 		note := fmt.Sprintf("Your status is now %s on all of your handles.", words)

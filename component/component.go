@@ -113,6 +113,11 @@ type Component struct {
 	// belong to the engine goroutine.
 	logs *logonce.Limiter
 	told *told
+	// chatShown is the request list each owner was last shown by the
+	// chat command requests, which approve N and deny N number; it
+	// belongs to the engine goroutine, and holds owners with requests
+	// only.
+	chatShown map[string][]string
 }
 
 // ErrAbandoned is what Run returns after Abandon.
@@ -200,6 +205,7 @@ func New(cfg Config, r *roster.Service, log *slog.Logger) (*Component, error) {
 		abandon:    make(chan struct{}),
 		logs:       logonce.New(time.Minute),
 		told:       newTold(),
+		chatShown:  make(map[string][]string),
 	}
 	c.handleCapsXML = c.handleCaps.appendIn(nil, nsStream)
 	c.delayPrefix = el(qname(nsDelay, "delay"), "from", c.domainStr).appendIn(nil, nsStream)

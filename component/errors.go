@@ -66,13 +66,18 @@ func commandError(appCond, text string) stanzaError {
 // or anything else, which is logged with msg and args and answered as an
 // internal failure.
 func (c *Component) refuseFailure(w *replier, n *node, err error, msg string, args ...any) {
+	w.refuse(n, c.failure(err, msg, args...))
+}
+
+// failure is the stanza error that tells the sender of a change that it
+// failed through no fault of theirs, and logs it (see refuseFailure).
+func (c *Component) failure(err error, msg string, args ...any) stanzaError {
 	if errors.Is(err, roster.ErrStopping) {
-		w.refuse(n, condStopping())
-		return
+		return condStopping()
 	}
 	// Once a minute: while storage fails, every request may fail so.
 	c.logs.Log(c.log, slog.LevelError, time.Now(), "failure:"+msg, msg, append(args, "err", err)...)
-	w.refuse(n, condInternal())
+	return condInternal()
 }
 
 // logFailure logs a change that failed and has nobody to answer (a

@@ -166,7 +166,7 @@ func (c *Component) discoItems(w *replier, n *node, q *node) {
 // The answers never depend on whether the owner is off-line or hiding: last activity reports the moment the handle stopped being visible,
 // which for a hiding account is the moment it went hiding.
 func (c *Component) handleIQToHandle(w *replier, n *node, a address, typ string, q *node) {
-	v, _ := c.roster.ViewOfHandle(a.handle) // it exists: knowsHandle
+	v, _ := c.roster.ViewFor(a.handle, a.bare) // it exists: knowsHandle
 	switch {
 	case typ == "get" && q.ns() == nsDiscoInf && q.name.Local == "query":
 		if !handleInfo.answersNode(c.capsNode, q.get("node")) {

@@ -255,7 +255,7 @@ func (c *Component) tellOwner(handle, contact string) {
 	if !ok || !c.told.tell(owner, handle, contact, time.Now()) {
 		return
 	}
-	body := fmt.Sprintf("%s asks to see the presence of your handle %s. To answer, run the command %q (%s) of %s.",
+	body := fmt.Sprintf("%s asks to see the presence of your handle %s. To answer, send \"requests\" here, or run the command %q (%s) of %s.",
 		contact, c.handleBare(handle), commandByNode("requests").name, "requests", c.domainStr)
 	c.out.write(el(local("message"), "type", "chat", "from", c.domainStr, "to", owner).add(el(local("body")).withText(body)))
 }
@@ -274,7 +274,7 @@ func (c *Component) unsubscribe(a address) {
 		if was {
 			// RFC 6121 §3.3.3: the contact no longer sees the handle. While
 			// the owner hides, the stamp is the one the contact already has.
-			c.out.Presence(a.handle, a.bare, c.roster.GoneView(a.handle))
+			c.out.Presence(a.handle, a.bare, c.roster.GoneView(a.handle, a.bare))
 		}
 	})
 }
@@ -288,10 +288,28 @@ func (c *Component) instruct(owner string, in roster.Instruction) {
 	})
 }
 
+// handleMessage takes a message to the component's JID from a user who
+// may own handles as a chat command (chat.go). Handles receive no
+// messages, whatever their state, and neither does the component from
+// anyone else: service-unavailable, the same for everyone. Nothing from
+// the component's own domain is answered, nor any error or headline
+// (RFC 6121 §5.2.2), so no two services can answer each other forever.
 func (c *Component) handleMessage(w *replier, n *node) {
-	if _, ok := c.parseAddress(w, n); !ok {
+	a, ok := c.parseAddress(w, n)
+	if !ok {
 		return
 	}
-	// Handles receive no messages, whatever their state.
+	typ := n.get("type")
+	switch {
+	case a.from.domain == c.domainStr, typ == "error", typ == "headline":
+		return
+	case a.handle == "" && (typ == "" || typ == "chat" || typ == "normal") && c.mayOwn(a.from):
+		if body := stanzaChild(n, "body"); body != nil {
+			c.chatMessage(a, n, body.text)
+		}
+		// Without a body (a chat state, a receipt) there is nothing to
+		// answer.
+		return
+	}
 	w.refuse(n, condServiceUnavailable())
 }

@@ -71,6 +71,7 @@ type LimitsConfig struct {
 	StatusText           int `toml:"status_text"`
 	SubscribersPerHandle int `toml:"subscribers_per_handle"`
 	PendingPerHandle     int `toml:"pending_per_handle"`
+	BlockedPerAccount    int `toml:"blocked_per_account"`
 	CommandSessions      int `toml:"command_sessions"`
 }
 
@@ -104,6 +105,7 @@ func Defaults() Config {
 			StatusText:           component.DefaultMaxStatusText,
 			SubscribersPerHandle: roster.DefaultMaxSubscribers,
 			PendingPerHandle:     roster.DefaultMaxPending,
+			BlockedPerAccount:    roster.DefaultMaxBlocked,
 			CommandSessions:      component.DefaultMaxCommandSessions,
 		},
 		Log: LogConfig{Level: "info"},
@@ -246,6 +248,7 @@ func (c *Config) validateLimits(bad func(key, format string, args ...any)) {
 		{"limits.status_text", c.Limits.StatusText, 1, 65536},
 		{"limits.subscribers_per_handle", c.Limits.SubscribersPerHandle, 1, 10000000},
 		{"limits.pending_per_handle", c.Limits.PendingPerHandle, 1, 100000},
+		{"limits.blocked_per_account", c.Limits.BlockedPerAccount, 1, 1000000},
 		{"limits.command_sessions", c.Limits.CommandSessions, 1, 1000},
 	} {
 		if l.v < l.lo || l.v > l.hi {

@@ -88,6 +88,7 @@ func run(ctx context.Context, args []string, stderr io.Writer, getenv func(strin
 		MaxResources:   cfg.Limits.Resources,
 		MaxSubscribers: cfg.Limits.SubscribersPerHandle,
 		MaxPending:     cfg.Limits.PendingPerHandle,
+		MaxBlocked:     cfg.Limits.BlockedPerAccount,
 	})
 	if err != nil {
 		return err

@@ -1,0 +1,345 @@
+package component
+
+import (
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+
+	"presenced/roster"
+)
+
+// Chat commands: for clients that show no ad-hoc commands (Dino, many
+// mobile and web clients), a message to the component's JID is a command
+// and the answer is a chat message, as Slidge and biboumi do. Each chat
+// command runs the ad-hoc command of the same job (its complete function,
+// with the values the words give), so both front ends have the same
+// rules, limits, errors and texts.
+
+const (
+	// maxChatReply bounds one answer; a longer one is cut at a line.
+	maxChatReply = 32 << 10
+	// maxChatWords bounds the words of one command.
+	maxChatWords = 2*roster.DefaultMaxHandles + 2
+)
+
+// chatCommand is one word of the chat front end.
+type chatCommand struct {
+	word, usage, help string
+	// node is the ad-hoc command it runs, if it runs one as such.
+	node string
+	// run does the work, like a command's complete.
+	run func(c *Component, owner string, args []string, done commandDone)
+}
+
+// chatCommands are the chat commands, in the order help lists them. The
+// list is filled in by init, since help refers to it.
+var chatCommands []*chatCommand
+
+func init() {
+	own := func(word, usage, help string, run func(*Component, string, []string, commandDone)) *chatCommand {
+		return &chatCommand{word: word, usage: usage, help: help, run: run}
+	}
+	chatCommands = []*chatCommand{
+		own("help", "help", "this list", chatHelp),
+		own("status", "status [away|busy|hiding|undefined|visible]", "show your status and your handles, or set your status on all of them", chatStatus),
+		via("handles", "handles", "list your handles", "list-handles", 0, 0, nil),
+		via("add", "add NAME [open]", "add a handle (open: approve everyone; else you decide on each request)", "add-handle", 1, 2, addArgs),
+		via("remove", "remove NAME", "remove a handle", "remove-handle", 1, 1, handleArg("handle")),
+		own("requests", "requests", "list the subscription requests waiting, numbered", chatRequests),
+		own("approve", "approve N… | approve CONTACT [HANDLE]", "approve requests", chatDecide("approve")),
+		own("deny", "deny N… | deny CONTACT [HANDLE]", "deny requests", chatDecide("deny")),
+		own("subscribers", "subscribers [HANDLE]", "list who subscribes to a handle (or to each)", chatSubscribers),
+		via("kick", "kick CONTACT [HANDLE]", "end a contact's subscription to a handle (or to all of yours)", "remove-subscriber", 1, 2, kickArgs),
+		via("block", "block CONTACT", "all of your handles appear off-line to the contact, whatever your status", "block", 1, 1, contactArg),
+		via("unblock", "unblock CONTACT", "lift a block", "unblock", 1, 1, contactArg),
+		via("blocked", "blocked", "list the contacts you block", "list-blocked", 0, 0, nil),
+		via("hide", "hide HANDLE…", "these handles appear off-line to all of their subscribers", "set-visibility", 1, -1, visibilityArgs("hidden")),
+		via("show", "show HANDLE…", "these handles follow your status again", "set-visibility", 1, -1, visibilityArgs("shown")),
+	}
+}
+
+func chatByWord(word string) *chatCommand {
+	for _, ch := range chatCommands {
+		if ch.word == word {
+			return ch
+		}
+	}
+	return nil
+}
+
+// chatMessage handles a message with a body from a user who may own
+// handles: the body is a command, answered to the sender's full JID.
+func (c *Component) chatMessage(a address, n *node, body string) {
+	reply := func(text string) { c.out.write(c.chatReply(a.from.String(), n, text)) }
+	words := strings.Fields(body)
+	switch {
+	case len(words) == 0:
+		reply(`Send "help" for the list of commands.`)
+		return
+	case len(body) > maxFieldBytes || len(words) > maxChatWords:
+		reply(`Error: The message is too long for a command. Send "help" for the list of commands.`)
+		return
+	}
+	word := strings.ToLower(words[0])
+	ch := chatByWord(word)
+	if ch == nil {
+		reply(fmt.Sprintf(`Error: Unknown command %q. Send "help" for the list of commands.`, clip(words[0])))
+		return
+	}
+	ch.run(c, a.bare, words[1:], func(note string, result *node, err error) {
+		reply(c.chatText(ch, a.bare, note, result, err))
+	})
+}
+
+// chatReply is the chat message that answers n with text, in n's thread
+// (RFC 6121 §5.2.5).
+func (c *Component) chatReply(to string, n *node, text string) *node {
+	if len(text) > maxChatReply {
+		cut := strings.LastIndexByte(text[:maxChatReply], '\n')
+		if cut < 0 {
+			cut = maxChatReply
+		}
+		text = truncate(text, cut) + "\n… (cut: the ad-hoc command lists more)"
+	}
+	m := el(local("message"), "type", "chat", "from", c.domainStr, "to", to).add(el(local("body")).withText(text))
+	if th := stanzaChild(n, "thread"); th != nil && len(th.text) <= 256 {
+		m.add(el(local("thread")).withText(th.text))
+	}
+	return m
+}
+
+// stanzaChild returns n's first child named local in the stanza's own
+// namespace, or nil.
+func stanzaChild(n *node, local string) *node {
+	for _, ch := range n.children {
+		if ch.name.Local == local && isStanzaNS(ch.ns()) {
+			return ch
+		}
+	}
+	return nil
+}
+
+func isStanzaNS(ns string) bool {
+	return ns == "" || ns == "jabber:component:accept" || ns == "jabber:client" || ns == "jabber:server"
+}
+
+// chatText renders a command's outcome as the text of a chat answer: the
+// note and the values of the result form, one per line, or the error's
+// text.
+func (c *Component) chatText(ch *chatCommand, owner, note string, result *node, err error) string {
+	if err != nil {
+		var ue userError
+		if errors.As(err, &ue) {
+			return "Error: " + ue.e.text
+		}
+		return "Error: " + c.failure(err, "chat command failed", "command", ch.word, "owner", owner).text
+	}
+	var b strings.Builder
+	b.WriteString(note)
+	if result != nil {
+		for _, f := range result.children {
+			if f.name.Local != "field" {
+				continue
+			}
+			for _, v := range f.children {
+				if v.name.Local == "value" {
+					b.WriteString("\n")
+					b.WriteString(v.text)
+				}
+			}
+		}
+	}
+	return b.String()
+}
+
+// via is a chat command that runs the ad-hoc command node with the
+// values that values makes of from min to max words (max < 0: any
+// number).
+func via(word, usage, help, node string, min, max int, values func(c *Component, owner string, args []string) formValues) *chatCommand {
+	ch := &chatCommand{word: word, usage: usage, help: help, node: node}
+	ch.run = func(c *Component, owner string, args []string, done commandDone) {
+		if len(args) < min || (max >= 0 && len(args) > max) {
+			done("", nil, refusal(condBadRequest("Usage: "+ch.usage)))
+			return
+		}
+		f := formValues{}
+		if values != nil {
+			f = values(c, owner, args)
+		}
+		commandByNode(node).complete(c, owner, f, done)
+	}
+	return ch
+}
+
+// handleName takes a handle given as a name or as its JID.
+func (c *Component) handleName(v string) string {
+	if name, domain, ok := strings.Cut(v, "@"); ok && strings.EqualFold(domain, c.domainStr) {
+		return name
+	}
+	return v
+}
+
+func handleArg(name string) func(*Component, string, []string) formValues {
+	return func(c *Component, _ string, args []string) formValues {
+		return formValues{name: {c.handleName(args[0])}}
+	}
+}
+
+func addArgs(c *Component, _ string, args []string) formValues {
+	f := formValues{"handle": {c.handleName(args[0])}}
+	if len(args) > 1 {
+		f["subscriptions"] = []string{strings.ToLower(args[1])}
+	}
+	return f
+}
+
+func contactArg(_ *Component, _ string, args []string) formValues {
+	return formValues{"contact": {args[0]}}
+}
+
+func kickArgs(c *Component, _ string, args []string) formValues {
+	f := formValues{"contact": {args[0]}}
+	if len(args) > 1 {
+		f["handle"] = []string{c.handleName(args[1])}
+	}
+	return f
+}
+
+func visibilityArgs(v string) func(*Component, string, []string) formValues {
+	return func(c *Component, _ string, args []string) formValues {
+		f := formValues{"visibility": {v}}
+		for _, a := range args {
+			f["handles"] = append(f["handles"], c.handleName(a))
+		}
+		return f
+	}
+}
+
+func chatHelp(c *Component, owner string, args []string, done commandDone) {
+	var b strings.Builder
+	fmt.Fprintf(&b, "Commands (send one per message; the words may be in any case):")
+	for _, ch := range chatCommands {
+		fmt.Fprintf(&b, "\n%s: %s", ch.usage, ch.help)
+	}
+	fmt.Fprintf(&b, "\nThe same commands are ad-hoc commands of %s, for clients that show them.", c.domainStr)
+	done(b.String(), nil, nil)
+}
+
+// chatStatus shows the status, or sets it as set-status does.
+func chatStatus(c *Component, owner string, args []string, done commandDone) {
+	switch len(args) {
+	case 0:
+		done(statusReport(c, owner), nil, nil)
+		return
+	case 1:
+	default:
+		done("", nil, refusal(condBadRequest("Usage: "+chatByWord("status").usage)))
+		return
+	}
+	v := strings.ToLower(args[0])
+	for _, o := range statusOptions {
+		if v == o.words {
+			v = o.value // "available" is "undefined"
+		}
+	}
+	commandByNode("set-status").complete(c, owner, formValues{"status": {v}}, done)
+}
+
+// chatRequests lists the requests waiting, numbered; approve N and deny N
+// refer to the list last shown.
+func chatRequests(c *Component, owner string, args []string, done commandDone) {
+	rs := c.roster.Requests(owner)
+	if len(rs) == 0 {
+		delete(c.chatShown, owner)
+		done(noRequests(c, owner), nil, nil)
+		return
+	}
+	values := make([]string, len(rs))
+	var b strings.Builder
+	fmt.Fprintf(&b, "%s waiting:", plural(len(rs), "subscription request is", "subscription requests are"))
+	for i, r := range rs {
+		values[i] = requestValue(r.Handle, r.Contact)
+		fmt.Fprintf(&b, "\n%d. %s", i+1, c.requestLabel(r.Handle, r.Contact))
+	}
+	b.WriteString(`
+Answer with "approve N" or "deny N" (several numbers may follow), or "approve CONTACT".`)
+	c.chatShown[owner] = values
+	done(b.String(), nil, nil)
+}
+
+// chatDecide approves or denies requests by number, or by contact (and
+// handle), through the requests command.
+func chatDecide(decision string) func(*Component, string, []string, commandDone) {
+	return func(c *Component, owner string, args []string, done commandDone) {
+		usage := refusal(condBadRequest("Usage: " + chatByWord(decision).usage))
+		if len(args) == 0 {
+			done("", nil, usage)
+			return
+		}
+		var values []string
+		if _, err := strconv.Atoi(args[0]); err == nil {
+			shown := c.chatShown[owner]
+			for _, a := range args {
+				i, err := strconv.Atoi(a)
+				if err != nil || i < 1 || i > len(shown) {
+					done("", nil, refusal(condItemNotFound(fmt.Sprintf(`There is no request number %s: send "requests" for the list.`, clip(a)))))
+					return
+				}
+				values = append(values, shown[i-1])
+			}
+		} else {
+			if len(args) > 2 {
+				done("", nil, usage)
+				return
+			}
+			contact, err := prepareContact(args[0])
+			if err != nil {
+				done("", nil, err)
+				return
+			}
+			handle := ""
+			if len(args) == 2 {
+				handle = c.handleName(args[1])
+			}
+			for _, r := range c.roster.Requests(owner) {
+				if r.Contact == contact && (handle == "" || r.Handle == handle) {
+					values = append(values, requestValue(r.Handle, r.Contact))
+				}
+			}
+			if len(values) == 0 {
+				done("", nil, refusal(condItemNotFound(fmt.Sprintf(`No request from %s is waiting: send "requests" for the list.`, contact))))
+				return
+			}
+		}
+		commandByNode("requests").complete(c, owner, formValues{"requests": values, "decision": {decision}}, done)
+	}
+}
+
+// chatSubscribers lists the subscribers of one handle through the
+// subscribers command, or of each handle.
+func chatSubscribers(c *Component, owner string, args []string, done commandDone) {
+	cmd := commandByNode("subscribers")
+	switch len(args) {
+	case 1:
+		cmd.complete(c, owner, formValues{"handle": {c.handleName(args[0])}}, done)
+		return
+	case 0:
+	default:
+		done("", nil, refusal(condBadRequest("Usage: "+chatByWord("subscribers").usage)))
+		return
+	}
+	hs := c.roster.Handles(owner)
+	if len(hs) == 0 {
+		done("You hold no handles.", nil, nil)
+		return
+	}
+	// The command answers at once: it reads memory only.
+	var parts []string
+	for _, h := range hs {
+		cmd.complete(c, owner, formValues{"handle": {h}}, func(note string, result *node, err error) {
+			parts = append(parts, c.chatText(chatByWord("subscribers"), owner, note, result, err))
+		})
+	}
+	done(strings.Join(parts, "\n"), nil, nil)
+}
