@@ -181,7 +181,19 @@ cat <<EOF
     watch it follow; run "Set my status" > Hiding (Profanity:
     /cmd exec set-status presence.localhost, /field1 hiding, /form submit)
     and the handle looks off-line to bob, whatever alice's client says.
-    (Dino has no ad-hoc commands.)
+
+ 4. Clients without ad-hoc commands (Dino, Conversations, any client):
+    open a chat with presence.localhost and send it commands, one per
+    message; it answers in the chat. Send "help" for the list, e.g.:
+      status            your status, and each handle's visibility
+      status away       (busy, hiding, undefined, visible)
+      add alice-home    (add alice-home open: approve everyone)
+      requests          then "approve 1" or "deny 1"
+      block bob@localhost     every handle looks off-line to bob
+      unblock bob@localhost
+      hide alice-work   this handle looks off-line to all of its subscribers
+      show alice-work
+    Profanity: /msg presence.localhost help
 
  Ctrl-C stops presenced and Prosody and deletes $dir.
 ================================================================================
