@@ -1036,6 +1036,19 @@ func testOwnerDomains(w *world) {
 	if r := alice.IQ(t, wait, "get", w.domain, `<ping xmlns='urn:xmpp:ping'/>`); r.Attr("type") != "result" {
 		t.Fatalf("ping: %s", r)
 	}
+	// Issue 9: a chat command from a user who may not own handles gets no
+	// answer but the error that a message to a handle gets.
+	alice.MustSend(t, `<presence/>`)
+	nobody := w.handleJID(randomName("none"))
+	alice.MustSend(t, fmt.Sprintf(`<message type='chat' to='%s'><body>help</body></message>`, w.domain))
+	alice.MustSend(t, fmt.Sprintf(`<message type='chat' to='%s'><body>help</body></message>`, nobody))
+	sameRefusal(w, "a chat command from a user who may not own handles",
+		alice.Expect(t, wait, "the error answering a chat command", isMessageError(w.domain)),
+		alice.Expect(t, wait, "the error answering a message to a handle", isMessageError(nobody)),
+		"service-unavailable")
+	// The component answers in order: any answer to the chat command came
+	// before the error for the message to the handle.
+	alice.ExpectNone(t, 0, "an answer to a chat command from a user who may not own handles", xmpptest.IsMessage(w.domain))
 }
 
 // limitsTOML sets limits small enough to reach in a test.

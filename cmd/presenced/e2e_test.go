@@ -463,7 +463,7 @@ var scenarios = append([]scenario{
 	{"ServerRestart", testServerRestart},
 	{"WhatClientsSee", testWhatClientsSee},
 	{"StampsWhileHiding", testStampsWhileHiding},
-}, safetyScenarios...)
+}, append(safetyScenarios, controlScenarios...)...)
 
 func testCommands(w *world) {
 	t := w.t
