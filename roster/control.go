@@ -40,7 +40,10 @@ var (
 
 // withheldCode is sub.sent once a withheld subscriber was sent the
 // unavailable presence it is left with. sentCode is never 1: views are
-// counted from 1, so its codes are at least 2.
+// counted from 1, so its codes are at least 2. A subscription holds it
+// only while it is withheld: whatever lifts a withholding sets it to what
+// the subscriber has then (rejoin, restamp), so the fan-out skips it
+// without asking why.
 const withheldCode = 1
 
 // withheld reports whether the contact numbered id may not see h, and the

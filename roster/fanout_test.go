@@ -78,7 +78,7 @@ func TestBigFanOutDoesNotStallOthers(t *testing.T) {
 // benchmarkStatusChange measures one status change of an account with
 // handles × subs subscribers, through the outbox to a sender that discards;
 // it reports the cost per stanza so runs of different sizes compare.
-func benchmarkStatusChange(b *testing.B, handles, subs int) {
+func benchmarkStatusChange(b *testing.B, handles, subs int, withhold ...func(*syncService, string)) {
 	ctx := context.Background()
 	s, err := newSync(New(ctx, newMemStore(), Options{}))
 	if err != nil {
@@ -86,6 +86,9 @@ func benchmarkStatusChange(b *testing.B, handles, subs int) {
 	}
 	const owner = "alice@example.org"
 	bigAccount(b, s, owner, handles, subs)
+	for _, w := range withhold {
+		w(s, owner)
+	}
 	// Straight into the engine's own loop, with nothing held: the cost of
 	// deciding, committing and fanning out, not of a test's recorder.
 	s.SetSender(discard{})
@@ -109,6 +112,29 @@ func BenchmarkStatusChange1(b *testing.B) { benchmarkStatusChange(b, 1, 1) }
 // BenchmarkStatusChange64x1000 is the patent's worst case: 64 handles with
 // 1,000 subscribers each.
 func BenchmarkStatusChange64x1000(b *testing.B) { benchmarkStatusChange(b, 64, 1000) }
+
+// BenchmarkStatusChange64x1000Withheld is the worst case with the owner's
+// control in use: 100 of the 1,000 contacts blocked and 8 of the 64
+// handles hidden, so the pass asks of every subscriber whether it is
+// withheld and sends to 56 × 900 of them (ns/stanza still counts all
+// 64,000 subscribers, to compare with BenchmarkStatusChange64x1000).
+func BenchmarkStatusChange64x1000Withheld(b *testing.B) {
+	benchmarkStatusChange(b, 64, 1000, func(s *syncService, owner string) {
+		ctx := context.Background()
+		for j := 0; j < 100; j++ {
+			if err := s.Block(ctx, owner, fmt.Sprintf("c%04d@example.net", j)); err != nil {
+				b.Fatal(err)
+			}
+		}
+		if err := s.SetVisibility(ctx, owner, s.Handles(owner)[:8], true); err != nil {
+			b.Fatal(err)
+		}
+		s.settle(ctx)
+		for s.notes.busy() {
+			s.pump()
+		}
+	})
+}
 
 // TestOneContinuationPerAccount: an owner who changes status while a big
 // pass is under way keeps one pass, not a chain per change.

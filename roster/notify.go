@@ -144,12 +144,13 @@ func (s *Service) passSlice(p *pass) bool {
 			}
 			visited++
 			sb := &h.subs[i]
+			if sb.sent == withheldCode {
+				continue // withheld still, and it has its unavailable
+			}
 			if since, ok := s.withheld(h, sb.contact); ok {
-				if sb.sent != withheldCode {
-					s.out.Presence(h.name, s.contacts.name(sb.contact), View{Since: since})
-					sb.sent = withheldCode
-					sent++
-				}
+				s.out.Presence(h.name, s.contacts.name(sb.contact), View{Since: since})
+				sb.sent = withheldCode
+				sent++
 				continue
 			}
 			if sb.sent == code || p.withholdOnly {
