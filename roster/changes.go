@@ -131,13 +131,26 @@ func (s *Service) RemoveHandle(owner, name string, done func(error)) {
 		return
 	}
 	now := s.now()
-	// The stamp of the notices, as storage records them too: each
-	// withheld subscriber's own, else the account's gone View's.
+	// The stamp of the notices: each withheld subscriber's own, else the
+	// account's gone View's. Storage is given them as memory has them (its
+	// rows may be ahead, a show or an unblock committed before the
+	// removal in one batch): the common one, and those that differ.
 	stamp := s.goneView(h.owner).Since
-	s.dropHandle(h, stamp)
+	if h.hidden {
+		stamp = h.hiddenSince
+	}
+	op := storage.Op{Kind: storage.OpRemoveHandle, Account: owner, Handle: name, Now: now, Stamp: stamp}
+	if rm := s.dropHandle(h, s.goneView(h.owner).Since); rm != nil {
+		for i, since := range rm.since {
+			if !since.Equal(stamp) {
+				op.Contacts = append(op.Contacts, rm.contacts[i])
+				op.Stamps = append(op.Stamps, since)
+			}
+		}
+	}
 	s.quarantine(name, owner, now)
 	s.commits.add(&entry{
-		op:   storage.Op{Kind: storage.OpRemoveHandle, Account: owner, Handle: name, Now: now, Stamp: stamp},
+		op:   op,
 		must: true,
 		apply: func(err error) {
 			if errors.Is(err, storage.ErrNotFound) {
@@ -152,8 +165,9 @@ func (s *Service) RemoveHandle(owner, name string, done func(error)) {
 }
 
 // dropHandle forgets h, its requests with it, and queues the notices of
-// its removal, stamped stamp unless the subscriber is withheld.
-func (s *Service) dropHandle(h *handle, stamp time.Time) {
+// its removal, stamped stamp unless the subscriber is withheld; it returns
+// them, or nil if h had no subscribers.
+func (s *Service) dropHandle(h *handle, stamp time.Time) *removal {
 	a := h.owner
 	if i := slices.Index(a.handles, h); i >= 0 {
 		a.handles = slices.Delete(a.handles, i, i+1)
@@ -161,7 +175,7 @@ func (s *Service) dropHandle(h *handle, stamp time.Time) {
 	delete(s.handles, h.name)
 	h.requests = nil
 	if len(h.subs) == 0 {
-		return
+		return nil
 	}
 	rm := &removal{handle: h.name, owner: a, contacts: make([]string, len(h.subs)), since: make([]time.Time, len(h.subs))}
 	for i, sb := range h.subs {
@@ -173,7 +187,9 @@ func (s *Service) dropHandle(h *handle, stamp time.Time) {
 		s.contacts.unref(sb.contact)
 	}
 	h.subs = nil
+	h.kept = nil
 	s.notes.removed(rm)
+	return rm
 }
 
 // SubscribeOutcome is what became of a subscription request.
@@ -325,6 +341,7 @@ func (s *Service) Unsubscribe(name, contact string, done func(was bool, err erro
 	// A subscription on its way must not take effect.
 	onWay := s.pendingSubs[pendingKey{h, contact}].cancel()
 	if ok {
+		delete(h.kept, h.subs[i].contact) // storage's goes with the row
 		s.contacts.unref(h.subs[i].contact)
 		h.subs = append(h.subs[:i], h.subs[i+1:]...)
 	} else if onWay == nil {
@@ -586,6 +603,9 @@ func (s *Service) setCommitted(a *account, f storage.Flags) {
 	a.flags = f
 	if ViewOf(f) != old {
 		a.view++
+		if ViewOf(f).Available {
+			s.visibleAgain(a)
+		}
 		// While resyncing, showing an account waits for DropStale; hiding
 		// it or taking it off-line never waits.
 		if !s.resyncing || !ViewOf(f).Available {

@@ -42,23 +42,37 @@ var (
 // unavailable presence it is left with. sentCode is never 1: views are
 // counted from 1, so its codes are at least 2. A subscription holds it
 // only while it is withheld: whatever lifts a withholding sets it to what
-// the subscriber has then (rejoin, restamp), so the fan-out skips it
+// the subscriber has then (lifts.settle, visibleAgain), so the fan-out skips it
 // without asking why.
 const withheldCode = 1
 
 // withheld reports whether the contact numbered id may not see h, and the
-// stamp it is left with: that of the block or of the hiding, the earlier
-// when both apply (the earlier is the one it was sent: each is the moment
-// it stopped seeing the account, or the account's own earlier Since).
+// stamp it is left with. A contact is withheld while the handle is hidden
+// or the owner blocks it, and, once those are lifted, while the account is
+// not visible but the contact keeps a stamp other than the account's
+// (handle.kept). Its stamp is the one it kept, else that of the block or
+// of the hiding, the earlier when both apply (the earlier is the one it
+// was sent: each is the moment it stopped seeing the account, or the
+// account's own earlier Since).
 func (s *Service) withheld(h *handle, id uint32) (time.Time, bool) {
 	since, blocked := h.owner.blocked[id]
+	kept, isKept := h.kept[id]
 	switch {
+	case isKept && (h.hidden || blocked || !ViewOf(h.owner.flags).Available):
+		return kept, true
 	case h.hidden && blocked && since.Before(h.hiddenSince):
 		return since, true
 	case h.hidden:
 		return h.hiddenSince, true
 	}
 	return since, blocked
+}
+
+// reason reports whether h is hidden or its owner blocks the contact
+// numbered id: what withholds it for as long as it lasts.
+func (h *handle) reason(id uint32) bool {
+	_, blocked := h.owner.blocked[id]
+	return h.hidden || blocked
 }
 
 // viewFor returns what the contact numbered id sees of h, and the code
@@ -131,23 +145,137 @@ func (s *Service) leave(h *handle, sb *sub) {
 	sb.sent = withheldCode
 }
 
-// rejoin prepares sb of h, about to see the account again (nothing else
-// withholds it), for the pass that shows it: a subscriber left with the
-// unavailable presence the account's View now is (same stamp) has that
-// View already, and is sent nothing.
-func (s *Service) rejoin(h *handle, sb *sub) {
-	since, ok := s.withheld(h, sb.contact)
-	if !ok || sb.sent != withheldCode {
-		return
+// lifting is one subscription whose reason to be withheld is being lifted:
+// the stamp it had before the change, for settle. (Had it not been sent
+// it since the last connection, it has it from before.)
+type lifting struct {
+	h   *handle
+	id  uint32
+	had time.Time
+}
+
+// lifts gathers the subscriptions of one lift and the stamps they keep.
+type lifts struct {
+	list []lifting
+	keep map[*handle]map[time.Time][]string // the OpKeep writes, by stamp
+}
+
+// before records sb of h as it is before the lift.
+func (l *lifts) before(s *Service, h *handle, sb *sub) {
+	if had, ok := s.withheld(h, sb.contact); ok {
+		l.list = append(l.list, lifting{h: h, id: sb.contact, had: had})
 	}
-	a := h.owner
-	if !ViewOf(a.flags).Available && a.flags.Since.Equal(since) {
-		sb.sent = a.sentCode()
-		return
+}
+
+// settle brings each subscription up to the lift, once made in memory: one
+// still withheld, by the other reason or because the account is not
+// visible, keeps the stamp it has when the rules would give another (so no
+// lift ever sends a withheld contact a new stamp, nor shows that the owner
+// did something); one that sees the account, visible, is shown it by the
+// pass; one left with the account's own unavailable has it already.
+func (l *lifts) settle(s *Service) {
+	for _, lf := range l.list {
+		h := lf.h
+		i, ok := findID(h.subs, lf.id)
+		if !ok {
+			continue
+		}
+		sb := &h.subs[i]
+		a := h.owner
+		_, isKept := h.kept[lf.id]
+		v := ViewOf(a.flags)
+		switch since, withheld := s.withheld(h, lf.id); {
+		case isKept && (withheld || v.Available):
+			if !withheld { // nothing withholds it any more: the pass shows it
+				l.unkeep(s, h, lf.id)
+				sb.sent = 0
+			}
+		case withheld && !since.Equal(lf.had):
+			l.add(h, lf.id, lf.had, s)
+		case withheld:
+		case v.Available:
+			sb.sent = 0
+		case v.Since.Equal(lf.had):
+			sb.sent = a.sentCode() // has the account's unavailable already
+		default:
+			l.add(h, lf.id, lf.had, s) // waits for the account to be visible
+		}
 	}
-	// Not known to have anything current: if it is withheld again before
-	// the pass reaches it, it is sent its new stamp (leave).
-	sb.sent = 0
+	for h, byStamp := range l.keep {
+		for since, contacts := range byStamp {
+			s.storeKept(h, contacts, since)
+		}
+	}
+}
+
+// add makes the contact numbered id keep since on h, at once.
+func (l *lifts) add(h *handle, id uint32, since time.Time, s *Service) {
+	if h.kept == nil {
+		h.kept = make(map[uint32]time.Time)
+	}
+	h.kept[id] = since
+	if l.keep == nil {
+		l.keep = make(map[*handle]map[time.Time][]string)
+	}
+	if l.keep[h] == nil {
+		l.keep[h] = make(map[time.Time][]string)
+	}
+	l.keep[h][since] = append(l.keep[h][since], s.contacts.name(id))
+}
+
+func (l *lifts) unkeep(s *Service, h *handle, id uint32) {
+	delete(h.kept, id)
+	s.storeUnkept(h, []string{s.contacts.name(id)})
+}
+
+// storeKept stores that contacts keep since on h. It is written until
+// stored, like a block: it only ever shows less.
+func (s *Service) storeKept(h *handle, contacts []string, since time.Time) {
+	s.commits.add(&entry{
+		op:   storage.Op{Kind: storage.OpKeep, Handle: h.name, Contacts: contacts, Now: since},
+		must: true,
+		apply: func(err error) {
+			if err != nil {
+				s.refuse("store:kept", "kept stamps not stored yet; retrying", "err", err)
+			}
+		},
+	})
+}
+
+// storeUnkept forgets kept stamps in storage. It is not written again if
+// it fails: a stamp left on record only keeps the contact withheld, after
+// a restart, until the account is next visible.
+func (s *Service) storeUnkept(h *handle, contacts []string) {
+	s.commits.add(&entry{
+		op: storage.Op{Kind: storage.OpUnkeep, Handle: h.name, Contacts: contacts},
+		apply: func(err error) {
+			if err != nil {
+				s.refuse("store:unkept", "kept stamps not forgotten", "err", err)
+			}
+		},
+	})
+}
+
+// visibleAgain is called when a's View has become available: the
+// subscribers that kept a stamp with nothing left to withhold them are
+// shown the account by the pass.
+func (s *Service) visibleAgain(a *account) {
+	for _, h := range a.handles {
+		var gone []string
+		for id := range h.kept {
+			if h.reason(id) {
+				continue
+			}
+			delete(h.kept, id)
+			gone = append(gone, s.contacts.name(id))
+			if i, ok := findID(h.subs, id); ok {
+				h.subs[i].sent = 0
+			}
+		}
+		if len(gone) > 0 {
+			s.storeUnkept(h, gone)
+		}
+	}
 }
 
 // showAgain queues the pass that brings the subscribers of a up to date
@@ -283,43 +411,16 @@ type unblocks struct {
 
 // unblocked lifts the block of the contact numbered id, stored.
 func (s *Service) unblocked(a *account, id uint32) {
-	type kept struct {
-		h   *handle
-		had time.Time
-	}
-	var still []kept // subscriptions to hidden handles: withheld still
+	var l lifts
 	for _, h := range a.handles {
-		i, ok := findID(h.subs, id)
-		switch {
-		case !ok:
-		case h.hidden:
-			had, _ := s.withheld(h, id)
-			still = append(still, kept{h, had})
-		default:
-			s.rejoin(h, &h.subs[i])
+		if i, ok := findID(h.subs, id); ok {
+			l.before(s, h, &h.subs[i])
 		}
 	}
 	delete(a.blocked, id)
+	l.settle(s)
 	s.contacts.unref(id)
-	for _, k := range still {
-		if i, ok := findID(k.h.subs, id); ok {
-			s.restamp(k.h, &k.h.subs[i], k.had)
-		}
-	}
 	s.showAgain(a)
-}
-
-// restamp is for sb of h, still withheld once one of two reasons to
-// withhold it is lifted: if the stamp it is left with moves (it had the
-// lifted one's, the earlier), the pass sends it the other's, so that what
-// it last received is what its probes are answered with. (It sees what
-// anyone else withheld by the remaining reason sees: the hidden handle's
-// stamp once unblocked, its block's on every handle once the handle is
-// shown.)
-func (s *Service) restamp(h *handle, sb *sub, had time.Time) {
-	if since, ok := s.withheld(h, sb.contact); ok && sb.sent == withheldCode && !since.Equal(had) {
-		sb.sent = 0
-	}
 }
 
 // Blocked returns the contacts owner blocks, sorted.
@@ -472,20 +573,12 @@ func (s *Service) show(h *handle, done func(error)) {
 
 // unhide shows h, stored.
 func (s *Service) unhide(h *handle) {
-	var still []int // blocked subscribers: withheld still
-	var had []time.Time
+	var l lifts
 	for i := range h.subs {
-		if _, blocked := h.owner.blocked[h.subs[i].contact]; blocked {
-			since, _ := s.withheld(h, h.subs[i].contact)
-			still, had = append(still, i), append(had, since)
-		} else {
-			s.rejoin(h, &h.subs[i])
-		}
+		l.before(s, h, &h.subs[i])
 	}
 	h.hidden = false
-	for k, i := range still {
-		s.restamp(h, &h.subs[i], had[k])
-	}
+	l.settle(s)
 	s.showAgain(h.owner)
 }
 

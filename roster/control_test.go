@@ -974,11 +974,13 @@ func TestBlockedContactsRequests(t *testing.T) {
 	}
 }
 
-// TestPartialLiftSendsTheRemainingStamp: a contact withheld both by a
-// block and by a hidden handle, and unblocked (or the handle shown), is
-// still withheld by the other: ViewFor reports the other's stamp, and it
-// is what the contact is left with.
-func TestPartialLiftSendsTheRemainingStamp(t *testing.T) {
+// TestPartialLiftKeepsTheStamp: a contact withheld both by a block and
+// by a hidden handle, and unblocked, is still withheld by the hidden
+// handle, whose stamp is another: it keeps the one it has (a new one
+// would tell it that something happened), is sent nothing, and keeps it
+// across a restart; once the handle is shown and the account is visible,
+// it sees the account.
+func TestPartialLiftKeepsTheStamp(t *testing.T) {
 	ctx := context.Background()
 	store := newMemStore()
 	s, clock, rec := ctlSetup(t, store, Options{})
@@ -1000,29 +1002,89 @@ func TestPartialLiftSendsTheRemainingStamp(t *testing.T) {
 		t.Fatal(err)
 	}
 	flushTo(t, s, rec)
-	v, _ := s.ViewFor("h", carolJID)
-	if v != (View{Since: offAt}) {
-		t.Fatalf("ViewFor(h, carol) = %+v, want the hidden handle's stamp %v", v, offAt)
+	wantStanzas(t, "unblocking carol, still withheld by the hidden handle", rec.got)
+	if v, _ := s.ViewFor("h", carolJID); v != (View{Since: blockAt}) {
+		t.Fatalf("ViewFor(h, carol) = %+v, want the stamp she has, %v", v, blockAt)
 	}
-	// Still withheld by the hidden handle, carol is sent its stamp, which
-	// ViewFor, GoneView, Kick, RemoveHandle and the resync after a
-	// restart all use: left on the block's, her stamp would move later
-	// with nothing the owner does.
-	last := View{Since: blockAt}
-	if got := rec.to(carolJID); len(got) > 0 {
-		last = got[len(got)-1].v
-	}
-	if last != v {
-		t.Errorf("after her unblock carol is left with %+v, but ViewFor says %+v", last, v)
-	}
-	// Still withheld, she gets the hidden handle's stamp after a restart:
-	// the stamp she is left with moves although the owner did nothing.
+	// A restart sends her the stamp she kept, stored.
 	clock.Add(time.Hour)
 	s2 := restartFrom(t, store, clock, Options{})
 	rec.reset()
 	flushTo(t, s2, rec)
-	if got := rec.to(carolJID); len(got) != 1 || got[0].v != last {
-		t.Errorf("after a restart carol, still withheld, got %v; she was left with %+v", got, last)
+	if got := rec.to(carolJID); len(got) != 1 || got[0].v != (View{Since: blockAt}) {
+		t.Fatalf("after a restart carol, still withheld, got %v; she kept %v", got, blockAt)
+	}
+}
+
+// TestLiftWhileNotVisibleKeepsTheStamp: a handle hidden while the account
+// was visible, then the account hiding, then the handle shown while it
+// hides: its subscribers are sent nothing (a new stamp now would tell
+// them that the owner is active) and keep the hidden stamp; once the
+// owner is visible again they see the account. The same for a contact
+// unblocked while the account hides.
+func TestLiftWhileNotVisibleKeepsTheStamp(t *testing.T) {
+	ctx := context.Background()
+	store := newMemStore()
+	s, clock, rec := ctlSetup(t, store, Options{})
+	if err := s.Subscribe(ctx, "h", erinJID); err != nil {
+		t.Fatal(err)
+	}
+	s.Probe("h", erinJID)
+	flushTo(t, s, rec)
+	hideAt := clock.Add(time.Minute)
+	if err := s.SetVisibility(ctx, pendingOwner, []string{"h"}, true); err != nil {
+		t.Fatal(err)
+	}
+	// Blocked after the hiding of the handle, erin keeps its stamp.
+	clock.Add(time.Minute)
+	if err := s.Block(ctx, pendingOwner, erinJID); err != nil {
+		t.Fatal(err)
+	}
+	clock.Add(time.Minute)
+	if err := s.Instruct(ctx, pendingOwner, InstructHide); err != nil {
+		t.Fatal(err)
+	}
+	flushTo(t, s, rec)
+	rec.reset()
+	clock.Add(time.Hour)
+	if err := s.SetVisibility(ctx, pendingOwner, []string{"h"}, false); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Unblock(ctx, pendingOwner, erinJID); err != nil {
+		t.Fatal(err)
+	}
+	flushTo(t, s, rec)
+	wantStanzas(t, "showing the handle and unblocking erin while hiding", rec.got)
+	for c, want := range map[string]time.Time{carolJID: hideAt, daveJID: hideAt, erinJID: hideAt} {
+		if v, _ := s.ViewFor("h", c); v != (View{Since: want}) {
+			t.Errorf("ViewFor(h, %s) = %+v while hiding, want the stamp it has, %v", c, v, want)
+		}
+	}
+	// Across a restart, still hiding: the same stamps.
+	s2 := restartFrom(t, store, clock, Options{})
+	rec.reset()
+	flushTo(t, s2, rec)
+	for _, st := range rec.got {
+		if want := map[string]time.Time{carolJID: hideAt, daveJID: hideAt, erinJID: hideAt}[st.contact]; st.v != (View{Since: want}) {
+			t.Errorf("after a restart %s got %+v, want unavailable since %v", st.contact, st.v, want)
+		}
+	}
+	// Visible again: every one of them sees the account.
+	rec.reset()
+	if err := s2.Instruct(ctx, pendingOwner, InstructVisible); err != nil {
+		t.Fatal(err)
+	}
+	if err := s2.OwnerPresence(ctx, pendingOwner, OwnerPresence{Resource: "r", Available: true, Status: storage.StatusUndefined}); err != nil {
+		t.Fatal(err)
+	}
+	flushTo(t, s2, rec)
+	for _, c := range []string{carolJID, daveJID, erinJID} {
+		if got := rec.to(c); len(got) == 0 || !got[len(got)-1].v.Available {
+			t.Errorf("%s, nothing withholding it and the owner visible, got %v; want available", c, got)
+		}
+	}
+	if len(store.kept) != 0 {
+		t.Errorf("kept stamps left on record once visible: %v", store.kept)
 	}
 }
 

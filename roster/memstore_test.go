@@ -25,6 +25,7 @@ type memStore struct {
 	removed  map[string]storage.RemovedName
 	hidden   map[string]time.Time    // handle → hidden since
 	blocked  map[[2]string]time.Time // account, contact → since
+	kept     map[[2]string]time.Time // handle, contact → since
 	down     bool                    // every call fails, as with a database that is down
 	writes   int                     // number of rows written by successful calls
 	applies  int                     // number of successful transactions of Apply
@@ -38,7 +39,7 @@ var errDown = errors.New("memstore: database is down")
 func newMemStore() *memStore {
 	return &memStore{accounts: map[string]storage.Flags{}, handles: map[string]string{}, subs: map[[2]string]bool{},
 		policies: map[string]storage.Policy{}, requests: map[[2]string]time.Time{}, notices: map[[2]string]storage.Notice{},
-		removed: map[string]storage.RemovedName{}, hidden: map[string]time.Time{}, blocked: map[[2]string]time.Time{}}
+		removed: map[string]storage.RemovedName{}, hidden: map[string]time.Time{}, blocked: map[[2]string]time.Time{}, kept: map[[2]string]time.Time{}}
 }
 
 func (m *memStore) Load(ctx context.Context) (*storage.Snapshot, error) {
@@ -61,6 +62,9 @@ func (m *memStore) Load(ctx context.Context) (*storage.Snapshot, error) {
 	}
 	for k, since := range m.blocked {
 		snap.Blocked = append(snap.Blocked, storage.Block{Account: k[0], Contact: k[1], Since: since})
+	}
+	for k, since := range m.kept {
+		snap.Kept = append(snap.Kept, storage.Kept{Handle: k[0], Contact: k[1], Since: since})
 	}
 	for k, at := range m.requests {
 		snap.Requests = append(snap.Requests, storage.Request{Handle: k[0], Contact: k[1], At: at})
@@ -123,12 +127,14 @@ func (m *memStore) addHandleLocked(account, handle string, max int, now time.Tim
 func (m *memStore) RemoveHandle(ctx context.Context, account, handle string) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	return m.removeHandleLocked(account, handle, time.Time{})
+	return m.removeHandleLocked(storage.Op{Account: account, Handle: handle})
 }
 
 // removeHandleLocked removes handle, stamping its notices as the
-// backends do (storage.OpRemoveHandle).
-func (m *memStore) removeHandleLocked(account, handle string, stamp time.Time) error {
+// backends do (storage.OpRemoveHandle): op.Stamp, but for the contacts
+// listed with their own.
+func (m *memStore) removeHandleLocked(op storage.Op) error {
+	account, handle := op.Account, op.Handle
 	if m.down {
 		return errDown
 	}
@@ -139,20 +145,18 @@ func (m *memStore) removeHandleLocked(account, handle string, stamp time.Time) e
 	if a != account {
 		return storage.ErrNotOwner
 	}
-	hs, hidden := m.hidden[handle]
 	delete(m.handles, handle)
 	delete(m.policies, handle)
 	delete(m.hidden, handle)
 	for k := range m.subs {
 		if k[0] == handle {
 			delete(m.subs, k)
-			since := stamp
-			bs, blocked := m.blocked[[2]string{account, k[1]}]
-			switch {
-			case hidden && blocked && bs.Before(hs), !hidden && blocked:
-				since = bs
-			case hidden:
-				since = hs
+			delete(m.kept, k)
+			since := op.Stamp
+			for i, c := range op.Contacts {
+				if c == k[1] {
+					since = op.Stamps[i]
+				}
 			}
 			m.notices[k] = storage.Notice{Handle: handle, Account: account, Contact: k[1], Since: since}
 		}
@@ -239,6 +243,7 @@ func (m *memStore) removeSubscriptionLocked(handle, contact string) error {
 		return errDown
 	}
 	delete(m.subs, [2]string{handle, contact})
+	delete(m.kept, [2]string{handle, contact})
 	m.writes++
 	return nil
 }
@@ -290,7 +295,7 @@ func (m *memStore) applyLocked(op storage.Op) error {
 		}
 		return err
 	case storage.OpRemoveHandle:
-		err := m.removeHandleLocked(op.Account, op.Handle, op.Stamp)
+		err := m.removeHandleLocked(op)
 		if err == nil {
 			m.removed[op.Handle] = storage.RemovedName{Name: op.Handle, Account: op.Account, At: op.Now}
 		}
@@ -356,6 +361,16 @@ func (m *memStore) applyLocked(op storage.Op) error {
 		}
 	case storage.OpUnblock:
 		delete(m.blocked, [2]string{op.Account, op.Contact})
+	case storage.OpKeep:
+		for _, c := range op.Contacts {
+			if k := [2]string{op.Handle, c}; m.subs[k] {
+				m.kept[k] = op.Now
+			}
+		}
+	case storage.OpUnkeep:
+		for _, c := range op.Contacts {
+			delete(m.kept, [2]string{op.Handle, c})
+		}
 	default:
 		return fmt.Errorf("memstore: unknown op %v", op.Kind)
 	}
@@ -374,18 +389,19 @@ type memState struct {
 	removed  map[string]storage.RemovedName
 	hidden   map[string]time.Time
 	blocked  map[[2]string]time.Time
+	kept     map[[2]string]time.Time
 	writes   int
 }
 
 func (m *memStore) save() memState {
 	return memState{maps.Clone(m.accounts), maps.Clone(m.handles), maps.Clone(m.subs), maps.Clone(m.policies),
-		maps.Clone(m.requests), maps.Clone(m.notices), maps.Clone(m.removed), maps.Clone(m.hidden), maps.Clone(m.blocked), m.writes}
+		maps.Clone(m.requests), maps.Clone(m.notices), maps.Clone(m.removed), maps.Clone(m.hidden), maps.Clone(m.blocked), maps.Clone(m.kept), m.writes}
 }
 
 func (m *memStore) restore(st memState) {
 	m.accounts, m.handles, m.subs, m.policies = st.accounts, st.handles, st.subs, st.policies
 	m.requests, m.notices, m.removed, m.writes = st.requests, st.notices, st.removed, st.writes
-	m.hidden, m.blocked = st.hidden, st.blocked
+	m.hidden, m.blocked, m.kept = st.hidden, st.blocked, st.kept
 }
 
 func (m *memStore) Lost() <-chan struct{} { return nil }

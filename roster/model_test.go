@@ -79,8 +79,13 @@ func (r *recorder) Presence(ctx context.Context, handle, contact string, v View)
 			r.t.Fatalf("handle %s sent withheld %s its unavailable presence (%v) again: that shows the owner did something", handle, contact, v.Since)
 		}
 		r.wlast[key] = v.Since
-	} else if since, ok := r.m.removedStamp[key]; ok && v != (View{Since: since}) {
-		r.t.Fatalf("the subscription of withheld %s to %s ended with %+v, want unavailable since %v, the stamp it was left with", contact, handle, v, since)
+	} else {
+		if since, ok := r.m.removedStamp[key]; ok && v != (View{Since: since}) {
+			r.t.Fatalf("the subscription of withheld %s to %s ended with %+v, want unavailable since %v, the stamp it was left with", contact, handle, v, since)
+		}
+		// It sees the account: a later withholding starts from what it
+		// receives now.
+		delete(r.wlast, key)
 	}
 	r.last[key] = v
 	if !r.burst {
@@ -122,6 +127,11 @@ type model struct {
 	blocked      map[[2]string]time.Time // owner, contact
 	hidden       map[string]time.Time
 	removedStamp map[[2]string]time.Time
+	// kept are the stamps subscribers keep once a withholding is lifted
+	// (handle, contact): while another still withholds them with another
+	// stamp, or while the account is not visible and its stamp is
+	// another; forgotten once they see the account, visible.
+	kept map[[2]string]time.Time
 }
 
 // Bounds the model runs the roster with, small enough to be reached.
@@ -135,6 +145,17 @@ const (
 // contact, and the stamp it is left with: its block's or the hidden
 // handle's, the earlier when both apply.
 func (m *model) withheld(handle, contact string) (time.Time, bool) {
+	if k, ok := m.kept[[2]string{handle, contact}]; ok {
+		if _, ruled := m.ruled(handle, contact); ruled || !m.visible(m.handles[handle]) {
+			return k, true
+		}
+	}
+	return m.ruled(handle, contact)
+}
+
+// ruled is withheld without kept stamps: what a block and a hidden handle
+// give.
+func (m *model) ruled(handle, contact string) (time.Time, bool) {
 	bs, blocked := m.blocked[[2]string{m.handles[handle], contact}]
 	hs, hidden := m.hidden[handle]
 	switch {
@@ -144,6 +165,43 @@ func (m *model) withheld(handle, contact string) (time.Time, bool) {
 		return hs, true
 	}
 	return bs, blocked
+}
+
+// keepAfterLift decides, once a withholding is lifted, which of the
+// subscriptions that had the stamps had keep them: those still withheld
+// with another stamp, and those of an account not visible whose own stamp
+// is another. Those that see the account, visible, keep none.
+// own is the stamp of the owner's account as subscribers see it (the
+// model does not follow Since: the roster's own is taken).
+func (m *model) keepAfterLift(had map[[2]string]time.Time, own func(owner string) time.Time) {
+	for k, since := range had {
+		if !m.subs[k] {
+			continue
+		}
+		if _, ok := m.kept[k]; ok {
+			continue // kept already: it still has that one
+		}
+		owner := m.handles[k[0]]
+		switch rs, ruled := m.ruled(k[0], k[1]); {
+		case ruled && !rs.Equal(since):
+			m.kept[k] = since
+		case ruled:
+		case !m.visible(owner) && !own(owner).Equal(since):
+			m.kept[k] = since
+		}
+	}
+	m.settleKept()
+}
+
+// settleKept forgets the kept stamps of subscriptions gone, and of those
+// that see their account, visible.
+func (m *model) settleKept() {
+	for k := range m.kept {
+		_, ruled := m.ruled(k[0], k[1])
+		if !m.subs[k] || (!ruled && m.visible(m.handles[k[0]])) {
+			delete(m.kept, k)
+		}
+	}
 }
 
 func (m *model) blocks(owner, contact string) bool {
@@ -319,6 +377,7 @@ func TestModel(t *testing.T) {
 			accounts: map[string]bool{}, explicit: map[string]storage.Status{}, client: map[string]storage.Status{},
 			policy: map[string]storage.Policy{}, requests: map[string][]string{},
 			blocked: map[[2]string]time.Time{}, hidden: map[string]time.Time{}, removedStamp: map[[2]string]time.Time{},
+			kept: map[[2]string]time.Time{},
 		}
 		rec := &recorder{t: rt, m: m, last: map[[2]string]View{}, unsub: map[[2]string]bool{},
 			wlast: map[[2]string]time.Time{}, lifted: map[[2]string]bool{}, stale: map[[2]string]bool{},
@@ -340,6 +399,7 @@ func TestModel(t *testing.T) {
 			clear(m.removedSubs)
 			clear(m.removedFrom)
 			clear(m.removedStamp)
+			m.settleKept()
 		}
 		// burst is set while changes follow one another without what they
 		// send being delivered in between.
@@ -373,12 +433,17 @@ func TestModel(t *testing.T) {
 		lift := func(t *rapid.T, keys [][2]string, apply func()) {
 			t.Helper()
 			had, counted := map[[2]string]View{}, map[[2]string]int{}
+			stamps := map[[2]string]time.Time{}
 			for _, k := range keys {
 				had[k], counted[k] = rec.last[k], rec.count[k]
+				if since, ok := m.withheld(k[0], k[1]); ok {
+					stamps[k] = since
+				}
 				rec.lifted[k] = true
 				delete(rec.wlast, k)
 			}
 			apply()
+			m.keepAfterLift(stamps, func(o string) time.Time { f, _ := svc.Flags(o); return ViewOf(f).Since })
 			if burst {
 				return
 			}
@@ -955,6 +1020,21 @@ func TestModel(t *testing.T) {
 				}
 				if blocked && !m.blocks(o, c) {
 					t.Fatalf("%v decided on %s's block of %s, with the first transaction failing: %v; want it blocked (errors %v)", ops, o, c, fails, errs)
+				}
+				// As with the blocks and the hidden handles, the model takes
+				// the kept stamps that the decisions and their outcomes
+				// left; the recorder holds each contact to them.
+				for _, h := range m.handlesOf(o) {
+					for k := range m.kept {
+						if k[0] == h {
+							delete(m.kept, k)
+						}
+					}
+					if hd := svc.handles[h]; hd != nil {
+						for id, since := range hd.kept {
+							m.kept[[2]string{h, svc.contacts.name(id)}] = since
+						}
+					}
 				}
 				for h, hide := range hidden {
 					delete(m.hidden, h)

@@ -192,6 +192,11 @@ type handle struct {
 	hiddenSince time.Time
 	showing     int
 	hideGen     uint64
+	// kept are the stamps some subscribers keep, by contact number: those
+	// a lift (an unblock, a show) would otherwise have sent a new stamp
+	// while still withheld or while the account is not visible
+	// (control.go). Nil unless needed.
+	kept map[uint32]time.Time
 }
 
 // request is a pending subscription request.
@@ -405,6 +410,19 @@ func (s *Service) load(snap *storage.Snapshot) {
 	for _, h := range s.handles {
 		slices.SortFunc(h.subs, func(a, b sub) int { return cmp.Compare(a.contact, b.contact) })
 		h.subs = slices.Clip(h.subs)
+	}
+	for _, k := range snap.Kept {
+		h := s.handles[k.Handle]
+		id, ok := s.contacts.lookup(k.Contact)
+		if h == nil || !ok {
+			continue
+		}
+		if _, ok := findID(h.subs, id); ok {
+			if h.kept == nil {
+				h.kept = make(map[uint32]time.Time)
+			}
+			h.kept[id] = k.Since
+		}
 	}
 }
 

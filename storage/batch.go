@@ -16,10 +16,15 @@ const (
 	OpAddHandle OpKind = iota + 1
 	// OpRemoveHandle also records, with each notice it owes, the Since of
 	// its unavailable notice: the stamp the subscriber was left with. That
-	// is Stamp, unless the handle is hidden (then its HiddenSince) or the
-	// account blocked the subscriber (then the block's Since), and the
-	// earlier of the two when both apply: a subscriber must not learn of
-	// a moment it was kept from seeing. A zero Stamp is kept as unknown.
+	// is Stamp, but for the subscribers listed in Contacts, whose notice
+	// takes the matching Stamps instead (a listed contact that is not a
+	// subscriber is ignored; one listed twice takes its last stamp). The
+	// caller knows what each subscriber was sent: storage does not look
+	// at the handle's visibility or the account's blocks, which may be
+	// ahead of what was sent. A zero stamp is kept as unknown. A notice
+	// already owed to a subscriber for the name is not owed twice: it
+	// keeps its stamp, unless the subscriber is listed and Account owes
+	// it, when it takes the listed one.
 	OpRemoveHandle
 	OpSetFlags
 	OpAddSubscription
@@ -52,6 +57,15 @@ const (
 	// OpUnblock forgets that Account blocks Contact; unblocking one not
 	// blocked is not an error.
 	OpUnblock
+	// OpKeep records that each of Contacts subscribed to Handle keeps the
+	// stamp Now (a stamp kept already takes the new one). A contact that
+	// is not subscribed to Handle is skipped, as is every contact of an
+	// unknown handle: neither is an error. The stamp goes with the
+	// subscription, or its handle.
+	OpKeep
+	// OpUnkeep forgets the stamps kept for Contacts subscribed to Handle;
+	// forgetting one not kept is not an error.
+	OpUnkeep
 )
 
 func (k OpKind) String() string {
@@ -80,6 +94,10 @@ func (k OpKind) String() string {
 		return "block"
 	case OpUnblock:
 		return "unblock"
+	case OpKeep:
+		return "keep"
+	case OpUnkeep:
+		return "unkeep"
 	}
 	return fmt.Sprintf("op %d", int(k))
 }
@@ -94,7 +112,7 @@ type Op struct {
 	Max      int      // AddHandle: the account's handle limit
 	Flags    Flags    // SetFlags
 	Policy   Policy   // AddHandle, SetPolicy: must be valid
-	Contacts []string // NoticesSent: the contacts sent their notices
+	Contacts []string // NoticesSent: the contacts sent their notices; RemoveHandle, Keep, Unkeep: the subscribers concerned
 	Hidden   bool     // SetVisibility: hide the handle, rather than show it
 	// Answers is set, for AddSubscription, when the subscription answers
 	// the contact's pending request (an approval), which the same
@@ -106,14 +124,18 @@ type Op struct {
 	// for RemoveHandle, when the name was removed; for AddRequest, when
 	// the request was made; for SetVisibility with Hidden, the stamp the
 	// subscribers are left with; for Block, the stamp the contact is left
-	// with.
+	// with; for Keep, the stamp kept.
 	Now time.Time
 	// Stamp is, for RemoveHandle, the <delay/> stamp of the unavailable
-	// notices owed to the subscribers, those of a hidden handle or of a
-	// blocked contact apart (see OpRemoveHandle). It is apart from Now,
-	// which is when the name was removed: the stamp is when what the
-	// subscribers saw last changed, as Flags.Since, and zero if unknown.
+	// notices owed to the subscribers, those listed in Contacts apart
+	// (see OpRemoveHandle). It is apart from Now, which is when the name
+	// was removed: the stamp is when what the subscribers saw last
+	// changed, as Flags.Since, and zero if unknown.
 	Stamp time.Time
+	// Stamps are, for RemoveHandle, the stamps of the notices owed to
+	// Contacts, one each (zero if unknown): Stamps[i] is that of
+	// Contacts[i]. Both have the same length or the op is refused.
+	Stamps []time.Time
 }
 
 // OpError is the error of Apply when one of its ops fails: Index is that
@@ -140,9 +162,13 @@ func checkOp(op Op) error {
 		if !op.Policy.Valid() {
 			return fmt.Errorf("storage: %s: invalid policy %q", op.Kind, op.Policy)
 		}
-	case OpRemoveHandle, OpAddSubscription, OpRemoveSubscription,
+	case OpRemoveHandle:
+		if len(op.Stamps) != len(op.Contacts) {
+			return fmt.Errorf("storage: remove handle: %d stamps for %d contacts", len(op.Stamps), len(op.Contacts))
+		}
+	case OpAddSubscription, OpRemoveSubscription,
 		OpAddRequest, OpRemoveRequest, OpNoticesSent,
-		OpSetVisibility, OpBlock, OpUnblock:
+		OpSetVisibility, OpBlock, OpUnblock, OpKeep, OpUnkeep:
 	default:
 		return fmt.Errorf("storage: unknown op kind %d", int(op.Kind))
 	}

@@ -597,7 +597,7 @@ func (s *postgresStore) Load(ctx context.Context) (*Snapshot, error) {
 		for _, load := range []func(context.Context, pgx.Tx, *Snapshot) error{
 			postgresLoadAccounts, postgresLoadHandles, postgresLoadSubscriptions,
 			postgresLoadRequests, postgresLoadRemoved, postgresLoadNotices,
-			postgresLoadBlocked,
+			postgresLoadBlocked, postgresLoadKept,
 		} {
 			if err := load(ctx, tx, &snap); err != nil {
 				return err
@@ -683,6 +683,16 @@ func postgresLoadBlocked(ctx context.Context, tx pgx.Tx, snap *Snapshot) error {
 		func() {
 			b.Since = b.Since.UTC()
 			snap.Blocked = append(snap.Blocked, b)
+		})
+}
+
+func postgresLoadKept(ctx context.Context, tx pgx.Tx, snap *Snapshot) error {
+	var k Kept
+	return postgresEach(ctx, tx, "SELECT handle, contact, since FROM kept ORDER BY handle, contact",
+		[]any{&k.Handle, &k.Contact, &k.Since},
+		func() {
+			k.Since = k.Since.UTC()
+			snap.Kept = append(snap.Kept, k)
 		})
 }
 
@@ -857,6 +867,21 @@ func postgresApply(ctx context.Context, tx pgx.Tx, op Op) error {
 		err = postgresBlock(ctx, tx, op)
 	case OpUnblock:
 		_, err = tx.Exec(ctx, "DELETE FROM blocked WHERE account = $1 AND contact = $2", op.Account, op.Contact)
+	case OpKeep:
+		// Selecting from subscriptions skips a contact that is not
+		// subscribed, which the foreign key would refuse, and lists each
+		// subscription once however often it is named.
+		if len(op.Contacts) > 0 {
+			_, err = tx.Exec(ctx, `
+				INSERT INTO kept (handle, contact, since)
+				SELECT handle, contact, $3 FROM subscriptions WHERE handle = $1 AND contact = ANY ($2)
+				ON CONFLICT (handle, contact) DO UPDATE SET since = excluded.since`,
+				op.Handle, op.Contacts, storedTime(op.Now))
+		}
+	case OpUnkeep:
+		if len(op.Contacts) > 0 {
+			_, err = tx.Exec(ctx, "DELETE FROM kept WHERE handle = $1 AND contact = ANY ($2)", op.Handle, op.Contacts)
+		}
 	}
 	return err
 }
@@ -917,20 +942,30 @@ func postgresRemoveHandle(ctx context.Context, tx pgx.Tx, op Op) error {
 	}
 	// The subscribers are owed their notices even once the handle is gone,
 	// and the name is remembered for its quarantine. Read before the
-	// handle's row goes: a notice's stamp is the earlier of the handle's
-	// hidden_since and the subscriber's block, if any (LEAST ignores
-	// NULLs), else op.Stamp.
+	// subscriptions go: every notice takes op.Stamp, then those of the
+	// listed contacts their own.
 	_, err := tx.Exec(ctx, `
 		INSERT INTO notices (handle, account, contact, since)
-		SELECT s.handle, $1, s.contact, COALESCE(LEAST(b.since, h.hidden_since), $3)
-		FROM subscriptions s
-		JOIN handles h ON h.name = s.handle
-		LEFT JOIN blocked b ON b.account = h.account AND b.contact = s.contact
-		WHERE s.handle = $2
+		SELECT handle, $1, contact, $3 FROM subscriptions WHERE handle = $2
 		ON CONFLICT (handle, contact) DO NOTHING`,
 		op.Account, op.Handle, postgresStamp(op.Stamp))
 	if err != nil {
 		return err
+	}
+	if len(op.Contacts) > 0 {
+		// One statement for all the listed contacts (a hidden handle may
+		// list every subscriber), each once, with its last stamp: a row
+		// joined twice in an UPDATE takes either.
+		contacts, stamps := postgresLastStamps(op.Contacts, op.Stamps)
+		_, err = tx.Exec(ctx, `
+			UPDATE notices n SET since = u.since
+			FROM unnest($3::text[], $4::timestamptz[]) AS u (contact, since)
+			WHERE n.handle = $1 AND n.account = $2 AND n.contact = u.contact
+				AND EXISTS (SELECT FROM subscriptions s WHERE s.handle = n.handle AND s.contact = n.contact)`,
+			op.Handle, op.Account, contacts, stamps)
+		if err != nil {
+			return err
+		}
 	}
 	_, err = tx.Exec(ctx, `
 		INSERT INTO removed_names (name, account, removed_at) VALUES ($1, $2, $3)
@@ -939,9 +974,33 @@ func postgresRemoveHandle(ctx context.Context, tx pgx.Tx, op Op) error {
 	if err != nil {
 		return err
 	}
-	// The subscriptions and requests go by ON DELETE CASCADE.
+	// The subscriptions, their kept stamps and the requests go by ON
+	// DELETE CASCADE.
 	_, err = tx.Exec(ctx, "DELETE FROM handles WHERE name = $1", op.Handle)
 	return err
+}
+
+// postgresLastStamps returns contacts, each once, with the last of its
+// stamps, as stored (NULL for the zero time).
+func postgresLastStamps(contacts []string, stamps []time.Time) ([]string, []pgtype.Timestamptz) {
+	last := make(map[string]int, len(contacts))
+	for i, c := range contacts {
+		last[c] = i
+	}
+	cs := make([]string, 0, len(last))
+	ts := make([]pgtype.Timestamptz, 0, len(last))
+	for i, c := range contacts {
+		if last[c] != i {
+			continue
+		}
+		cs = append(cs, c)
+		if !stamps[i].IsZero() {
+			ts = append(ts, pgtype.Timestamptz{Time: storedTime(stamps[i]), Valid: true})
+		} else {
+			ts = append(ts, pgtype.Timestamptz{})
+		}
+	}
+	return cs, ts
 }
 
 func postgresSetPolicy(ctx context.Context, tx pgx.Tx, op Op) error {

@@ -109,7 +109,9 @@ var sqliteMigrations = []string{
 	// keeps the stamp its subscribers were left with (NULL while shown,
 	// as every existing handle is); a blocked contact, the stamp it was
 	// left with. A notice keeps the <delay/> stamp of the unavailable
-	// notice owed; those of before are NULL, their stamp unknown.
+	// notice owed; those of before are NULL, their stamp unknown. A
+	// subscription may keep the stamp its subscriber was last sent while
+	// it may not see the account, and loses it with the subscription.
 	`
 	ALTER TABLE handles ADD COLUMN hidden_since INTEGER;
 	CREATE TABLE blocked (
@@ -119,6 +121,13 @@ var sqliteMigrations = []string{
 		PRIMARY KEY (account, contact)
 	) STRICT;
 	ALTER TABLE notices ADD COLUMN since INTEGER;
+	CREATE TABLE kept (
+		handle TEXT NOT NULL,
+		contact TEXT NOT NULL,
+		since INTEGER NOT NULL,
+		PRIMARY KEY (handle, contact),
+		FOREIGN KEY (handle, contact) REFERENCES subscriptions (handle, contact) ON DELETE CASCADE
+	) STRICT;
 	`,
 }
 
@@ -194,7 +203,9 @@ var postgresMigrations = []string{
 	// keeps the stamp its subscribers were left with (NULL while shown,
 	// as every existing handle is); a blocked contact, the stamp it was
 	// left with. A notice keeps the <delay/> stamp of the unavailable
-	// notice owed; those of before are NULL, their stamp unknown.
+	// notice owed; those of before are NULL, their stamp unknown. A
+	// subscription may keep the stamp its subscriber was last sent while
+	// it may not see the account, and loses it with the subscription.
 	`
 	ALTER TABLE handles ADD COLUMN hidden_since TIMESTAMPTZ;
 	CREATE TABLE blocked (
@@ -204,6 +215,13 @@ var postgresMigrations = []string{
 		PRIMARY KEY (account, contact)
 	);
 	ALTER TABLE notices ADD COLUMN since TIMESTAMPTZ;
+	CREATE TABLE kept (
+		handle TEXT COLLATE "C" NOT NULL,
+		contact TEXT COLLATE "C" NOT NULL,
+		since TIMESTAMPTZ NOT NULL,
+		PRIMARY KEY (handle, contact),
+		FOREIGN KEY (handle, contact) REFERENCES subscriptions (handle, contact) ON DELETE CASCADE
+	);
 	`,
 }
 

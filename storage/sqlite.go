@@ -57,6 +57,19 @@ var sqliteStatements = map[OpKind]string{
 	// Run once per contact: a removed handle may have had thousands.
 	OpNoticesSent: "DELETE FROM notices WHERE handle = ? AND contact = ?",
 	OpUnblock:     "DELETE FROM blocked WHERE account = ? AND contact = ?",
+	// Run once per contact listed, after the notices are recorded: the
+	// notice of a listed subscriber takes its own stamp.
+	OpRemoveHandle: `
+		UPDATE notices SET since = ?
+		WHERE handle = ? AND contact = ? AND account = ?
+			AND EXISTS (SELECT 1 FROM subscriptions s WHERE s.handle = notices.handle AND s.contact = notices.contact)`,
+	// Run once per contact. Selecting from subscriptions skips a contact
+	// that is not subscribed, which the foreign key would refuse.
+	OpKeep: `
+		INSERT INTO kept (handle, contact, since)
+		SELECT handle, contact, ? FROM subscriptions WHERE handle = ? AND contact = ?
+		ON CONFLICT (handle, contact) DO UPDATE SET since = excluded.since`,
+	OpUnkeep: "DELETE FROM kept WHERE handle = ? AND contact = ?",
 }
 
 var _ Store = (*sqliteStore)(nil)
@@ -227,7 +240,7 @@ func (s *sqliteStore) Load(ctx context.Context) (*Snapshot, error) {
 		for _, load := range []func(context.Context, *sql.Tx, *Snapshot) error{
 			sqliteLoadAccounts, sqliteLoadHandles, sqliteLoadSubscriptions,
 			sqliteLoadRequests, sqliteLoadRemoved, sqliteLoadNotices,
-			sqliteLoadBlocked,
+			sqliteLoadBlocked, sqliteLoadKept,
 		} {
 			if err := load(ctx, tx, &snap); err != nil {
 				return err
@@ -317,6 +330,17 @@ func sqliteLoadBlocked(ctx context.Context, tx *sql.Tx, snap *Snapshot) error {
 		func() {
 			b.Since = time.UnixMicro(since).UTC()
 			snap.Blocked = append(snap.Blocked, b)
+		})
+}
+
+func sqliteLoadKept(ctx context.Context, tx *sql.Tx, snap *Snapshot) error {
+	var k Kept
+	var since int64
+	return sqliteEach(ctx, tx, "SELECT handle, contact, since FROM kept ORDER BY handle, contact",
+		[]any{&k.Handle, &k.Contact, &since},
+		func() {
+			k.Since = time.UnixMicro(since).UTC()
+			snap.Kept = append(snap.Kept, k)
 		})
 }
 
@@ -487,7 +511,7 @@ func (s *sqliteStore) apply(ctx context.Context, b *batchTx, op Op) error {
 	case OpAddHandle:
 		_, err = sqliteAddHandle(ctx, tx, op)
 	case OpRemoveHandle:
-		err = sqliteRemoveHandle(ctx, tx, op)
+		err = sqliteRemoveHandle(ctx, b, op)
 	case OpSetFlags:
 		f := op.Flags
 		err = b.exec(ctx, OpSetFlags,
@@ -517,6 +541,19 @@ func (s *sqliteStore) apply(ctx context.Context, b *batchTx, op Op) error {
 		err = sqliteBlock(ctx, tx, op)
 	case OpUnblock:
 		err = b.exec(ctx, OpUnblock, op.Account, op.Contact)
+	case OpKeep:
+		since := storedTime(op.Now).UnixMicro()
+		for _, contact := range op.Contacts {
+			if err = b.exec(ctx, OpKeep, since, op.Handle, contact); err != nil {
+				break
+			}
+		}
+	case OpUnkeep:
+		for _, contact := range op.Contacts {
+			if err = b.exec(ctx, OpUnkeep, op.Handle, contact); err != nil {
+				break
+			}
+		}
 	}
 	return err
 }
@@ -566,28 +603,28 @@ func sqliteAddHandle(ctx context.Context, tx *sql.Tx, op Op) (created bool, err 
 	return created, err
 }
 
-func sqliteRemoveHandle(ctx context.Context, tx *sql.Tx, op Op) error {
+func sqliteRemoveHandle(ctx context.Context, b *batchTx, op Op) error {
+	tx := b.Tx
 	if err := sqliteCheckOwner(ctx, tx, op.Account, op.Handle); err != nil {
 		return err
 	}
 	// The subscribers are owed their notices even once the handle is gone,
 	// and the name is remembered for its quarantine. Read before the
-	// handle's row goes: a notice's stamp is the earlier of the handle's
-	// hidden_since and the subscriber's block, if any, else op.Stamp.
-	// SQLite's scalar min() is NULL if any argument is, hence each
-	// argument falling back on the other.
+	// subscriptions go: every notice takes op.Stamp, then those of the
+	// listed contacts their own.
 	_, err := tx.ExecContext(ctx, `
 		INSERT INTO notices (handle, account, contact, since)
-		SELECT s.handle, ?, s.contact,
-			COALESCE(min(COALESCE(b.since, h.hidden_since), COALESCE(h.hidden_since, b.since)), ?)
-		FROM subscriptions s
-		JOIN handles h ON h.name = s.handle
-		LEFT JOIN blocked b ON b.account = h.account AND b.contact = s.contact
-		WHERE s.handle = ?
+		SELECT handle, ?, contact, ? FROM subscriptions WHERE handle = ?
 		ON CONFLICT (handle, contact) DO NOTHING`,
 		op.Account, sqliteStamp(op.Stamp), op.Handle)
 	if err != nil {
 		return err
+	}
+	for i, contact := range op.Contacts {
+		err := b.exec(ctx, OpRemoveHandle, sqliteStamp(op.Stamps[i]), op.Handle, contact, op.Account)
+		if err != nil {
+			return err
+		}
 	}
 	_, err = tx.ExecContext(ctx, `
 		INSERT INTO removed_names (name, account, removed_at) VALUES (?, ?, ?)
@@ -596,7 +633,8 @@ func sqliteRemoveHandle(ctx context.Context, tx *sql.Tx, op Op) error {
 	if err != nil {
 		return err
 	}
-	// The subscriptions and requests go by ON DELETE CASCADE.
+	// The subscriptions, their kept stamps and the requests go by ON
+	// DELETE CASCADE.
 	_, err = tx.ExecContext(ctx, "DELETE FROM handles WHERE name = ?", op.Handle)
 	return err
 }

@@ -280,6 +280,9 @@ func wantSnapshot(t testing.TB, got, want *Snapshot) {
 	if !slices.EqualFunc(got.Blocked, want.Blocked, sameBlock) {
 		t.Fatalf("Load: blocked %+v, want %+v", got.Blocked, want.Blocked)
 	}
+	if !slices.EqualFunc(got.Kept, want.Kept, sameKept) {
+		t.Fatalf("Load: kept %+v, want %+v", got.Kept, want.Kept)
+	}
 }
 
 // sameHandle reports whether g, read back from a store, is w as stored. A
@@ -298,6 +301,11 @@ func sameNotice(g, w Notice) bool {
 // sameBlock reports whether g, read back from a store, is w as stored.
 func sameBlock(g, w Block) bool {
 	return g.Account == w.Account && g.Contact == w.Contact && sameStoredTime(g.Since, w.Since)
+}
+
+// sameKept reports whether g, read back from a store, is w as stored.
+func sameKept(g, w Kept) bool {
+	return g.Handle == w.Handle && g.Contact == w.Contact && sameStoredTime(g.Since, w.Since)
 }
 
 // sameRequest reports whether g, read back from a store, is w as stored.
@@ -1402,7 +1410,7 @@ func runConformance(t *testing.T, driver string, freshDSN func(t testing.TB) str
 		base := time.Date(2026, 6, 1, 12, 0, 0, 0, zone)
 		at := func(minutes int) time.Time { return base.Add(time.Duration(minutes)*time.Minute + 123456789) }
 		stamp, early, hidden, late := at(50), at(10), at(20), at(30)
-		for _, h := range []string{"plain", "hidden", "nostamp", "hiddennostamp"} {
+		for _, h := range []string{"plain", "hidden", "nostamp"} {
 			mustAdd(t, s, "a@example.org", h, 5)
 			for _, c := range []string{"p@example.net", "e@example.net", "l@example.net"} {
 				must(t, "AddSubscription", s.AddSubscription(ctx, h, c))
@@ -1411,34 +1419,32 @@ func runConformance(t *testing.T, driver string, freshDSN func(t testing.TB) str
 		mustAdd(t, s, "x@example.org", "other", 5)
 		mustApply(t, s,
 			Op{Kind: OpSetVisibility, Account: "a@example.org", Handle: "hidden", Hidden: true, Now: hidden},
-			Op{Kind: OpSetVisibility, Account: "a@example.org", Handle: "hiddennostamp", Hidden: true, Now: hidden},
-			// e is blocked before the handle was hidden, l after.
+			// The rows no longer decide the stamps: e's block counts for
+			// nothing unless e is listed.
 			Op{Kind: OpBlock, Account: "a@example.org", Contact: "e@example.net", Now: early},
-			Op{Kind: OpBlock, Account: "a@example.org", Contact: "l@example.net", Now: late},
-			// Another account's block does not count.
-			Op{Kind: OpBlock, Account: "x@example.org", Contact: "p@example.net", Now: at(1)},
 		)
 		removed := at(60)
 		mustApply(t, s,
-			Op{Kind: OpRemoveHandle, Account: "a@example.org", Handle: "plain", Now: removed, Stamp: stamp},
-			Op{Kind: OpRemoveHandle, Account: "a@example.org", Handle: "hidden", Now: removed, Stamp: stamp},
-			Op{Kind: OpRemoveHandle, Account: "a@example.org", Handle: "nostamp", Now: removed},
-			Op{Kind: OpRemoveHandle, Account: "a@example.org", Handle: "hiddennostamp", Now: removed},
+			// l is listed twice, and takes its last stamp; n is listed but
+			// no subscriber, so it is owed nothing.
+			Op{Kind: OpRemoveHandle, Account: "a@example.org", Handle: "plain", Now: removed, Stamp: stamp,
+				Contacts: []string{"l@example.net", "n@example.net", "l@example.net"}, Stamps: []time.Time{early, early, late}},
+			Op{Kind: OpRemoveHandle, Account: "a@example.org", Handle: "hidden", Now: removed, Stamp: stamp,
+				Contacts: []string{"e@example.net"}, Stamps: []time.Time{early}},
+			Op{Kind: OpRemoveHandle, Account: "a@example.org", Handle: "nostamp", Now: removed,
+				Contacts: []string{"e@example.net", "l@example.net", "p@example.net"}, Stamps: []time.Time{hidden, {}, late}},
 		)
 		want := []Notice{
-			// Hidden: the stamp of the hiding, unless the block is earlier.
+			// Hidden: Stamp for those not listed, the hiding apart.
 			{"hidden", "a@example.org", "e@example.net", early},
-			{"hidden", "a@example.org", "l@example.net", hidden},
-			{"hidden", "a@example.org", "p@example.net", hidden},
-			{"hiddennostamp", "a@example.org", "e@example.net", early},
-			{"hiddennostamp", "a@example.org", "l@example.net", hidden},
-			{"hiddennostamp", "a@example.org", "p@example.net", hidden},
-			// Shown without a stamp: unknown, but for the blocked.
-			{"nostamp", "a@example.org", "e@example.net", early},
-			{"nostamp", "a@example.org", "l@example.net", late},
-			{"nostamp", "a@example.org", "p@example.net", time.Time{}},
-			// Shown: the stamp, but for the blocked.
-			{"plain", "a@example.org", "e@example.net", early},
+			{"hidden", "a@example.org", "l@example.net", stamp},
+			{"hidden", "a@example.org", "p@example.net", stamp},
+			// No Stamp: unknown, but for those listed with one.
+			{"nostamp", "a@example.org", "e@example.net", hidden},
+			{"nostamp", "a@example.org", "l@example.net", time.Time{}},
+			{"nostamp", "a@example.org", "p@example.net", late},
+			// Stamp for the blocked too, when not listed.
+			{"plain", "a@example.org", "e@example.net", stamp},
 			{"plain", "a@example.org", "l@example.net", late},
 			{"plain", "a@example.org", "p@example.net", stamp},
 		}
@@ -1452,9 +1458,49 @@ func runConformance(t *testing.T, driver string, freshDSN func(t testing.TB) str
 			}
 		}
 		// The blocks outlive the handles.
-		if len(snap.Blocked) != 3 {
-			t.Fatalf("blocked %+v, want 3", snap.Blocked)
+		if len(snap.Blocked) != 1 {
+			t.Fatalf("blocked %+v, want 1", snap.Blocked)
 		}
+
+		// A notice another account owes for the name keeps its stamp,
+		// listed or not; one unsubscribed in the batch is no subscriber.
+		mustAdd(t, s, "x@example.org", "reused", 5)
+		must(t, "AddSubscription", s.AddSubscription(ctx, "reused", "p@example.net"))
+		mustApply(t, s, Op{Kind: OpRemoveHandle, Account: "x@example.org", Handle: "reused", Now: removed, Stamp: early})
+		mustAdd(t, s, "a@example.org", "reused", 5)
+		for _, c := range []string{"p@example.net", "q@example.net", "r@example.net"} {
+			must(t, "AddSubscription", s.AddSubscription(ctx, "reused", c))
+		}
+		mustApply(t, s,
+			Op{Kind: OpRemoveSubscription, Handle: "reused", Contact: "r@example.net"},
+			Op{Kind: OpRemoveHandle, Account: "a@example.org", Handle: "reused", Now: removed, Stamp: stamp,
+				Contacts: []string{"p@example.net", "r@example.net"}, Stamps: []time.Time{late, late}},
+		)
+		want = append(want,
+			Notice{"reused", "x@example.org", "p@example.net", early},
+			Notice{"reused", "a@example.org", "q@example.net", stamp},
+		)
+		if got := load(t, s).Notices; !slices.EqualFunc(got, want, sameNotice) {
+			t.Fatalf("notices %+v, want %+v", got, want)
+		}
+
+		// Stamps not matching Contacts are refused, and nothing is kept.
+		mustAdd(t, s, "a@example.org", "mismatch", 5)
+		must(t, "AddSubscription", s.AddSubscription(ctx, "mismatch", "p@example.net"))
+		before := load(t, s)
+		for _, stamps := range [][]time.Time{nil, {late, late}} {
+			err := s.Apply(ctx, []Op{
+				{Kind: OpSetVisibility, Account: "a@example.org", Handle: "mismatch", Hidden: true, Now: late},
+				{Kind: OpRemoveHandle, Account: "a@example.org", Handle: "mismatch", Now: removed, Stamp: stamp,
+					Contacts: []string{"p@example.net"}, Stamps: stamps},
+			})
+			wantOpError(t, fmt.Sprintf("RemoveHandle with %d stamps for 1 contact", len(stamps)), err, 1, nil)
+			wantSnapshot(t, load(t, s), before)
+		}
+		err := s.Apply(ctx, []Op{{Kind: OpRemoveHandle, Account: "a@example.org", Handle: "mismatch", Now: removed, Stamps: []time.Time{late}}})
+		wantOpError(t, "RemoveHandle with 1 stamp for no contact", err, 0, nil)
+		wantSnapshot(t, load(t, s), before)
+
 		// The method records no stamp of its own.
 		mustAdd(t, s, "a@example.org", "method", 5)
 		must(t, "AddSubscription", s.AddSubscription(ctx, "method", "p@example.net"))
@@ -1473,6 +1519,109 @@ func runConformance(t *testing.T, driver string, freshDSN func(t testing.TB) str
 		}
 	})
 
+	t.Run("Keep", func(t *testing.T) {
+		s := open(t)
+		mustAdd(t, s, "a@example.org", "h", 5)
+		mustAdd(t, s, "a@example.org", "g", 5)
+		mustAdd(t, s, "b@example.org", "o", 5)
+		for _, sub := range []Subscription{{"h", "c@example.net"}, {"h", "d@example.net"}, {"g", "c@example.net"}, {"o", "c@example.net"}} {
+			must(t, "AddSubscription", s.AddSubscription(ctx, sub.Handle, sub.Contact))
+		}
+		zone := time.FixedZone("UTC-5", -5*3600)
+		t0 := time.Date(2026, 9, 1, 0, 0, 0, 0, time.UTC)
+		t1 := time.Date(2026, 9, 2, 3, 4, 5, 678901234, zone)
+		t2 := t1.Add(time.Hour + 999)
+		wantKept := func(what string, want ...Kept) {
+			t.Helper()
+			got := load(t, s).Kept
+			if !slices.EqualFunc(got, want, sameKept) {
+				t.Fatalf("%s: kept %+v, want %+v", what, got, want)
+			}
+			for _, k := range got {
+				if k.Since.Location() != time.UTC {
+					t.Errorf("%s: kept %+v: Since in %v, want UTC", what, k, k.Since.Location())
+				}
+			}
+		}
+
+		mustApply(t, s,
+			Op{Kind: OpKeep, Handle: "h", Contacts: []string{"d@example.net", "c@example.net"}, Now: t1},
+			Op{Kind: OpKeep, Handle: "g", Contacts: []string{"c@example.net"}, Now: t2},
+			Op{Kind: OpKeep, Handle: "o", Contacts: []string{"c@example.net"}, Now: t0},
+		)
+		wantKept("kept", Kept{"g", "c@example.net", t2}, Kept{"h", "c@example.net", t1}, Kept{"h", "d@example.net", t1}, Kept{"o", "c@example.net", t0})
+
+		// Kept again, alone, twice in a batch or twice in one op, a stamp
+		// takes the last one.
+		mustApply(t, s, Op{Kind: OpKeep, Handle: "h", Contacts: []string{"c@example.net"}, Now: t2})
+		mustApply(t, s,
+			Op{Kind: OpKeep, Handle: "h", Contacts: []string{"d@example.net"}, Now: t2},
+			Op{Kind: OpKeep, Handle: "h", Contacts: []string{"d@example.net", "d@example.net"}, Now: t0},
+		)
+		wantKept("kept again", Kept{"g", "c@example.net", t2}, Kept{"h", "c@example.net", t2}, Kept{"h", "d@example.net", t0}, Kept{"o", "c@example.net", t0})
+
+		// A contact not subscribed, or every contact of an unknown handle,
+		// is skipped without error, and the rest of the op applies.
+		mustApply(t, s,
+			Op{Kind: OpKeep, Handle: "h", Contacts: []string{"x@example.net", "d@example.net"}, Now: t1},
+			Op{Kind: OpKeep, Handle: "none", Contacts: []string{"c@example.net"}, Now: t1},
+			Op{Kind: OpKeep, Handle: "g", Now: t1},
+		)
+		wantKept("skipped", Kept{"g", "c@example.net", t2}, Kept{"h", "c@example.net", t2}, Kept{"h", "d@example.net", t1}, Kept{"o", "c@example.net", t0})
+
+		// Unkept, a stamp is forgotten; one not kept is no error.
+		mustApply(t, s,
+			Op{Kind: OpUnkeep, Handle: "h", Contacts: []string{"c@example.net", "x@example.net"}},
+			Op{Kind: OpUnkeep, Handle: "h", Contacts: []string{"c@example.net"}},
+			Op{Kind: OpUnkeep, Handle: "none", Contacts: []string{"c@example.net"}},
+			Op{Kind: OpUnkeep, Handle: "g"},
+		)
+		wantKept("unkept", Kept{"g", "c@example.net", t2}, Kept{"h", "d@example.net", t1}, Kept{"o", "c@example.net", t0})
+
+		// The stamp goes with the subscription, and does not come back
+		// with it; kept in the batch that subscribes, it is kept.
+		must(t, "RemoveSubscription", s.RemoveSubscription(ctx, "h", "d@example.net"))
+		must(t, "AddSubscription", s.AddSubscription(ctx, "h", "d@example.net"))
+		wantKept("unsubscribed", Kept{"g", "c@example.net", t2}, Kept{"o", "c@example.net", t0})
+		mustApply(t, s,
+			Op{Kind: OpAddSubscription, Handle: "h", Contact: "e@example.net"},
+			Op{Kind: OpKeep, Handle: "h", Contacts: []string{"e@example.net", "d@example.net"}, Now: t1},
+			Op{Kind: OpRemoveSubscription, Handle: "h", Contact: "d@example.net"},
+		)
+		wantKept("subscribed in the batch", Kept{"g", "c@example.net", t2}, Kept{"h", "e@example.net", t1}, Kept{"o", "c@example.net", t0})
+
+		// And with the handle; another account's stay.
+		must(t, "RemoveHandle", s.RemoveHandle(ctx, "a@example.org", "g"))
+		mustApply(t, s, Op{Kind: OpRemoveHandle, Account: "a@example.org", Handle: "h", Now: t2})
+		wantKept("handles removed", Kept{"o", "c@example.net", t0})
+		mustAdd(t, s, "a@example.org", "g", 5)
+		must(t, "AddSubscription", s.AddSubscription(ctx, "g", "c@example.net"))
+		wantKept("handle taken again", Kept{"o", "c@example.net", t0})
+	})
+
+	t.Run("KeptOrder", func(t *testing.T) {
+		s := open(t)
+		handles := []string{"b", "a", "ä", "A"}
+		contacts := []string{"z@example.net", "y@example.net", "é@example.net", "Y@example.net", "10@example.net", "9@example.net"}
+		at := time.Date(2026, 3, 1, 0, 0, 0, 0, time.UTC)
+		var want []Kept
+		for _, h := range handles {
+			mustAdd(t, s, "a@example.org", h, 5)
+			for j, c := range contacts {
+				must(t, "AddSubscription", s.AddSubscription(ctx, h, c))
+				when := at.Add(time.Duration(len(contacts)-j) * time.Second)
+				mustApply(t, s, Op{Kind: OpKeep, Handle: h, Contacts: []string{c}, Now: when})
+				want = append(want, Kept{h, c, when})
+			}
+		}
+		slices.SortFunc(want, func(x, y Kept) int {
+			return cmp.Or(strings.Compare(x.Handle, y.Handle), strings.Compare(x.Contact, y.Contact))
+		})
+		if got := load(t, s).Kept; !slices.EqualFunc(got, want, sameKept) {
+			t.Fatalf("kept %+v, want %+v", got, want)
+		}
+	})
+
 	t.Run("NewOpsRowErrors", func(t *testing.T) {
 		// A row error of one of the new ops names it, and keeps nothing:
 		// the rest of the batch applies without it.
@@ -1481,6 +1630,8 @@ func runConformance(t *testing.T, driver string, freshDSN func(t testing.TB) str
 			{Kind: OpSetVisibility, Account: "a@example.org", Handle: "h", Hidden: true, Now: at},
 			{Kind: OpBlock, Account: "a@example.org", Contact: "c@example.net", Now: at},
 			{Kind: OpUnblock, Account: "a@example.org", Contact: "d@example.net"},
+			{Kind: OpKeep, Handle: "h", Contacts: []string{"s@example.net", "nobody@example.net"}, Now: at},
+			{Kind: OpUnkeep, Handle: "h", Contacts: []string{"k@example.net"}},
 		}
 		for _, tt := range []struct {
 			name string
@@ -1498,6 +1649,9 @@ func runConformance(t *testing.T, driver string, freshDSN func(t testing.TB) str
 				mustApply(t, s,
 					Op{Kind: OpAddRequest, Handle: "h", Contact: "c@example.net", Now: at},
 					Op{Kind: OpBlock, Account: "a@example.org", Contact: "d@example.net", Now: at},
+					Op{Kind: OpAddSubscription, Handle: "h", Contact: "s@example.net"},
+					Op{Kind: OpAddSubscription, Handle: "h", Contact: "k@example.net"},
+					Op{Kind: OpKeep, Handle: "h", Contacts: []string{"k@example.net"}, Now: at},
 				)
 				before := load(t, s)
 				ops := slices.Insert(slices.Clone(good), 1, tt.bad)
@@ -1516,7 +1670,9 @@ func runConformance(t *testing.T, driver string, freshDSN func(t testing.TB) str
 						{Name: "g", Account: "b@example.org", Policy: PolicyAsk},
 						{Name: "h", Account: "a@example.org", Policy: PolicyAsk, Hidden: true, HiddenSince: at},
 					},
-					Blocked: []Block{{"a@example.org", "c@example.net", at}},
+					Subscriptions: []Subscription{{"h", "k@example.net"}, {"h", "s@example.net"}},
+					Blocked:       []Block{{"a@example.org", "c@example.net", at}},
+					Kept:          []Kept{{"h", "s@example.net", at}},
 				})
 			})
 		}
@@ -1605,12 +1761,15 @@ func runConformance(t *testing.T, driver string, freshDSN func(t testing.TB) str
 		mustApply(t, s,
 			Op{Kind: OpSetVisibility, Account: "a@example.org", Handle: "a2", Hidden: true, Now: hidden},
 			Op{Kind: OpBlock, Account: "a@example.org", Contact: "r@example.net", Now: blocked},
+			Op{Kind: OpKeep, Handle: "a1", Contacts: []string{"c@example.net"}, Now: blocked},
+			Op{Kind: OpKeep, Handle: "a2", Contacts: []string{"c@example.net"}, Now: blocked},
 			Op{Kind: OpRemoveHandle, Account: "a@example.org", Handle: "a1", Now: hidden, Stamp: hidden.Add(time.Hour)},
 		)
 		wantSnapshot(t, load(t, s), &Snapshot{
 			Accounts:      []Account{account},
 			Handles:       []Handle{{Name: "a2", Account: "a@example.org", Policy: PolicyOpen, Hidden: true, HiddenSince: hidden}},
 			Subscriptions: []Subscription{{"a2", "c@example.net"}},
+			Kept:          []Kept{{"a2", "c@example.net", blocked}},
 			Removed:       []RemovedName{{"a1", "a@example.org", hidden}, {"old", "a@example.org", epochTime}},
 			Notices: []Notice{
 				{Handle: "a1", Account: "a@example.org", Contact: "c@example.net", Since: hidden.Add(time.Hour)},
@@ -1779,6 +1938,8 @@ func populate(t testing.TB, s Store) *Snapshot {
 		Op{Kind: OpBlock, Account: "b@example.org", Contact: "w@example.net", Now: blocked},
 		Op{Kind: OpBlock, Account: "a@example.org", Contact: "w@example.net", Now: hidden},
 		Op{Kind: OpBlock, Account: "a@example.org", Contact: "v@example.net", Now: blocked},
+		Op{Kind: OpKeep, Handle: "b2", Contacts: []string{"x@example.net"}, Now: hidden},
+		Op{Kind: OpKeep, Handle: "b1", Contacts: []string{"y@example.net", "x@example.net"}, Now: blocked},
 	)
 	return &Snapshot{
 		Accounts: []Account{
@@ -1796,6 +1957,9 @@ func populate(t testing.TB, s Store) *Snapshot {
 		},
 		Blocked: []Block{
 			{"a@example.org", "v@example.net", blocked}, {"a@example.org", "w@example.net", hidden}, {"b@example.org", "w@example.net", blocked},
+		},
+		Kept: []Kept{
+			{"b1", "x@example.net", blocked}, {"b1", "y@example.net", blocked}, {"b2", "x@example.net", hidden},
 		},
 	}
 }
@@ -2490,6 +2654,8 @@ func TestOpKindString(t *testing.T) {
 		OpSetVisibility:      "set visibility",
 		OpBlock:              "block",
 		OpUnblock:            "unblock",
+		OpKeep:               "keep",
+		OpUnkeep:             "unkeep",
 		OpKind(99):           "op 99",
 	} {
 		if got := kind.String(); got != want {

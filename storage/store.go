@@ -1,8 +1,9 @@
 // Package storage keeps presenced's durable state: accounts with their
 // flags and the contacts they blocked, the handle names they own with
 // their subscription policy and whether they are hidden, the contacts
-// subscribed to each handle and those asking to be, the names recently
-// removed, and the notices owed to the subscribers of a removed handle.
+// subscribed to each handle and those asking to be, the stamps kept for
+// some of those subscribed, the names recently removed, and the notices
+// owed to the subscribers of a removed handle.
 //
 // The data model follows claim 1 of US 8,103,736: the on-line flag, the
 // status flag and whether notification is allowed are stored once per
@@ -186,6 +187,16 @@ type Notice struct {
 	Since time.Time
 }
 
+// Kept is the <delay/> stamp kept for a contact subscribed to a handle:
+// the one it was last sent while it may not see the account (to the
+// microsecond, in UTC), so that it is sent no newer one when it may see
+// the account again. It goes with the subscription.
+type Kept struct {
+	Handle  string
+	Contact string
+	Since   time.Time
+}
+
 // Snapshot is the whole durable state, read once at start to build the
 // in-memory indexes. Strings are in byte order, as Go compares them.
 type Snapshot struct {
@@ -196,6 +207,7 @@ type Snapshot struct {
 	Removed       []RemovedName  // in name order
 	Notices       []Notice       // in handle, then contact order
 	Blocked       []Block        // in account, then contact order
+	Kept          []Kept         // in handle, then contact order
 }
 
 // Store is the durable state of presenced. Every method is safe for
@@ -215,11 +227,11 @@ type Store interface {
 	AddHandle(ctx context.Context, account, handle string, max int, now time.Time) (created bool, err error)
 
 	// RemoveHandle takes the handle from the account and deletes its
-	// subscriptions and requests, recording a Notice for each subscriber
-	// and the name as a RemovedName (removed now). It is OpRemoveHandle
-	// with no Stamp, so a notice's Since is zero unless the handle was
-	// hidden or the subscriber blocked. It returns ErrNotFound if no
-	// account holds the handle and ErrNotOwner if another account holds it.
+	// subscriptions, their kept stamps and requests, recording a Notice
+	// for each subscriber and the name as a RemovedName (removed now). It
+	// is OpRemoveHandle with no Stamp and no Contacts, so every notice's
+	// Since is zero (unknown). It returns ErrNotFound if no account holds
+	// the handle and ErrNotOwner if another account holds it.
 	RemoveHandle(ctx context.Context, account, handle string) error
 
 	// Handles lists the handles of the account in name (byte) order; an
@@ -242,8 +254,8 @@ type Store interface {
 	// with Answers set.)
 	AddSubscription(ctx context.Context, handle, contact string) error
 
-	// RemoveSubscription forgets the subscription; removing one that does not
-	// exist is not an error.
+	// RemoveSubscription forgets the subscription, and its kept stamp;
+	// removing one that does not exist is not an error.
 	RemoveSubscription(ctx context.Context, handle, contact string) error
 
 	// Apply makes the changes of ops, in order, in one transaction: all of
