@@ -3,10 +3,10 @@ package component
 import (
 	"errors"
 	"fmt"
+	"log/slog"
 	"strconv"
 	"strings"
-
-	"presenced/roster"
+	"time"
 )
 
 // Chat commands: for clients that show no ad-hoc commands (Dino, many
@@ -19,9 +19,62 @@ import (
 const (
 	// maxChatReply bounds one answer; a longer one is cut at a line.
 	maxChatReply = 32 << 10
-	// maxChatWords bounds the words of one command.
-	maxChatWords = 2*roster.DefaultMaxHandles + 2
+	// chatAnswersPerMinute bounds the answers one user (bare JID) gets a
+	// minute: past it, chat commands are ignored until the minute is
+	// over, so that an auto-responder on an owner domain, answering each
+	// answer, cannot keep presenced answering it forever.
+	chatAnswersPerMinute = 30
+	// maxChatSenders bounds the users whose answers are counted; while it
+	// is full of users counted within the minute, new ones get no answer.
+	maxChatSenders = 10000
+	// shownFor is how long approve N and deny N refer to the list that
+	// requests last showed.
+	shownFor = 15 * time.Minute
 )
+
+// chatAllowance counts the answers each user got this minute. It belongs
+// to the engine goroutine.
+type chatAllowance struct {
+	users map[string]*minute
+}
+
+type minute struct {
+	since time.Time
+	n     int
+}
+
+// allow reports whether user may be answered now, and counts it if so.
+func (ca *chatAllowance) allow(user string, now time.Time) bool {
+	if ca.users == nil {
+		ca.users = make(map[string]*minute)
+	}
+	m := ca.users[user]
+	if m == nil || now.Sub(m.since) >= time.Minute {
+		if m == nil && len(ca.users) >= maxChatSenders {
+			for u, old := range ca.users {
+				if now.Sub(old.since) >= time.Minute {
+					delete(ca.users, u)
+				}
+			}
+			if len(ca.users) >= maxChatSenders {
+				return false
+			}
+		}
+		m = &minute{since: now}
+		ca.users[user] = m
+	}
+	if m.n >= chatAnswersPerMinute {
+		return false
+	}
+	m.n++
+	return true
+}
+
+// shownList is what requests last showed an owner, and when.
+type shownList struct {
+	values []string
+	at     time.Time
+}
 
 // chatCommand is one word of the chat front end.
 type chatCommand struct {
@@ -71,13 +124,17 @@ func chatByWord(word string) *chatCommand {
 // chatMessage handles a message with a body from a user who may own
 // handles: the body is a command, answered to the sender's full JID.
 func (c *Component) chatMessage(a address, n *node, body string) {
+	if !c.chatAnswers.allow(a.bare, time.Now()) {
+		c.logs.Log(c.log, slog.LevelWarn, time.Now(), "chat-allowance", "chat commands ignored: too many from one user this minute", "user", a.bare)
+		return
+	}
 	reply := func(text string) { c.out.write(c.chatReply(a.from.String(), n, text)) }
 	words := strings.Fields(body)
 	switch {
 	case len(words) == 0:
 		reply(`Send "help" for the list of commands.`)
 		return
-	case len(body) > maxFieldBytes || len(words) > maxChatWords:
+	case len(body) > maxFieldBytes || len(words) > 2*c.roster.MaxHandles()+2:
 		reply(`Error: The message is too long for a command. Send "help" for the list of commands.`)
 		return
 	}
@@ -250,6 +307,12 @@ func chatStatus(c *Component, owner string, args []string, done commandDone) {
 // refer to the list last shown.
 func chatRequests(c *Component, owner string, args []string, done commandDone) {
 	rs := c.roster.Requests(owner)
+	now := time.Now()
+	for o, l := range c.chatShown {
+		if now.Sub(l.at) >= shownFor {
+			delete(c.chatShown, o)
+		}
+	}
 	if len(rs) == 0 {
 		delete(c.chatShown, owner)
 		done(noRequests(c, owner), nil, nil)
@@ -264,7 +327,7 @@ func chatRequests(c *Component, owner string, args []string, done commandDone) {
 	}
 	b.WriteString(`
 Answer with "approve N" or "deny N" (several numbers may follow), or "approve CONTACT".`)
-	c.chatShown[owner] = values
+	c.chatShown[owner] = shownList{values: values, at: now}
 	done(b.String(), nil, nil)
 }
 
@@ -279,7 +342,10 @@ func chatDecide(decision string) func(*Component, string, []string, commandDone)
 		}
 		var values []string
 		if _, err := strconv.Atoi(args[0]); err == nil {
-			shown := c.chatShown[owner]
+			var shown []string
+			if l, ok := c.chatShown[owner]; ok && time.Since(l.at) < shownFor {
+				shown = l.values
+			}
 			for _, a := range args {
 				i, err := strconv.Atoi(a)
 				if err != nil || i < 1 || i > len(shown) {
@@ -334,12 +400,19 @@ func chatSubscribers(c *Component, owner string, args []string, done commandDone
 		done("You hold no handles.", nil, nil)
 		return
 	}
-	// The command answers at once: it reads memory only.
-	var parts []string
+	// The command answers at once: it reads memory only. Past what one
+	// answer holds, the handles are named with their count only.
+	var b strings.Builder
 	for _, h := range hs {
 		cmd.complete(c, owner, formValues{"handle": {h}}, func(note string, result *node, err error) {
-			parts = append(parts, c.chatText(chatByWord("subscribers"), owner, note, result, err))
+			if b.Len() > 0 {
+				b.WriteString("\n")
+			}
+			if b.Len() > maxChatReply/2 {
+				result = nil
+			}
+			b.WriteString(c.chatText(chatByWord("subscribers"), owner, note, result, err))
 		})
 	}
-	done(strings.Join(parts, "\n"), nil, nil)
+	done(b.String(), nil, nil)
 }

@@ -201,3 +201,17 @@ func TestHiddenHandleAndKick(t *testing.T) {
 	wantError(t, tc.run(t, me, "block", map[string]string{"contact": "a@b@c"}), "jid-malformed")
 	wantError(t, tc.run(t, me, "set-visibility", map[string]string{"handles": "one", "visibility": "sometimes"}), "bad-request")
 }
+
+func TestChatAnswersBounded(t *testing.T) {
+	tc := startTestComponent(t, "")
+	me := bob + "/bot"
+	for i := 0; i < chatAnswersPerMinute; i++ {
+		chat(t, tc, me, "hi")
+	}
+	// An auto-responder answering each answer gets no more this minute,
+	// whatever the resource.
+	tc.send(`<message type='chat' from='%s' to='%s'><body>hi</body></message>`, bob+"/other", testDomain)
+	tc.expectNone(quiet, "an answer past the allowance", isStanza("message", "chat", testDomain, ""))
+	// Others are answered.
+	wantText(t, "another user", chat(t, tc, alice+"/pc", "help"), "Commands")
+}

@@ -450,7 +450,7 @@ func removeHandle(c *Component, owner string, f formValues, done commandDone) {
 			// none of this one's business.
 			err = refusal(noSuchHandle(h))
 		case errors.Is(err, roster.ErrNotStored):
-			c.log.Error("handle removal not stored yet; retrying", "owner", owner, "handle", h, "err", err)
+			c.notStored("handle removal not stored yet; retrying", "owner", owner, "handle", h, "err", err)
 			done(fmt.Sprintf("Removed the handle %s. %s", c.handleBare(h), notStoredYet), nil, nil)
 			return
 		}
@@ -497,7 +497,7 @@ func setStatus(c *Component, owner string, f formValues, done commandDone) {
 			done("", nil, refusal(errNoAccount))
 			return
 		case in == roster.InstructHide && errors.Is(err, roster.ErrNotStored):
-			c.log.Error("hiding not stored yet; retrying", "owner", owner, "err", err)
+			c.notStored("hiding not stored yet; retrying", "owner", owner, "err", err)
 			done("You are hiding: all of your handles appear off-line. "+notStoredYet, nil, nil)
 			return
 		case err != nil:

@@ -114,10 +114,12 @@ type Component struct {
 	logs *logonce.Limiter
 	told *told
 	// chatShown is the request list each owner was last shown by the
-	// chat command requests, which approve N and deny N number; it
-	// belongs to the engine goroutine, and holds owners with requests
-	// only.
-	chatShown map[string][]string
+	// chat command requests, which approve N and deny N number for
+	// shownFor; it belongs to the engine goroutine, and holds owners with
+	// requests only, forgetting lists past shownFor.
+	chatShown map[string]shownList
+	// chatAnswers bounds the chat answers each user gets (chat.go).
+	chatAnswers chatAllowance
 }
 
 // ErrAbandoned is what Run returns after Abandon.
@@ -205,7 +207,7 @@ func New(cfg Config, r *roster.Service, log *slog.Logger) (*Component, error) {
 		abandon:    make(chan struct{}),
 		logs:       logonce.New(time.Minute),
 		told:       newTold(),
-		chatShown:  make(map[string][]string),
+		chatShown:  make(map[string]shownList),
 	}
 	c.handleCapsXML = c.handleCaps.appendIn(nil, nsStream)
 	c.delayPrefix = el(qname(nsDelay, "delay"), "from", c.domainStr).appendIn(nil, nsStream)

@@ -15,9 +15,13 @@ import (
 // one follower, blocking a contact, and hiding one handle. These are
 // ad-hoc commands; the chat commands (chat.go) run the same functions.
 
-// maxListed bounds the JIDs one answer lists, so that an answer stays a
-// stanza every server carries (a handle may have 100,000 subscribers).
-const maxListed = 1000
+// maxListed and maxListedBytes bound the JIDs one answer lists, so that
+// an answer stays a stanza every server carries (a handle may have
+// 100,000 subscribers, and a JID may be 3 KiB long).
+const (
+	maxListed      = 1000
+	maxListedBytes = 48 << 10
+)
 
 // handleChoice is a required list-single of owner's handles.
 func handleChoice(c *Component, owner, name, label string) *node {
@@ -43,10 +47,15 @@ func prepareContact(v string) (string, error) {
 
 // listed is the first maxListed of all, and a note on what was left out.
 func listed(all []string) ([]string, string) {
-	if len(all) <= maxListed {
+	n, size := 0, 0
+	for n < len(all) && n < maxListed && size+len(all[n]) <= maxListedBytes {
+		size += len(all[n])
+		n++
+	}
+	if n == len(all) {
 		return all, ""
 	}
-	return all[:maxListed], fmt.Sprintf(" The first %d are listed.", maxListed)
+	return all[:n], fmt.Sprintf(" The first %d are listed.", n)
 }
 
 // plural is "1 thing" or "n things".
@@ -200,7 +209,7 @@ func block(c *Component, owner string, f formValues, done commandDone) {
 		case errors.Is(err, roster.ErrBlockLimit):
 			done("", nil, refusal(condNotAllowed("Your block list is full; unblock someone first.")))
 		case errors.Is(err, roster.ErrNotStored):
-			c.log.Error("block not stored yet; retrying", "owner", owner, "err", err)
+			c.notStored("block not stored yet; retrying", "owner", owner, "err", err)
 			done(note+" "+notStoredYet, nil, nil)
 		case err != nil:
 			done("", nil, err)
@@ -224,7 +233,9 @@ func unblock(c *Component, owner string, f formValues, done commandDone) {
 	}
 	c.roster.Unblock(owner, contact, func(err error) {
 		switch {
-		case errors.Is(err, roster.ErrNoAccount), errors.Is(err, roster.ErrNotBlocked):
+		case errors.Is(err, roster.ErrNoAccount):
+			done("", nil, refusal(errNoAccount))
+		case errors.Is(err, roster.ErrNotBlocked):
 			done("", nil, refusal(condItemNotFound(fmt.Sprintf("%s is not blocked.", contact))))
 		case err != nil:
 			done("", nil, err)
@@ -304,7 +315,7 @@ func setVisibility(c *Component, owner string, f formValues, done commandDone) {
 			}
 			done("", nil, refusal(condItemNotFound("One of those handles is not yours (any more).")))
 		case hidden && errors.Is(err, roster.ErrNotStored):
-			c.log.Error("hidden handle not stored yet; retrying", "owner", owner, "err", err)
+			c.notStored("hidden handle not stored yet; retrying", "owner", owner, "err", err)
 			done(note+" "+notStoredYet, nil, nil)
 		case err != nil:
 			done("", nil, err)

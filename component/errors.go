@@ -80,6 +80,13 @@ func (c *Component) failure(err error, msg string, args ...any) stanzaError {
 	return condInternal()
 }
 
+// notStored logs a change that holds but could not be stored yet, at most
+// once a minute per kind: while storage fails, an owner repeating a
+// command must not fill the log.
+func (c *Component) notStored(msg string, args ...any) {
+	c.logs.Log(c.log, slog.LevelError, time.Now(), "not-stored:"+msg, msg, args...)
+}
+
 // logFailure logs a change that failed and has nobody to answer (a
 // presence): at debug level while presenced stops, else as an error.
 func (c *Component) logFailure(err error, msg string, args ...any) {

@@ -115,7 +115,7 @@ func (c *Component) invisibleIQ(w *replier, n *node, a address, q *node) {
 		case errors.Is(err, roster.ErrNotStored):
 			// Hiding holds at once, and is stored as soon as storage
 			// works again: the owner is invisible, as asked.
-			c.log.Error("hiding not stored yet; retrying", "owner", a.bare, "err", err)
+			c.notStored("hiding not stored yet; retrying", "owner", a.bare, "err", err)
 			w.result(n, nil)
 		case err != nil:
 			c.refuseFailure(w, n, err, "invisible command failed", "owner", a.bare)
