@@ -215,3 +215,20 @@ func TestChatAnswersBounded(t *testing.T) {
 	// Others are answered.
 	wantText(t, "another user", chat(t, tc, alice+"/pc", "help"), "Commands")
 }
+
+func TestListsBounded(t *testing.T) {
+	many := make([]string, 3*maxListed)
+	for i := range many {
+		many[i] = "c" + strings.Repeat("x", 10) + "@example.net"
+	}
+	if got, note := listed(many[:maxListed], len(many)); len(got) != maxListed || note != " 1000 of them are listed." {
+		t.Fatalf("listed 1000 of 3000: %d, %q", len(got), note)
+	}
+	long := []string{strings.Repeat("a", 30<<10) + "@x", strings.Repeat("b", 30<<10) + "@x"}
+	if got, note := listed(long, 2); len(got) != 1 || note == "" {
+		t.Fatalf("two JIDs of 30 KiB: listed %d, %q; want one, and a note", len(got), note)
+	}
+	if got, note := listed(many[:3], 3); len(got) != 3 || note != "" {
+		t.Fatalf("all listed: %d, %q", len(got), note)
+	}
+}

@@ -45,17 +45,18 @@ func prepareContact(v string) (string, error) {
 	return j.Bare().String(), nil
 }
 
-// listed is the first maxListed of all, and a note on what was left out.
-func listed(all []string) ([]string, string) {
+// listed is the first of some (of total in all) that fit in an answer,
+// and a note on what was left out.
+func listed(some []string, total int) ([]string, string) {
 	n, size := 0, 0
-	for n < len(all) && n < maxListed && size+len(all[n]) <= maxListedBytes {
-		size += len(all[n])
+	for n < len(some) && n < maxListed && size+len(some[n]) <= maxListedBytes {
+		size += len(some[n])
 		n++
 	}
-	if n == len(all) {
-		return all, ""
+	if n == total {
+		return some, ""
 	}
-	return all[:n], fmt.Sprintf(" The first %d are listed.", n)
+	return some[:n], fmt.Sprintf(" %d of them are listed.", n)
 }
 
 // plural is "1 thing" or "n things".
@@ -78,13 +79,13 @@ func listSubscribers(c *Component, owner string, f formValues, done commandDone)
 		done("", nil, err)
 		return
 	}
-	subs, err := c.roster.Subscribers(owner, h)
+	subs, total, err := c.roster.Subscribers(owner, h, maxListed)
 	if err != nil {
 		done("", nil, refusal(noSuchHandle(h)))
 		return
 	}
-	shown, more := listed(subs)
-	note := fmt.Sprintf("%s has %s.%s", c.handleBare(h), plural(len(subs), "subscriber", "subscribers"), more)
+	shown, more := listed(subs, total)
+	note := fmt.Sprintf("%s has %s.%s", c.handleBare(h), plural(total, "subscriber", "subscribers"), more)
 	done(note, dataForm("result", "Subscribers of "+c.handleBare(h), "", field("jid-multi", "subscribers", "Subscribers", shown...)), nil)
 }
 
@@ -251,7 +252,7 @@ func listBlockedForm(c *Component, owner string) *node {
 
 func listBlocked(c *Component, owner string, f formValues, done commandDone) {
 	all := c.roster.Blocked(owner)
-	shown, more := listed(all)
+	shown, more := listed(all, len(all))
 	note := fmt.Sprintf("You block %s.%s", plural(len(all), "contact", "contacts"), more)
 	if len(all) == 0 {
 		note = "You block nobody."

@@ -604,19 +604,26 @@ func (s *Service) HandleInfos(owner string) []HandleInfo {
 	return out
 }
 
-// Subscribers returns the subscribers of owner's handle, sorted; a handle
-// that is not owner's fails with ErrUnknownHandle.
-func (s *Service) Subscribers(owner, name string) ([]string, error) {
+// Subscribers returns up to max subscribers of owner's handle (all of
+// them if max <= 0), sorted, and how many it has; a handle that is not
+// owner's fails with ErrUnknownHandle. Past max, which ones are listed is
+// not specified: a handle may have 100,000, and the engine must not sort
+// them all for one answer.
+func (s *Service) Subscribers(owner, name string, max int) ([]string, int, error) {
 	h := s.handles[name]
 	if h == nil || h.owner.jid != owner {
-		return nil, ErrUnknownHandle
+		return nil, 0, ErrUnknownHandle
 	}
-	out := make([]string, len(h.subs))
-	for i, sb := range h.subs {
+	n := len(h.subs)
+	if max > 0 {
+		n = min(n, max)
+	}
+	out := make([]string, n)
+	for i, sb := range h.subs[:n] {
 		out[i] = s.contacts.name(sb.contact)
 	}
 	sort.Strings(out)
-	return out, nil
+	return out, len(h.subs), nil
 }
 
 // Kick ends contact's subscription to owner's handle, at once: it returns

@@ -882,10 +882,10 @@ func TestKick(t *testing.T) {
 	if s.IsSubscribed("h", daveJID) || store.subs[[2]string{"h", daveJID}] {
 		t.Fatal("dave still subscribed after the kick")
 	}
-	if subs, _ := s.Subscribers(pendingOwner, "h"); fmt.Sprint(subs) != "["+carolJID+"]" {
+	if subs, _, _ := s.Subscribers(pendingOwner, "h", 0); fmt.Sprint(subs) != "["+carolJID+"]" {
 		t.Fatalf("Subscribers = %v", subs)
 	}
-	if _, err := s.Subscribers(bobJID, "h"); err != ErrUnknownHandle {
+	if _, _, err := s.Subscribers(bobJID, "h", 0); err != ErrUnknownHandle {
 		t.Fatalf("Subscribers of another's handle = %v", err)
 	}
 	blockAt := clock.Add(time.Minute)

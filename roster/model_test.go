@@ -1330,7 +1330,7 @@ func checkControl(t *rapid.T, m *model, svc *syncService, rec *recorder) {
 				subs = append(subs, k[1])
 			}
 			sort.Strings(subs)
-			if got, err := svc.Subscribers(o, h); err != nil || !slices.Equal(got, subs) {
+			if got, _, err := svc.Subscribers(o, h, 0); err != nil || !slices.Equal(got, subs) {
 				t.Fatalf("Subscribers(%s, %s) = %v, %v; want %v", o, h, got, err, subs)
 			}
 		}
