@@ -196,7 +196,9 @@ func (l *lifts) settle(s *Service) {
 		case v.Available:
 			sb.sent = 0
 		case v.Since.Equal(lf.had):
-			sb.sent = a.sentCode() // has the account's unavailable already
+			if sb.sent == withheldCode { // told since the last connection
+				sb.sent = a.sentCode() // has the account's unavailable already
+			}
 		default:
 			l.add(h, lf.id, lf.had, s) // waits for the account to be visible
 		}
@@ -242,12 +244,14 @@ func (s *Service) storeKept(h *handle, contacts []string, since time.Time) {
 	})
 }
 
-// storeUnkept forgets kept stamps in storage. It is not written again if
-// it fails: a stamp left on record only keeps the contact withheld, after
-// a restart, until the account is next visible.
+// storeUnkept forgets kept stamps in storage. It is written until stored
+// (after the keeps it undoes, which go first): a kept stamp left on record
+// would be sent after a restart to a subscriber that saw the account
+// since, an older stamp than the one it has.
 func (s *Service) storeUnkept(h *handle, contacts []string) {
 	s.commits.add(&entry{
-		op: storage.Op{Kind: storage.OpUnkeep, Handle: h.name, Contacts: contacts},
+		op:   storage.Op{Kind: storage.OpUnkeep, Handle: h.name, Contacts: contacts},
+		must: true,
 		apply: func(err error) {
 			if err != nil {
 				s.refuse("store:unkept", "kept stamps not forgotten", "err", err)

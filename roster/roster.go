@@ -355,9 +355,14 @@ func New(ctx context.Context, store storage.Store, opts Options) (*Service, erro
 }
 
 func (s *Service) load(snap *storage.Snapshot) {
+	// The accounts visible on record: their subscribers saw them since any
+	// stamp kept without a reason to withhold (the flags that hid them
+	// were stored before the keep, and the unkeep may not have been).
+	wasVisible := make(map[*account]bool)
 	for _, a := range snap.Accounts {
 		acct := s.newAccount(a.JID)
 		acct.flags = a.Flags
+		wasVisible[acct] = ViewOf(a.Flags).Available
 		if acct.flags.Online {
 			// Nobody vouches for the old on-line flag any more: the owner is
 			// probed again after connecting. An account that was visible
@@ -417,12 +422,17 @@ func (s *Service) load(snap *storage.Snapshot) {
 		if h == nil || !ok {
 			continue
 		}
-		if _, ok := findID(h.subs, id); ok {
-			if h.kept == nil {
-				h.kept = make(map[uint32]time.Time)
-			}
-			h.kept[id] = k.Since
+		if _, ok := findID(h.subs, id); !ok {
+			continue
 		}
+		if wasVisible[h.owner] && !h.reason(id) {
+			s.storeUnkept(h, []string{k.Contact})
+			continue
+		}
+		if h.kept == nil {
+			h.kept = make(map[uint32]time.Time)
+		}
+		h.kept[id] = k.Since
 	}
 }
 
