@@ -416,31 +416,50 @@ func testChatCommands(w *world) {
 		w.sendSubscribe(c, haj)
 		alice.Expect(t, wait, "the owner told of a request", w.isRequestMessage(c.Bare(), haj))
 	}
-	list := strings.Split(w.chat(alice, "requests"), "\n")
-	if list[0] != "2 subscription requests are waiting:" {
-		t.Fatalf("requests: first line %q", list[0])
-	}
-	number := map[string]string{}
-	for _, l := range list[1:] {
-		n, label, ok := strings.Cut(l, ". ")
-		if _, err := strconv.Atoi(n); !ok || err != nil {
-			continue
+	// numbers runs requests, which must list the two contacts' requests
+	// to haj, and returns the number of each.
+	numbers := func(a, b *xmpptest.Client) map[string]string {
+		t.Helper()
+		list := strings.Split(w.chat(alice, "requests"), "\n")
+		if list[0] != "2 subscription requests are waiting:" {
+			t.Fatalf("requests: first line %q", list[0])
 		}
-		contact, rest, _ := strings.Cut(label, " ")
-		if rest != "wants to see "+haj {
-			t.Fatalf("requests: line %q, want \"N. CONTACT wants to see %s\"", l, haj)
+		number := map[string]string{}
+		for _, l := range list[1:] {
+			n, label, ok := strings.Cut(l, ". ")
+			if _, err := strconv.Atoi(n); !ok || err != nil {
+				continue
+			}
+			contact, rest, _ := strings.Cut(label, " ")
+			if rest != "wants to see "+haj {
+				t.Fatalf("requests: line %q, want \"N. CONTACT wants to see %s\"", l, haj)
+			}
+			number[contact] = n
 		}
-		number[contact] = n
+		if len(number) != 2 || number[a.Bare()] == "" || number[b.Bare()] == "" {
+			t.Fatalf("requests lists %v, want %s's and %s's:\n%s", number, a.Bare(), b.Bare(), strings.Join(list, "\n"))
+		}
+		return number
 	}
-	if len(number) != 2 || number[carol.Bare()] == "" || number[dave.Bare()] == "" {
-		t.Fatalf("requests lists %v, want carol's and dave's:\n%s", number, strings.Join(list, "\n"))
-	}
+	number := numbers(carol, dave)
 	w.mustChat(alice, "approve "+number[carol.Bare()], fmt.Sprintf("Approved: %s for %s.", carol.Bare(), haj))
 	if p := w.expectApproved(carol, haj); p.Attr("type") != "" || p.ChildText("show") != "dnd" {
 		t.Fatalf("approved by chat, carol sees %s, want the owner busy", p)
 	}
 	w.mustChat(alice, "Deny "+dave.Bare()+" "+ha, fmt.Sprintf("Denied: %s for %s.", dave.Bare(), haj))
 	dave.Expect(t, wait, "unsubscribed after a denial by chat", fromBareHandle(haj, "unsubscribed"))
+	// deny N, and approve CONTACT with no handle (its requests to every
+	// handle).
+	erin, frank := w.contact("erin"), w.contact("frank")
+	for _, c := range []*xmpptest.Client{erin, frank} {
+		w.sendSubscribe(c, haj)
+		alice.Expect(t, wait, "the owner told of a request", w.isRequestMessage(c.Bare(), haj))
+	}
+	number = numbers(erin, frank)
+	w.mustChat(alice, "deny "+number[erin.Bare()], fmt.Sprintf("Denied: %s for %s.", erin.Bare(), haj))
+	erin.Expect(t, wait, "unsubscribed after a denial by number", fromBareHandle(haj, "unsubscribed"))
+	w.mustChat(alice, "APPROVE "+frank.Bare(), fmt.Sprintf("Approved: %s for %s.", frank.Bare(), haj))
+	w.expectApproved(frank, haj)
 	w.mustChat(alice, "requests", "No subscription requests are waiting.")
 	w.mustList(alice)
 	w.mustChatPrefix(alice, "approve 1", "Error: ")
@@ -678,6 +697,29 @@ func testHandleVisibility(w *world) {
 	hideOrShow("shown", h1, h2)
 	w.expectView(bob, hj1, "", "", "shown with another")
 	w.expectView(bob, hj2, "", "", "shown with another")
+
+	// Shown while the owner hides: its subscribers are sent nothing (a new
+	// stamp then would tell them that the owner is active) and keep the
+	// hidden handle's stamp; they see the owner once visible again.
+	w.mustChatPrefix(alice, "hide "+h1, "Hidden: "+hj1+".")
+	_, hidAt := w.expectOffline(bob, hj1, "", "hidden while visible")
+	afterStamp(time.Now())
+	w.mustChat(alice, "status hiding", "You are hiding: all of your handles appear off-line.")
+	_, hidingAt := w.expectOffline(bob, hj2, "", "the owner hiding")
+	w.expectOffline(bob, hj3, hidingAt, "the owner hiding")
+	if hidingAt == hidAt {
+		t.Fatalf("the handle hidden and the owner hiding a second apart are both stamped %s", hidAt)
+	}
+	afterStamp(time.Now())
+	w.mustChatPrefix(alice, "show "+h1, "Shown: "+hj1+".")
+	bob.MustSend(t, fmt.Sprintf(`<presence type='probe' to='%s'/>`, hj1))
+	// The answer to the probe is the first presence from hj1 since: had
+	// showing it sent one, it would have come first.
+	w.expectOffline(bob, hj1, hidAt, "a handle shown while the owner hides, probed")
+	w.mustChatPrefix(alice, "status visible", "You are visible again")
+	w.expectView(bob, hj1, "", "", "shown while hiding, the owner visible again")
+	w.expectView(bob, hj2, "", "", "the owner visible again")
+	w.expectView(bob, hj3, "", "", "the owner visible again")
 
 	// Refusals change nothing: a bad visibility, another account's handle
 	// or an unknown one (the same text), even beside one's own.
