@@ -3,6 +3,7 @@ package component
 import (
 	"strings"
 	"testing"
+	"time"
 )
 
 // The chat front end and the owner's control (blocking, visibility,
@@ -230,5 +231,24 @@ func TestListsBounded(t *testing.T) {
 	}
 	if got, note := listed(many[:3], 3); len(got) != 3 || note != "" {
 		t.Fatalf("all listed: %d, %q", len(got), note)
+	}
+}
+
+// TestUnsubscribeKeepsTheKeptStamp: a subscriber that kept its stamp (a
+// handle shown while the owner hides) is told of its own unsubscription
+// with that stamp, not with the account's later one.
+func TestUnsubscribeKeepsTheKeptStamp(t *testing.T) {
+	tc := startTestComponent(t, "")
+	me := alice + "/pc"
+	h := openWithSubscriber(t, tc, "one", carol)
+	wantText(t, "hide", chat(t, tc, me, "hide one"), "Hidden: ")
+	kept := stampOf(t, tc.expect("hidden", isPresenceOf(full(h), carol)))
+	time.Sleep(1100 * time.Millisecond) // a stamp of another second
+	wantText(t, "hiding", chat(t, tc, me, "status hiding"), "You are hiding")
+	wantText(t, "show", chat(t, tc, me, "show one"), "Shown: ")
+	tc.expectNone(quiet, "a presence to carol when the handle is shown while hiding", isPresenceOf(full(h), carol))
+	tc.send(`<presence type='unsubscribe' from='%s' to='%s'/>`, carol, h)
+	if got := stampOf(t, tc.expect("the unsubscription's unavailable", isPresenceOf(full(h), carol))); got != kept {
+		t.Fatalf("carol unsubscribed is stamped %s, she kept %s", got, kept)
 	}
 }

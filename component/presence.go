@@ -141,7 +141,7 @@ func (c *Component) tooBigUnavailable(w *replier, n *node) {
 func (c *Component) parseOwnerPresence(n *node) (roster.OwnerPresence, *stanzaError) {
 	p := roster.OwnerPresence{Available: n.get("type") == "", Status: storage.StatusUndefined}
 	for _, ch := range n.children {
-		if ch.ns() != "" && ch.ns() != "jabber:component:accept" && ch.ns() != "jabber:client" && ch.ns() != "jabber:server" {
+		if !isStanzaNS(ch.ns()) {
 			if ch.name.Local == "invisible" && (ch.ns() == nsInvis0 || ch.ns() == nsInvis1) {
 				p.Hide = p.Available
 			}
@@ -264,6 +264,10 @@ func (c *Component) unsubscribe(a address) {
 	if a.handle == "" {
 		return
 	}
+	// What the contact is left with, decided before the subscription ends:
+	// after, its kept stamp and the handle itself may be gone, and a later
+	// stamp would show that the owner did something since.
+	gone := c.roster.GoneView(a.handle, a.bare)
 	c.roster.Unsubscribe(a.handle, a.bare, func(was bool, err error) {
 		if err != nil {
 			// The subscription ended in memory all the same: the contact's
@@ -274,7 +278,7 @@ func (c *Component) unsubscribe(a address) {
 		if was {
 			// RFC 6121 §3.3.3: the contact no longer sees the handle. While
 			// the owner hides, the stamp is the one the contact already has.
-			c.out.Presence(a.handle, a.bare, c.roster.GoneView(a.handle, a.bare))
+			c.out.Presence(a.handle, a.bare, gone)
 		}
 	})
 }
