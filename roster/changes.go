@@ -140,7 +140,9 @@ func (s *Service) RemoveHandle(owner, name string, done func(error)) {
 		stamp = h.hiddenSince
 	}
 	op := storage.Op{Kind: storage.OpRemoveHandle, Account: owner, Handle: name, Now: now, Stamp: stamp}
-	if rm := s.dropHandle(h, s.goneView(h.owner).Since); rm != nil {
+	// (A hidden handle's subscribers are all withheld: its stamp is none's
+	// default.)
+	if rm := s.dropHandle(h, stamp); rm != nil {
 		for i, since := range rm.since {
 			if !since.Equal(stamp) {
 				op.Contacts = append(op.Contacts, rm.contacts[i])
@@ -229,10 +231,12 @@ func (s *Service) Subscribe(name, contact string, done func(SubscribeOutcome, er
 		done(Approved, nil)
 		return
 	}
-	if s.pendingSubs[pendingKey{h, contact}].live() {
+	if w := s.pendingSubs[pendingKey{h, contact}]; w.live() || (w != nil && len(w.writes) >= maxWritesOnWay) {
 		// Asked again while the subscription is being stored: the answer
 		// of that write is the answer (one write, one approval, whatever
-		// a sender repeats).
+		// a sender repeats). And a contact repeating subscribe and
+		// unsubscribe starts no more writes of its row than that: it is
+		// answered once they are done.
 		done(Ignored, nil)
 		return
 	}

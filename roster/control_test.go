@@ -1273,3 +1273,28 @@ func TestWithholdAgainBeforeThePass(t *testing.T) {
 		})
 	}
 }
+
+// TestSubscribeUnsubscribeRepeatedIsBounded: a contact repeating subscribe
+// and unsubscribe to an open handle while a transaction commits starts at
+// most maxWritesOnWay writes of its row, not one pair per repetition.
+func TestSubscribeUnsubscribeRepeatedIsBounded(t *testing.T) {
+	ctx := context.Background()
+	store := newMemStore()
+	s, _, _ := ctlSetup(t, store, Options{})
+	before := len(s.commits.pending)
+	for i := 0; i < 100; i++ {
+		s.Service.Subscribe("h", erinJID, nil)
+		s.Service.Unsubscribe("h", erinJID, nil)
+	}
+	if n := len(s.commits.pending) - before; n > 2*maxWritesOnWay {
+		t.Fatalf("100 subscribe/unsubscribe pairs queued %d writes, want at most %d", n, 2*maxWritesOnWay)
+	}
+	s.settle(ctx)
+	if s.IsSubscribed("h", erinJID) {
+		t.Fatal("erin, who unsubscribed last, is subscribed")
+	}
+	// Once the writes are done, a subscription is taken again.
+	if err := s.Subscribe(ctx, "h", erinJID); err != nil || !s.IsSubscribed("h", erinJID) {
+		t.Fatalf("subscribing after the writes are done: %v, subscribed %v", err, s.IsSubscribed("h", erinJID))
+	}
+}

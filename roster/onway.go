@@ -16,6 +16,11 @@ type onWay struct {
 // and contact; an entry lives while a write of its row is on its way.
 type writesOnWay map[pendingKey]*onWay
 
+// maxWritesOnWay bounds the writes of one row on their way (cancelled
+// ones included), so that a sender repeating a change and its undoing
+// while storage commits cannot queue writes without end.
+const maxWritesOnWay = 2
+
 // start starts a write of key's row.
 func (m writesOnWay) start(key pendingKey) *rowWrite {
 	w := m[key]
