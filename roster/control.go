@@ -114,18 +114,10 @@ func (s *Service) publicView(h *handle) View {
 // fresh stamp would tell that a hiding owner is active), else unavailable
 // as of now.
 func (s *Service) GoneView(handle, contact string) View {
-	h := s.handles[handle]
-	if h == nil {
-		return View{Since: s.now()}
+	if v, ok := s.ViewFor(handle, contact); ok && !v.Available {
+		return v // withheld, or the account's own while hidden or off-line
 	}
-	if id, ok := s.contacts.lookup(contact); ok {
-		if since, ok := s.withheld(h, id); ok {
-			return View{Since: since}
-		}
-	} else if h.hidden {
-		return View{Since: h.hiddenSince}
-	}
-	return s.goneView(h.owner)
+	return View{Since: s.now()}
 }
 
 // leave brings the subscription sb of h up to what it sees now, at once,

@@ -133,6 +133,9 @@ func (s *Service) passSlice(p *pass) bool {
 	hi, _ := slices.BinarySearchFunc(a.handles, p.handle, func(h *handle, n string) int { return cmp.Compare(h.name, n) })
 	for ; hi < len(a.handles); hi++ {
 		h := a.handles[hi]
+		// Only where something may withhold is each subscriber asked
+		// why (the common case asks nothing more of a subscriber).
+		mayWithhold := h.hidden || len(h.kept) > 0 || len(a.blocked) > 0
 		start := 0
 		if h.name == p.handle {
 			start, _ = findID(h.subs, p.next)
@@ -147,11 +150,13 @@ func (s *Service) passSlice(p *pass) bool {
 			if sb.sent == withheldCode {
 				continue // withheld still, and it has its unavailable
 			}
-			if since, ok := s.withheld(h, sb.contact); ok {
-				s.out.Presence(h.name, s.contacts.name(sb.contact), View{Since: since})
-				sb.sent = withheldCode
-				sent++
-				continue
+			if mayWithhold {
+				if since, ok := s.withheld(h, sb.contact); ok {
+					s.out.Presence(h.name, s.contacts.name(sb.contact), View{Since: since})
+					sb.sent = withheldCode
+					sent++
+					continue
+				}
 			}
 			if sb.sent == code || p.withholdOnly {
 				continue
