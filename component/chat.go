@@ -36,6 +36,9 @@ const (
 // to the engine goroutine.
 type chatAllowance struct {
 	users map[string]*minute
+	// swept is when users was last swept: while it is full, at most once
+	// a second, so that a flood of new senders costs no scan each.
+	swept time.Time
 }
 
 type minute struct {
@@ -44,16 +47,22 @@ type minute struct {
 }
 
 // allow reports whether user may be answered now, and counts it if so.
-func (ca *chatAllowance) allow(user string, now time.Time) bool {
+// An account (owner) is counted even while the map is full of others, so
+// that a flood of new senders cannot silence the owners (the accounts are
+// few, and made by hand).
+func (ca *chatAllowance) allow(user string, owner bool, now time.Time) bool {
 	if ca.users == nil {
 		ca.users = make(map[string]*minute)
 	}
 	m := ca.users[user]
 	if m == nil || now.Sub(m.since) >= time.Minute {
-		if m == nil && len(ca.users) >= maxChatSenders {
-			for u, old := range ca.users {
-				if now.Sub(old.since) >= time.Minute {
-					delete(ca.users, u)
+		if m == nil && !owner && len(ca.users) >= maxChatSenders {
+			if now.Sub(ca.swept) >= time.Second {
+				ca.swept = now
+				for u, old := range ca.users {
+					if now.Sub(old.since) >= time.Minute {
+						delete(ca.users, u)
+					}
 				}
 			}
 			if len(ca.users) >= maxChatSenders {
@@ -79,8 +88,6 @@ type shownList struct {
 // chatCommand is one word of the chat front end.
 type chatCommand struct {
 	word, usage, help string
-	// node is the ad-hoc command it runs, if it runs one as such.
-	node string
 	// run does the work, like a command's complete.
 	run func(c *Component, owner string, args []string, done commandDone)
 }
@@ -124,18 +131,23 @@ func chatByWord(word string) *chatCommand {
 // chatMessage handles a message with a body from a user who may own
 // handles: the body is a command, answered to the sender's full JID.
 func (c *Component) chatMessage(a address, n *node, body string) {
-	if !c.chatAnswers.allow(a.bare, time.Now()) {
+	if !c.chatAnswers.allow(a.bare, c.roster.IsOwner(a.bare), time.Now()) {
 		c.logs.Log(c.log, slog.LevelWarn, time.Now(), "chat-allowance", "chat commands ignored: too many from one user this minute", "user", a.bare)
 		return
 	}
 	reply := func(text string) { c.out.write(c.chatReply(a.from.String(), n, text)) }
+	tooLong := `Error: The message is too long for a command. Send "help" for the list of commands.`
+	if len(body) > maxFieldBytes {
+		reply(tooLong) // not split: what a sender sent is not worked on
+		return
+	}
 	words := strings.Fields(body)
 	switch {
 	case len(words) == 0:
 		reply(`Send "help" for the list of commands.`)
 		return
-	case len(body) > maxFieldBytes || len(words) > 2*c.roster.MaxHandles()+2:
-		reply(`Error: The message is too long for a command. Send "help" for the list of commands.`)
+	case len(words) > 2*c.roster.MaxHandles()+2:
+		reply(tooLong)
 		return
 	}
 	word := strings.ToLower(words[0])
@@ -214,7 +226,7 @@ func (c *Component) chatText(ch *chatCommand, owner, note string, result *node, 
 // values that values makes of from min to max words (max < 0: any
 // number).
 func via(word, usage, help, node string, min, max int, values func(c *Component, owner string, args []string) formValues) *chatCommand {
-	ch := &chatCommand{word: word, usage: usage, help: help, node: node}
+	ch := &chatCommand{word: word, usage: usage, help: help}
 	ch.run = func(c *Component, owner string, args []string, done commandDone) {
 		if len(args) < min || (max >= 0 && len(args) > max) {
 			done("", nil, refusal(condBadRequest("Usage: "+ch.usage)))

@@ -524,8 +524,8 @@ func setStatus(c *Component, owner string, f formValues, done commandDone) {
 // not be stored yet.
 const notStoredYet = "It could not be stored yet (not stored yet): presenced keeps trying, and it holds meanwhile."
 
-// DefaultMaxCommandSessions is how many command sessions one requester may
-// have open by default.
+// DefaultMaxCommandSessions is how many command sessions one user (bare
+// JID) may have open by default.
 const DefaultMaxCommandSessions = 8
 
 // commandSessions are the command sessions waiting for their form. They

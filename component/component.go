@@ -57,9 +57,9 @@ type Config struct {
 	// MaxStatusText is how many bytes of an owner's <status/> are kept;
 	// 0 means DefaultMaxStatusText.
 	MaxStatusText int
-	// MaxCommandSessions is how many command sessions one requester (a
-	// full JID) may have open; opening one more ends its oldest. 0 means
-	// DefaultMaxCommandSessions.
+	// MaxCommandSessions is how many command sessions one user (a bare
+	// JID, whatever the resource) may have open; opening one more ends its
+	// oldest. 0 means DefaultMaxCommandSessions.
 	MaxCommandSessions int
 }
 

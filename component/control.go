@@ -25,7 +25,13 @@ const (
 
 // handleChoice is a required list-single of owner's handles.
 func handleChoice(c *Component, owner, name, label string) *node {
-	f := required(field("list-single", name, label))
+	return handlesField(c, owner, "list-single", name, label)
+}
+
+// handlesField is a required field of type typ (list-single or
+// list-multi) whose options are owner's handles.
+func handlesField(c *Component, owner, typ, name, label string) *node {
+	f := required(field(typ, name, label))
 	for _, h := range c.roster.Handles(owner) {
 		f.add(option(h, h))
 	}
@@ -267,10 +273,7 @@ var visibilityOptions = []struct{ value, label string }{
 }
 
 func visibilityForm(c *Component, owner string) *node {
-	hf := required(field("list-multi", "handles", "Handles"))
-	for _, h := range c.roster.Handles(owner) {
-		hf.add(option(h, h))
-	}
+	hf := handlesField(c, owner, "list-multi", "handles", "Handles")
 	vf := required(field("list-single", "visibility", "Visibility"))
 	for _, o := range visibilityOptions {
 		vf.add(option(o.label, o.value))

@@ -72,11 +72,10 @@ func (c *Component) refuseFailure(w *replier, n *node, err error, msg string, ar
 // failure is the stanza error that tells the sender of a change that it
 // failed through no fault of theirs, and logs it (see refuseFailure).
 func (c *Component) failure(err error, msg string, args ...any) stanzaError {
+	c.logFailure(err, msg, args...)
 	if errors.Is(err, roster.ErrStopping) {
 		return condStopping()
 	}
-	// Once a minute: while storage fails, every request may fail so.
-	c.logs.Log(c.log, slog.LevelError, time.Now(), "failure:"+msg, msg, append(args, "err", err)...)
 	return condInternal()
 }
 

@@ -41,7 +41,6 @@ func requestsForm(c *Component, owner string) *node {
 // decided gathers the outcomes of one submitted requests form, to say in
 // one note what was done once every decision has its outcome.
 type decided struct {
-	c                                *Component
 	decision                         string
 	left                             int
 	done                             commandDone
@@ -118,7 +117,7 @@ func decideRequests(c *Component, owner string, f formValues, done commandDone) 
 		done("", nil, refusal(condBadRequest("Choose at least one request.")))
 		return
 	}
-	d := &decided{c: c, decision: decision, left: len(chosen), done: done}
+	d := &decided{decision: decision, left: len(chosen), done: done}
 	for _, ch := range chosen {
 		what := fmt.Sprintf("%s for %s", ch.contact, c.handleBare(ch.handle))
 		if decision == "approve" {

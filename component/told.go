@@ -54,8 +54,9 @@ func (t *told) tell(owner, handle, contact string, now time.Time) bool {
 	return true
 }
 
-// forget drops what is old enough not to matter, or everything if that is
-// not enough.
+// forget drops what is old enough not to matter, or every request told
+// if that is not enough; the owners' hourly counts stay (there is one per
+// account), so that overflowing the requests lets no owner be told more.
 func (t *told) forget(now time.Time) {
 	for k, at := range t.requests {
 		if now.Sub(at) >= toldAgainAfter {
@@ -69,6 +70,5 @@ func (t *told) forget(now time.Time) {
 	}
 	if len(t.requests) >= maxTold {
 		clear(t.requests)
-		clear(t.owners)
 	}
 }
