@@ -378,6 +378,12 @@ func (s *postgresStore) watch(ctx context.Context) (time.Duration, bool) {
 		if ctx.Err() != nil {
 			return 0, false // Close interrupted the ping
 		}
+		if !s.conn.IsClosed() {
+			// A slow server answered the cancel of the ping: the session,
+			// and the lock with it, are still there (as in withConn).
+			s.log.Warn("the database is slow to answer; the instance lock holds", "err", err)
+			return lockRetryInterval, true
+		}
 		s.dropLocked(err)
 		return lockRetryInterval, true
 	}

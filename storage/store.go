@@ -262,8 +262,8 @@ type Store interface {
 	// them are kept, or none. It is how presenced commits a group of
 	// changes with one durable write. If an op fails, Apply returns an
 	// *OpError naming it, whose Err is what that op's own method would have
-	// returned; a failure to commit is returned as is. An empty batch does
-	// nothing.
+	// returned; a failure to commit is returned wrapped (none of the
+	// sentinels). An empty batch does nothing.
 	Apply(ctx context.Context, ops []Op) error
 
 	// Lost returns a channel closed once this store has lost the instance
