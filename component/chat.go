@@ -116,6 +116,7 @@ func init() {
 		via("blocked", "blocked", "list the contacts you block", "list-blocked", 0, 0, nil),
 		via("hide", "hide HANDLE…", "these handles appear off-line to all of their subscribers", "set-visibility", 1, -1, visibilityArgs("hidden")),
 		via("show", "show HANDLE…", "these handles follow your status again", "set-visibility", 1, -1, visibilityArgs("shown")),
+		via("web", "web HANDLE on|off", "show the handle's status on web pages, or not", "set-web", 2, 2, webArgs),
 	}
 }
 
@@ -283,6 +284,18 @@ func visibilityArgs(v string) func(*Component, string, []string) formValues {
 		}
 		return f
 	}
+}
+
+func webArgs(c *Component, _ string, args []string) formValues {
+	v := strings.ToLower(args[1])
+	switch v {
+	case "on":
+		v = "public"
+	case "public", "off":
+	default:
+		v = "?" + v // refused by set-web, with its text
+	}
+	return formValues{"handles": {c.handleName(args[0])}, "web": {v}}
 }
 
 func chatHelp(c *Component, owner string, args []string, done commandDone) {

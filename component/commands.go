@@ -57,6 +57,7 @@ var commandList = []*command{
 	{node: "unblock", name: "Unblock a contact", form: unblockForm, complete: unblock},
 	{node: "list-blocked", name: "List blocked contacts", form: listBlockedForm, complete: listBlocked},
 	{node: "set-visibility", name: "Hide or show handles", form: visibilityForm, complete: setVisibility},
+	{node: "set-web", name: "Show handles on the web", form: webForm, complete: setWeb},
 }
 
 func commandByNode(node string) *command {

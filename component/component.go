@@ -104,7 +104,9 @@ type Component struct {
 	// then shows itself off-line to everyone, as it is about to be.
 	stopping  atomic.Bool
 	connected signal // fired at every successful handshake
-	synced    signal // fired after every resync
+	// up is set while a stream to the XMPP server is established.
+	up     atomic.Bool
+	synced signal // fired after every resync
 	// abandon is closed by Abandon: Run stops serving at once.
 	abandon     chan struct{}
 	abandonOnce sync.Once
@@ -292,6 +294,8 @@ func (c *Component) serveOnce(ctx context.Context) error {
 	}
 	_ = conn.SetDeadline(time.Time{})
 	c.log.Info("connected to the XMPP server", "server", c.cfg.Server, "domain", c.domainStr)
+	c.up.Store(true)
+	defer c.up.Store(false)
 	c.connected.Fire()
 
 	w := newWriter(rw)
@@ -425,6 +429,29 @@ func (c *Component) withdraw() {
 	if err := c.roster.GoOffline(ctx, at, written); err != nil {
 		c.log.Error("off-line flags not stored at shutdown", "err", err)
 	}
+}
+
+// Ready reports whether the component serves: connected to the XMPP
+// server, with storage answering; else why not, in one line. It may be
+// called from any goroutine.
+func (c *Component) Ready() (bool, string) {
+	switch {
+	case c.stopping.Load():
+		return false, "stopping"
+	case !c.up.Load():
+		return false, "not connected to the XMPP server"
+	case !c.roster.StorageOK():
+		return false, "storage is failing"
+	}
+	return true, ""
+}
+
+// PrepareHandle returns the handle name that name stands for, as the
+// commands prepare it (PRECIS), or false if it is none. It may be called
+// from any goroutine.
+func (c *Component) PrepareHandle(name string) (string, bool) {
+	h, err := prepareHandle(c, name)
+	return h, err == nil
 }
 
 // ParentDomain is the default of Config.OwnerDomains: the domain with its

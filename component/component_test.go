@@ -211,7 +211,7 @@ func TestDiscoPingVersion(t *testing.T) {
 	for _, c := range r.child(nsDiscoIt, "query").children {
 		nodes = append(nodes, c.get("node"))
 	}
-	if fmt.Sprint(nodes) != "[add-handle remove-handle list-handles set-status requests subscribers remove-subscriber block unblock list-blocked set-visibility]" {
+	if fmt.Sprint(nodes) != "[add-handle remove-handle list-handles set-status requests subscribers remove-subscriber block unblock list-blocked set-visibility set-web]" {
 		t.Fatalf("command nodes = %v", nodes)
 	}
 	id = nextID()

@@ -329,6 +329,66 @@ func setVisibility(c *Component, owner string, f formValues, done commandDone) {
 	})
 }
 
+// webOptions are the choices of set-web.
+var webOptions = []struct{ value, label string }{
+	{"public", "Public: anyone may see its status on the web"},
+	{"off", "Off: the web shows it off-line"},
+}
+
+func webForm(c *Component, owner string) *node {
+	hf := required(field("list-multi", "handles", "Handles"))
+	for _, h := range c.roster.Handles(owner) {
+		hf.add(option(h, h))
+	}
+	wf := required(field("list-single", "web", "On the web"))
+	for _, o := range webOptions {
+		wf.add(option(o.label, o.value))
+	}
+	return dataForm("form", "Show handles on the web",
+		"A public handle's status (available, away, busy or off-line, nothing more) can be shown on web pages; hiding, a hidden handle and a handle that is not public all show off-line.", hf, wf)
+}
+
+func setWeb(c *Component, owner string, f formValues, done commandDone) {
+	v := strings.TrimSpace(f.single("web"))
+	if v != "public" && v != "off" {
+		done("", nil, refusal(condBadRequest(`Choose "public" or "off".`)))
+		return
+	}
+	var names, bare []string
+	for _, raw := range f["handles"] {
+		h, err := prepareHandle(c, raw)
+		if err != nil {
+			done("", nil, err)
+			return
+		}
+		names = append(names, h)
+		bare = append(bare, c.handleBare(h))
+	}
+	if len(names) == 0 {
+		done("", nil, refusal(condBadRequest("Choose at least one handle.")))
+		return
+	}
+	public := v == "public"
+	c.roster.SetWeb(owner, names, public, func(err error) {
+		list := strings.Join(bare, ", ")
+		note := fmt.Sprintf("Off the web: %s. The web shows it off-line.", list)
+		if public {
+			note = fmt.Sprintf("Public on the web: %s. Its status can be shown on web pages.", list)
+		}
+		switch {
+		case errors.Is(err, roster.ErrUnknownHandle):
+			done("", nil, refusal(condItemNotFound("One of those handles is not yours (any more).")))
+		case !public && errors.Is(err, roster.ErrNotStored):
+			c.notStored("web off not stored yet; retrying", "owner", owner, "err", err)
+			done(note+" "+notStoredYet, nil, nil)
+		case err != nil:
+			done("", nil, err)
+		default:
+			done(note, nil, nil)
+		}
+	})
+}
+
 // policyWords says what a handle's policy does.
 func policyWords(p storage.Policy) string {
 	if p == storage.PolicyOpen {
@@ -369,6 +429,9 @@ func statusReport(c *Component, owner string) string {
 			vis = "hidden (appears off-line)"
 		}
 		fmt.Fprintf(&b, "\n%s: %s, %s, %s", c.handleBare(h.Name), vis, policyWords(h.Policy), plural(h.Subscribers, "subscriber", "subscribers"))
+		if h.Web {
+			b.WriteString(", public on the web")
+		}
 		if h.Requests > 0 {
 			fmt.Fprintf(&b, ", %s waiting", plural(h.Requests, "request", "requests"))
 		}

@@ -176,6 +176,9 @@ func (s *Service) dropHandle(h *handle, stamp time.Time) *removal {
 	}
 	delete(s.handles, h.name)
 	h.requests = nil
+	if h.web && s.web != nil {
+		s.web.WebChanged(h.name, WebOffline)
+	}
 	if len(h.subs) == 0 {
 		return nil
 	}
@@ -610,6 +613,7 @@ func (s *Service) setCommitted(a *account, f storage.Flags) {
 		if ViewOf(f).Available {
 			s.visibleAgain(a)
 		}
+		s.tellWebAccount(a)
 		// While resyncing, showing an account waits for DropStale; hiding
 		// it or taking it off-line never waits.
 		if !s.resyncing || !ViewOf(f).Available {

@@ -516,6 +516,7 @@ func (s *Service) hide(h *handle, done func(error)) {
 	if !h.hidden {
 		a := h.owner
 		h.hidden, h.hiddenSince = true, s.goneView(a).Since
+		s.tellWeb(h)
 		// The subscribers with the account's View, unavailable, have the
 		// hidden one already (leave); the others are sent it by a pass,
 		// which sends nothing else while a resync is under way.
@@ -576,6 +577,7 @@ func (s *Service) unhide(h *handle) {
 	h.hidden = false
 	l.settle(s)
 	s.showAgain(h.owner)
+	s.tellWeb(h)
 }
 
 // HandleInfo is what the owner may know of one of their handles.
@@ -583,6 +585,7 @@ type HandleInfo struct {
 	Name        string
 	Policy      storage.Policy
 	Hidden      bool
+	Web         bool // public on the web
 	Subscribers int
 	Requests    int
 }
@@ -595,7 +598,7 @@ func (s *Service) HandleInfos(owner string) []HandleInfo {
 	}
 	out := make([]HandleInfo, len(a.handles))
 	for i, h := range a.handles {
-		out[i] = HandleInfo{Name: h.name, Policy: h.policy, Hidden: h.hidden, Subscribers: len(h.subs), Requests: len(h.requests)}
+		out[i] = HandleInfo{Name: h.name, Policy: h.policy, Hidden: h.hidden, Web: h.web, Subscribers: len(h.subs), Requests: len(h.requests)}
 	}
 	return out
 }

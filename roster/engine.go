@@ -200,7 +200,14 @@ func (s *Service) finish(b *batch) {
 	if !failed && len(s.commits.again) == 0 {
 		s.commits.delay = 0
 	}
+	if len(b.ops) > 0 {
+		s.storageOK.Store(!failed)
+	}
 }
+
+// StorageOK reports whether the last transaction that wrote anything was
+// stored (true until one fails). It may be called from any goroutine.
+func (s *Service) StorageOK() bool { return s.storageOK.Load() }
 
 // tell runs e's callback with err, unless it ran before (a change told
 // ErrNotStored is not told again when it is stored, or given up).

@@ -26,6 +26,7 @@ type memStore struct {
 	hidden   map[string]time.Time    // handle → hidden since
 	blocked  map[[2]string]time.Time // account, contact → since
 	kept     map[[2]string]time.Time // handle, contact → since
+	web      map[string]bool         // public handles
 	down     bool                    // every call fails, as with a database that is down
 	writes   int                     // number of rows written by successful calls
 	applies  int                     // number of successful transactions of Apply
@@ -39,7 +40,7 @@ var errDown = errors.New("memstore: database is down")
 func newMemStore() *memStore {
 	return &memStore{accounts: map[string]storage.Flags{}, handles: map[string]string{}, subs: map[[2]string]bool{},
 		policies: map[string]storage.Policy{}, requests: map[[2]string]time.Time{}, notices: map[[2]string]storage.Notice{},
-		removed: map[string]storage.RemovedName{}, hidden: map[string]time.Time{}, blocked: map[[2]string]time.Time{}, kept: map[[2]string]time.Time{}}
+		removed: map[string]storage.RemovedName{}, hidden: map[string]time.Time{}, blocked: map[[2]string]time.Time{}, kept: map[[2]string]time.Time{}, web: map[string]bool{}}
 }
 
 func (m *memStore) Load(ctx context.Context) (*storage.Snapshot, error) {
@@ -58,7 +59,7 @@ func (m *memStore) Load(ctx context.Context) (*storage.Snapshot, error) {
 			p = storage.PolicyAsk
 		}
 		hs, hidden := m.hidden[h]
-		snap.Handles = append(snap.Handles, storage.Handle{Name: h, Account: a, Policy: p, Hidden: hidden, HiddenSince: hs})
+		snap.Handles = append(snap.Handles, storage.Handle{Name: h, Account: a, Policy: p, Hidden: hidden, HiddenSince: hs, Web: m.web[h]})
 	}
 	for k, since := range m.blocked {
 		snap.Blocked = append(snap.Blocked, storage.Block{Account: k[0], Contact: k[1], Since: since})
@@ -148,6 +149,7 @@ func (m *memStore) removeHandleLocked(op storage.Op) error {
 	delete(m.handles, handle)
 	delete(m.policies, handle)
 	delete(m.hidden, handle)
+	delete(m.web, handle)
 	for k := range m.subs {
 		if k[0] == handle {
 			delete(m.subs, k)
@@ -361,6 +363,19 @@ func (m *memStore) applyLocked(op storage.Op) error {
 		}
 	case storage.OpUnblock:
 		delete(m.blocked, [2]string{op.Account, op.Contact})
+	case storage.OpSetWeb:
+		a, ok := m.handles[op.Handle]
+		switch {
+		case !ok:
+			return storage.ErrNotFound
+		case a != op.Account:
+			return storage.ErrNotOwner
+		}
+		if op.Web {
+			m.web[op.Handle] = true
+		} else {
+			delete(m.web, op.Handle)
+		}
 	case storage.OpKeep:
 		for _, c := range op.Contacts {
 			if k := [2]string{op.Handle, c}; m.subs[k] {
@@ -390,18 +405,19 @@ type memState struct {
 	hidden   map[string]time.Time
 	blocked  map[[2]string]time.Time
 	kept     map[[2]string]time.Time
+	web      map[string]bool
 	writes   int
 }
 
 func (m *memStore) save() memState {
 	return memState{maps.Clone(m.accounts), maps.Clone(m.handles), maps.Clone(m.subs), maps.Clone(m.policies),
-		maps.Clone(m.requests), maps.Clone(m.notices), maps.Clone(m.removed), maps.Clone(m.hidden), maps.Clone(m.blocked), maps.Clone(m.kept), m.writes}
+		maps.Clone(m.requests), maps.Clone(m.notices), maps.Clone(m.removed), maps.Clone(m.hidden), maps.Clone(m.blocked), maps.Clone(m.kept), maps.Clone(m.web), m.writes}
 }
 
 func (m *memStore) restore(st memState) {
 	m.accounts, m.handles, m.subs, m.policies = st.accounts, st.handles, st.subs, st.policies
 	m.requests, m.notices, m.removed, m.writes = st.requests, st.notices, st.removed, st.writes
-	m.hidden, m.blocked, m.kept = st.hidden, st.blocked, st.kept
+	m.hidden, m.blocked, m.kept, m.web = st.hidden, st.blocked, st.kept, st.web
 }
 
 func (m *memStore) Lost() <-chan struct{} { return nil }

@@ -243,6 +243,7 @@ func (s *Service) loadNotices(notices []storage.Notice) {
 // so no resync could rebuild them.
 func (s *Service) Discard() {
 	s.online = false
+	s.tellWebAll()
 	s.confirm()
 	n := &s.notes
 	for _, f := range n.inflight {
@@ -268,6 +269,7 @@ func (s *Service) MarkStale() {
 	s.epoch++
 	s.online = true
 	s.resyncing = true
+	s.tellWebAll()
 	// A pass queued while disconnected (a write that committed meanwhile)
 	// would show the account before its owner answered the probe: the
 	// resync queues every account again once settled.
@@ -313,6 +315,7 @@ func (s *Service) DropStale(done func()) {
 		for _, owner := range s.Owners() {
 			s.notes.account(s.accounts[owner])
 		}
+		s.tellWebAll()
 		for _, rm := range s.notes.parked {
 			s.notes.removed(rm)
 		}
@@ -472,6 +475,9 @@ func (s *Service) GoOffline(ctx context.Context, at time.Time, written bool) err
 	}
 	s.commits.again = nil
 	s.notes.withdrawn = nil
+	// Nothing vouches for any handle any more: the web shows them off-line.
+	s.online = false
+	s.tellWebAll()
 	for _, a := range changed {
 		if ViewOf(a.flags) != ViewOf(a.want) {
 			a.view++

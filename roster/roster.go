@@ -27,6 +27,7 @@ import (
 	"runtime/debug"
 	"slices"
 	"sort"
+	"sync/atomic"
 	"time"
 
 	"presenced/internal/logonce"
@@ -197,6 +198,12 @@ type handle struct {
 	// while still withheld or while the account is not visible
 	// (control.go). Nil unless needed.
 	kept map[uint32]time.Time
+	// web is set while the handle is public on the web; webbing counts
+	// the web-on writes on their way, and webGen the web-offs decided, so
+	// that an off decided meanwhile wins (web.go).
+	web     bool
+	webbing int
+	webGen  uint64
 }
 
 // request is a pending subscription request.
@@ -230,6 +237,10 @@ type Service struct {
 	now    func() time.Time
 	log    *slog.Logger
 	out    Sender
+	web    WebSink // nil: no web side
+	// storageOK is whether the last write was stored (StorageOK); the only
+	// field read from other goroutines.
+	storageOK atomic.Bool
 	// refusals remembers which refusals were logged lately, so that a
 	// sender repeating one cannot fill the log.
 	refusals *logonce.Limiter
@@ -346,6 +357,7 @@ func New(ctx context.Context, store storage.Store, opts Options) (*Service, erro
 		s.log = slog.New(slog.DiscardHandler)
 	}
 	s.eng.init()
+	s.storageOK.Store(true)
 	s.load(snap)
 	// The snapshot is garbage now, and at a million subscriptions it was
 	// most of the heap: give its pages back rather than keep them resident.
@@ -381,7 +393,7 @@ func (s *Service) load(snap *storage.Snapshot) {
 			acct = s.newAccount(h.Account)
 		}
 		hd := s.addHandleLocal(acct, h.Name, h.Policy)
-		hd.hidden, hd.hiddenSince = h.Hidden, h.HiddenSince
+		hd.hidden, hd.hiddenSince, hd.web = h.Hidden, h.HiddenSince, h.Web
 	}
 	for _, b := range snap.Blocked {
 		if acct := s.accounts[b.Account]; acct != nil {

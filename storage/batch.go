@@ -66,6 +66,10 @@ const (
 	// OpUnkeep forgets the stamps kept for Contacts subscribed to Handle;
 	// forgetting one not kept is not an error.
 	OpUnkeep
+	// OpSetWeb sets whether the status of Handle, which Account must own,
+	// is public on the web, from Web. It fails with ErrNotFound if no
+	// account holds the handle and ErrNotOwner if another does.
+	OpSetWeb
 )
 
 func (k OpKind) String() string {
@@ -98,6 +102,8 @@ func (k OpKind) String() string {
 		return "keep"
 	case OpUnkeep:
 		return "unkeep"
+	case OpSetWeb:
+		return "set web"
 	}
 	return fmt.Sprintf("op %d", int(k))
 }
@@ -106,7 +112,7 @@ func (k OpKind) String() string {
 // depends on Kind, as the arguments of the Store method of the same name.
 type Op struct {
 	Kind     OpKind
-	Account  string   // AddHandle, RemoveHandle, SetFlags, SetPolicy, SetVisibility, Block, Unblock
+	Account  string   // AddHandle, RemoveHandle, SetFlags, SetPolicy, SetVisibility, Block, Unblock, SetWeb
 	Handle   string   // every kind but SetFlags, Block and Unblock
 	Contact  string   // AddSubscription, RemoveSubscription, AddRequest, RemoveRequest, Block, Unblock
 	Max      int      // AddHandle: the account's handle limit
@@ -114,6 +120,7 @@ type Op struct {
 	Policy   Policy   // AddHandle, SetPolicy: must be valid
 	Contacts []string // NoticesSent: the contacts sent their notices; RemoveHandle, Keep, Unkeep: the subscribers concerned
 	Hidden   bool     // SetVisibility: hide the handle, rather than show it
+	Web      bool     // SetWeb: make the handle's status public on the web, rather than not
 	// Answers is set, for AddSubscription, when the subscription answers
 	// the contact's pending request (an approval), which the same
 	// transaction deletes. (Only then: a subscription to an open handle
@@ -168,7 +175,7 @@ func checkOp(op Op) error {
 		}
 	case OpAddSubscription, OpRemoveSubscription,
 		OpAddRequest, OpRemoveRequest, OpNoticesSent,
-		OpSetVisibility, OpBlock, OpUnblock, OpKeep, OpUnkeep:
+		OpSetVisibility, OpBlock, OpUnblock, OpKeep, OpUnkeep, OpSetWeb:
 	default:
 		return fmt.Errorf("storage: unknown op kind %d", int(op.Kind))
 	}

@@ -635,8 +635,8 @@ func postgresLoadHandles(ctx context.Context, tx pgx.Tx, snap *Snapshot) error {
 	var h Handle
 	var policy string
 	var hiddenSince pgtype.Timestamptz
-	return postgresEach(ctx, tx, "SELECT name, account, policy, hidden_since FROM handles ORDER BY name",
-		[]any{&h.Name, &h.Account, &policy, &hiddenSince},
+	return postgresEach(ctx, tx, "SELECT name, account, policy, hidden_since, web FROM handles ORDER BY name",
+		[]any{&h.Name, &h.Account, &policy, &hiddenSince, &h.Web},
 		func() {
 			h.Policy = Policy(policy)
 			h.Hidden, h.HiddenSince = hiddenSince.Valid, postgresNullTime(hiddenSince)
@@ -888,6 +888,8 @@ func postgresApply(ctx context.Context, tx pgx.Tx, op Op) error {
 		if len(op.Contacts) > 0 {
 			_, err = tx.Exec(ctx, "DELETE FROM kept WHERE handle = $1 AND contact = ANY ($2)", op.Handle, op.Contacts)
 		}
+	case OpSetWeb:
+		err = postgresSetWeb(ctx, tx, op)
 	}
 	return err
 }
@@ -1027,6 +1029,14 @@ func postgresSetVisibility(ctx context.Context, tx pgx.Tx, op Op) error {
 		since = storedTime(op.Now)
 	}
 	_, err := tx.Exec(ctx, "UPDATE handles SET hidden_since = $1 WHERE name = $2", since, op.Handle)
+	return err
+}
+
+func postgresSetWeb(ctx context.Context, tx pgx.Tx, op Op) error {
+	if err := postgresCheckOwner(ctx, tx, op.Account, op.Handle); err != nil {
+		return err
+	}
+	_, err := tx.Exec(ctx, "UPDATE handles SET web = $1 WHERE name = $2", op.Web, op.Handle)
 	return err
 }
 

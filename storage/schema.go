@@ -129,6 +129,11 @@ var sqliteMigrations = []string{
 		FOREIGN KEY (handle, contact) REFERENCES subscriptions (handle, contact) ON DELETE CASCADE
 	) STRICT;
 	`,
+	// 5: whether the handle's status is public on the web. Existing
+	// handles are not.
+	`
+	ALTER TABLE handles ADD COLUMN web INTEGER NOT NULL DEFAULT 0 CHECK (web IN (0, 1));
+	`,
 }
 
 // postgresSchemaVersionTable creates the version table if needed.
@@ -222,6 +227,11 @@ var postgresMigrations = []string{
 		PRIMARY KEY (handle, contact),
 		FOREIGN KEY (handle, contact) REFERENCES subscriptions (handle, contact) ON DELETE CASCADE
 	);
+	`,
+	// 5: whether the handle's status is public on the web. Existing
+	// handles are not.
+	`
+	ALTER TABLE handles ADD COLUMN web BOOLEAN NOT NULL DEFAULT false;
 	`,
 }
 

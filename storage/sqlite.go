@@ -273,8 +273,8 @@ func sqliteLoadHandles(ctx context.Context, tx *sql.Tx, snap *Snapshot) error {
 	var h Handle
 	var policy string
 	var hiddenSince sql.NullInt64
-	return sqliteEach(ctx, tx, "SELECT name, account, policy, hidden_since FROM handles ORDER BY name",
-		[]any{&h.Name, &h.Account, &policy, &hiddenSince},
+	return sqliteEach(ctx, tx, "SELECT name, account, policy, hidden_since, web FROM handles ORDER BY name",
+		[]any{&h.Name, &h.Account, &policy, &hiddenSince, &h.Web},
 		func() {
 			h.Policy = Policy(policy)
 			h.Hidden, h.HiddenSince = hiddenSince.Valid, sqliteNullTime(hiddenSince)
@@ -554,6 +554,8 @@ func (s *sqliteStore) apply(ctx context.Context, b *batchTx, op Op) error {
 				break
 			}
 		}
+	case OpSetWeb:
+		err = sqliteSetWeb(ctx, tx, op)
 	}
 	return err
 }
@@ -657,6 +659,14 @@ func sqliteSetVisibility(ctx context.Context, tx *sql.Tx, op Op) error {
 		since = storedTime(op.Now).UnixMicro()
 	}
 	_, err := tx.ExecContext(ctx, "UPDATE handles SET hidden_since = ? WHERE name = ?", since, op.Handle)
+	return err
+}
+
+func sqliteSetWeb(ctx context.Context, tx *sql.Tx, op Op) error {
+	if err := sqliteCheckOwner(ctx, tx, op.Account, op.Handle); err != nil {
+		return err
+	}
+	_, err := tx.ExecContext(ctx, "UPDATE handles SET web = ? WHERE name = ?", op.Web, op.Handle)
 	return err
 }
 

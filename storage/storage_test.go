@@ -289,7 +289,7 @@ func wantSnapshot(t testing.TB, got, want *Snapshot) {
 // shown handle has no HiddenSince.
 func sameHandle(g, w Handle) bool {
 	return g.Name == w.Name && g.Account == w.Account && g.Policy == w.Policy &&
-		g.Hidden == w.Hidden && sameStoredTime(g.HiddenSince, w.HiddenSince)
+		g.Hidden == w.Hidden && sameStoredTime(g.HiddenSince, w.HiddenSince) && g.Web == w.Web
 }
 
 // sameNotice reports whether g, read back from a store, is w as stored.
@@ -1270,6 +1270,77 @@ func runConformance(t *testing.T, driver string, freshDSN func(t testing.TB) str
 		wantNoAccount(t, s, "nobody@example.org")
 	})
 
+	t.Run("SetWeb", func(t *testing.T) {
+		s := open(t)
+		mustAdd(t, s, "a@example.org", "h", 5)
+		mustAdd(t, s, "b@example.org", "g", 5)
+		at := time.Date(2026, 4, 5, 6, 7, 8, 123456789, time.FixedZone("UTC+1", 3600))
+		g := Handle{Name: "g", Account: "b@example.org", Policy: PolicyAsk}
+		wantHandlesLoaded := func(what string, want ...Handle) {
+			t.Helper()
+			if got := load(t, s).Handles; !slices.EqualFunc(got, want, sameHandle) {
+				t.Fatalf("%s: handles %+v, want %+v", what, got, want)
+			}
+		}
+
+		// A new handle is not public.
+		wantHandlesLoaded("new", g, Handle{Name: "h", Account: "a@example.org", Policy: PolicyAsk})
+		// Made public twice is no error.
+		for range 2 {
+			mustApply(t, s, Op{Kind: OpSetWeb, Account: "a@example.org", Handle: "h", Web: true})
+			wantHandlesLoaded("public", g, Handle{Name: "h", Account: "a@example.org", Policy: PolicyAsk, Web: true})
+		}
+		// The policy and the visibility are apart from it.
+		mustApply(t, s,
+			Op{Kind: OpSetPolicy, Account: "a@example.org", Handle: "h", Policy: PolicyOpen},
+			Op{Kind: OpSetVisibility, Account: "a@example.org", Handle: "h", Hidden: true, Now: at},
+		)
+		wantHandlesLoaded("policy set and hidden", g,
+			Handle{Name: "h", Account: "a@example.org", Policy: PolicyOpen, Hidden: true, HiddenSince: at, Web: true})
+		// Not public any more, it keeps them.
+		for range 2 {
+			mustApply(t, s, Op{Kind: OpSetWeb, Account: "a@example.org", Handle: "h"})
+			wantHandlesLoaded("not public", g, Handle{Name: "h", Account: "a@example.org", Policy: PolicyOpen, Hidden: true, HiddenSince: at})
+		}
+		// A name held again starts not public.
+		mustApply(t, s,
+			Op{Kind: OpSetWeb, Account: "a@example.org", Handle: "h", Web: true},
+			Op{Kind: OpRemoveHandle, Account: "a@example.org", Handle: "h", Now: at},
+		)
+		mustAdd(t, s, "b@example.org", "h", 5)
+		wantHandlesLoaded("taken again", g, Handle{Name: "h", Account: "b@example.org", Policy: PolicyAsk})
+	})
+
+	t.Run("SetWebErrors", func(t *testing.T) {
+		s := open(t)
+		mustAdd(t, s, "a@example.org", "h", 5)
+		mustAdd(t, s, "b@example.org", "g", 5)
+		tests := []struct {
+			name string
+			op   Op
+			want error
+		}{
+			{"not owner", Op{Kind: OpSetWeb, Account: "b@example.org", Handle: "h", Web: true}, ErrNotOwner},
+			{"unknown account", Op{Kind: OpSetWeb, Account: "nobody@example.org", Handle: "h", Web: true}, ErrNotOwner},
+			{"no handle", Op{Kind: OpSetWeb, Account: "a@example.org", Handle: "none", Web: true}, ErrNotFound},
+			{"unset not owner", Op{Kind: OpSetWeb, Account: "b@example.org", Handle: "h"}, ErrNotOwner},
+			{"unset no handle", Op{Kind: OpSetWeb, Account: "a@example.org", Handle: "none"}, ErrNotFound},
+		}
+		for _, tt := range tests {
+			err := s.Apply(ctx, []Op{{Kind: OpSetWeb, Account: "b@example.org", Handle: "g", Web: true}, tt.op})
+			wantOpError(t, "SetWeb "+tt.name, err, 1, tt.want)
+			if !IsRowError(err) {
+				t.Fatalf("SetWeb %s: IsRowError(%v) = false", tt.name, err)
+			}
+			for _, h := range load(t, s).Handles {
+				if h.Web {
+					t.Fatalf("%s: handle %+v made public by a failed batch", tt.name, h)
+				}
+			}
+		}
+		wantNoAccount(t, s, "nobody@example.org")
+	})
+
 	t.Run("Block", func(t *testing.T) {
 		s := open(t)
 		mustAdd(t, s, "a@example.org", "h1", 5)
@@ -1632,6 +1703,7 @@ func runConformance(t *testing.T, driver string, freshDSN func(t testing.TB) str
 			{Kind: OpUnblock, Account: "a@example.org", Contact: "d@example.net"},
 			{Kind: OpKeep, Handle: "h", Contacts: []string{"s@example.net", "nobody@example.net"}, Now: at},
 			{Kind: OpUnkeep, Handle: "h", Contacts: []string{"k@example.net"}},
+			{Kind: OpSetWeb, Account: "a@example.org", Handle: "h", Web: true},
 		}
 		for _, tt := range []struct {
 			name string
@@ -1641,6 +1713,8 @@ func runConformance(t *testing.T, driver string, freshDSN func(t testing.TB) str
 			{"visibility not owner", Op{Kind: OpSetVisibility, Account: "b@example.org", Handle: "h", Hidden: true, Now: at}, ErrNotOwner},
 			{"visibility no handle", Op{Kind: OpSetVisibility, Account: "a@example.org", Handle: "none", Now: at}, ErrNotFound},
 			{"block unknown account", Op{Kind: OpBlock, Account: "nobody@example.org", Contact: "c@example.net", Now: at}, ErrNotFound},
+			{"web not owner", Op{Kind: OpSetWeb, Account: "b@example.org", Handle: "h", Web: true}, ErrNotOwner},
+			{"web no handle", Op{Kind: OpSetWeb, Account: "a@example.org", Handle: "none", Web: true}, ErrNotFound},
 		} {
 			t.Run(tt.name, func(t *testing.T) {
 				s := open(t)
@@ -1668,7 +1742,7 @@ func runConformance(t *testing.T, driver string, freshDSN func(t testing.TB) str
 					Accounts: snap.Accounts,
 					Handles: []Handle{
 						{Name: "g", Account: "b@example.org", Policy: PolicyAsk},
-						{Name: "h", Account: "a@example.org", Policy: PolicyAsk, Hidden: true, HiddenSince: at},
+						{Name: "h", Account: "a@example.org", Policy: PolicyAsk, Hidden: true, HiddenSince: at, Web: true},
 					},
 					Subscriptions: []Subscription{{"h", "k@example.net"}, {"h", "s@example.net"}},
 					Blocked:       []Block{{"a@example.org", "c@example.net", at}},
@@ -1777,6 +1851,54 @@ func runConformance(t *testing.T, driver string, freshDSN func(t testing.TB) str
 			},
 			Blocked: []Block{{"a@example.org", "r@example.net", blocked}},
 		})
+	})
+
+	t.Run("MigrateFromV4", func(t *testing.T) {
+		// A database as version 4 left it, with its steps as released.
+		dsn := freshDSN(t)
+		versionTable, steps, epoch, second := sqliteSchemaVersionTable, sqliteMigrations, "0", "1000000"
+		if driver == DriverPostgres {
+			versionTable, steps = postgresSchemaVersionTable, postgresMigrations
+			epoch, second = "'1970-01-01 00:00:00+00'", "'1970-01-01 00:00:01+00'"
+		}
+		execDSN(t, driver, dsn,
+			versionTable, steps[0], steps[1], steps[2], steps[3],
+			"INSERT INTO schema_version (id, version) VALUES (1, 4)",
+			"INSERT INTO accounts (jid, online, status, explicit, hiding, status_text, since, created_at) VALUES ('a@example.org', TRUE, 'away', TRUE, FALSE, 'out', "+epoch+", "+epoch+")",
+			"INSERT INTO handles (name, account, policy, hidden_since, created_at) VALUES ('a1', 'a@example.org', 'ask', NULL, "+epoch+"), ('a2', 'a@example.org', 'open', "+second+", "+epoch+")",
+			"INSERT INTO subscriptions (handle, contact) VALUES ('a1', 'c@example.net'), ('a2', 'c@example.net')",
+			"INSERT INTO kept (handle, contact, since) VALUES ('a2', 'c@example.net', "+second+")",
+			"INSERT INTO blocked (account, contact, since) VALUES ('a@example.org', 'b@example.net', "+epoch+")",
+		)
+		s := openStore(t, driver, dsn)
+		if got, want := queryInt(t, s, "SELECT version FROM schema_version"), migrationCount(s); got != want {
+			t.Fatalf("schema version %d, want %d", got, want)
+		}
+		epochTime, secondTime := time.Unix(0, 0), time.Unix(1, 0)
+		account := Account{JID: "a@example.org", Flags: Flags{Online: true, Status: StatusAway, Explicit: true, StatusText: "out", Since: epochTime}}
+		// The handles of before are not public, and keep their policy and
+		// visibility.
+		want := &Snapshot{
+			Accounts: []Account{account},
+			Handles: []Handle{
+				{Name: "a1", Account: "a@example.org", Policy: PolicyAsk},
+				{Name: "a2", Account: "a@example.org", Policy: PolicyOpen, Hidden: true, HiddenSince: secondTime},
+			},
+			Subscriptions: []Subscription{{"a1", "c@example.net"}, {"a2", "c@example.net"}},
+			Blocked:       []Block{{"a@example.org", "b@example.net", epochTime}},
+			Kept:          []Kept{{"a2", "c@example.net", secondTime}},
+		}
+		wantSnapshot(t, load(t, s), want)
+		// The new column works with the old rows, and a new handle is not
+		// public either.
+		mustApply(t, s, Op{Kind: OpSetWeb, Account: "a@example.org", Handle: "a2", Web: true})
+		mustAdd(t, s, "a@example.org", "a3", 5)
+		want.Handles = []Handle{
+			{Name: "a1", Account: "a@example.org", Policy: PolicyAsk},
+			{Name: "a2", Account: "a@example.org", Policy: PolicyOpen, Hidden: true, HiddenSince: secondTime, Web: true},
+			{Name: "a3", Account: "a@example.org", Policy: PolicyAsk},
+		}
+		wantSnapshot(t, load(t, s), want)
 	})
 
 	t.Run("NotLost", func(t *testing.T) {
@@ -1940,6 +2062,7 @@ func populate(t testing.TB, s Store) *Snapshot {
 		Op{Kind: OpBlock, Account: "a@example.org", Contact: "v@example.net", Now: blocked},
 		Op{Kind: OpKeep, Handle: "b2", Contacts: []string{"x@example.net"}, Now: hidden},
 		Op{Kind: OpKeep, Handle: "b1", Contacts: []string{"y@example.net", "x@example.net"}, Now: blocked},
+		Op{Kind: OpSetWeb, Account: "b@example.org", Handle: "b1", Web: true},
 	)
 	return &Snapshot{
 		Accounts: []Account{
@@ -1949,7 +2072,7 @@ func populate(t testing.TB, s Store) *Snapshot {
 		},
 		Handles: []Handle{
 			{Name: "a1", Account: "a@example.org", Policy: PolicyAsk},
-			{Name: "b1", Account: "b@example.org", Policy: PolicyAsk},
+			{Name: "b1", Account: "b@example.org", Policy: PolicyAsk, Web: true},
 			{Name: "b2", Account: "b@example.org", Policy: PolicyAsk, Hidden: true, HiddenSince: hidden},
 		},
 		Subscriptions: []Subscription{
@@ -2656,6 +2779,7 @@ func TestOpKindString(t *testing.T) {
 		OpUnblock:            "unblock",
 		OpKeep:               "keep",
 		OpUnkeep:             "unkeep",
+		OpSetWeb:             "set web",
 		OpKind(99):           "op 99",
 	} {
 		if got := kind.String(); got != want {

@@ -1,9 +1,10 @@
 // Package storage keeps presenced's durable state: accounts with their
 // flags and the contacts they blocked, the handle names they own with
-// their subscription policy and whether they are hidden, the contacts
-// subscribed to each handle and those asking to be, the stamps kept for
-// some of those subscribed, the names recently removed, and the notices
-// owed to the subscribers of a removed handle.
+// their subscription policy, whether they are hidden and whether their
+// status is public on the web, the contacts subscribed to each handle and
+// those asking to be, the stamps kept for some of those subscribed, the
+// names recently removed, and the notices owed to the subscribers of a
+// removed handle.
 //
 // The data model follows claim 1 of US 8,103,736: the on-line flag, the
 // status flag and whether notification is allowed are stored once per
@@ -126,7 +127,8 @@ func (p Policy) Valid() bool {
 }
 
 // Handle is a handle name (the prepared localpart), the account that owns
-// it, its subscription policy and whether it is hidden.
+// it, its subscription policy, whether it is hidden and whether its status
+// is public on the web.
 type Handle struct {
 	Name    string
 	Account string
@@ -138,6 +140,9 @@ type Handle struct {
 	// with when the handle was hidden (to the microsecond, in UTC); it
 	// means nothing otherwise.
 	HiddenSince time.Time
+	// Web is true when the handle's status is public on the web. A new
+	// handle is not.
+	Web bool
 }
 
 // Subscription is a contact (bare JID) subscribed to the presence of a

@@ -31,6 +31,7 @@ type Config struct {
 	Storage   StorageConfig   `toml:"storage"`
 	Accounts  AccountsConfig  `toml:"accounts"`
 	Limits    LimitsConfig    `toml:"limits"`
+	HTTP      HTTPConfig      `toml:"http"`
 	Log       LogConfig       `toml:"log"`
 }
 
@@ -80,6 +81,15 @@ type LimitsConfig struct {
 // own name.
 var defaultReserved = []string{"admin", "administrator", "root", "postmaster", "hostmaster",
 	"webmaster", "abuse", "security", "support", "noreply", "presence"}
+
+// HTTPConfig is the [http] table: the web side (status icons, health).
+type HTTPConfig struct {
+	// Listen is host:port; empty (the default) turns the web side off.
+	Listen string `toml:"listen"`
+	// Icons is a folder with available.svg, away.svg, busy.svg and
+	// offline.svg, in place of the embedded icons.
+	Icons string `toml:"icons"`
+}
 
 // LogConfig is the [log] table.
 type LogConfig struct {
@@ -194,6 +204,16 @@ func (c *Config) validate() error {
 	}
 	c.validateAccounts(bad)
 	c.validateLimits(bad)
+	if l := c.HTTP.Listen; l != "" {
+		if _, port, err := net.SplitHostPort(l); err != nil || port == "" {
+			bad("http.listen", "%q is not host:port, such as \"127.0.0.1:8080\"", l)
+		}
+	}
+	if d := c.HTTP.Icons; d != "" {
+		if st, err := os.Stat(d); err != nil || !st.IsDir() {
+			bad("http.icons", "%q is not a folder", d)
+		}
+	}
 	if err := c.Log.level.UnmarshalText([]byte(c.Log.Level)); err != nil {
 		bad("log.level", "%q is not one of debug, info, warn, error", c.Log.Level)
 	}

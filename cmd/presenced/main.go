@@ -16,14 +16,18 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"runtime/debug"
 	"syscall"
 
 	"presenced/component"
 	"presenced/roster"
 	"presenced/storage"
+	"presenced/web"
 )
 
 // version is set at build time with -ldflags "-X main.version=…".
+// version is set at link time (-ldflags "-X main.version=…"), or else
+// taken from the build information (versionOf).
 var version = "dev"
 
 func main() {
@@ -50,6 +54,7 @@ func run(ctx context.Context, args []string, stderr io.Writer, getenv func(strin
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
+	version := versionOf(version)
 	if *showVersion {
 		fmt.Fprintln(stderr, "presenced", version)
 		return nil
@@ -116,6 +121,11 @@ func run(ctx context.Context, args []string, stderr io.Writer, getenv func(strin
 		case <-ctx.Done():
 		}
 	}()
+	webDone, err := startWeb(ctx, cfg.HTTP, r, comp, log.With("part", "web"))
+	if err != nil {
+		return err
+	}
+	defer webDone()
 	log.Info("presenced starting", "version", version, "domain", cfg.Component.Domain, "server", cfg.Component.Server)
 	if err := comp.Run(ctx); errors.Is(err, component.ErrAbandoned) {
 		log.Error("another presenced took over the database; stopped serving")
@@ -125,4 +135,67 @@ func run(ctx context.Context, args []string, stderr io.Writer, getenv func(strin
 	}
 	log.Info("presenced stopped")
 	return nil
+}
+
+// startWeb starts the HTTP side if [http] listen is set; the function it
+// returns stops it and waits. Its statuses come from the roster's engine
+// (roster.WebSink), set before the engine runs.
+func startWeb(ctx context.Context, cfg HTTPConfig, r *roster.Service, comp *component.Component, log *slog.Logger) (func(), error) {
+	if cfg.Listen == "" {
+		return func() {}, nil
+	}
+	st := web.NewStatuses()
+	r.SetWebSink(st)
+	srv, err := web.New(web.Config{Listen: cfg.Listen, Icons: cfg.Icons, Ready: comp.Ready, Prepare: comp.PrepareHandle}, st, log)
+	if err != nil {
+		return nil, err
+	}
+	wctx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		if err := srv.Run(wctx); err != nil {
+			log.Error("HTTP side stopped", "err", err)
+		}
+	}()
+	return func() { cancel(); <-done }, nil
+}
+
+// versionOf returns v if it was set at link time, else the module's
+// version from the build information, or the VCS revision it was built
+// from (with "+dirty" for uncommitted changes).
+func versionOf(v string) string {
+	if v != "dev" {
+		return v
+	}
+	info, ok := debug.ReadBuildInfo()
+	if !ok {
+		return v
+	}
+	return versionFrom(info, v)
+}
+
+// versionFrom is versionOf's reading of info; v if it tells nothing.
+func versionFrom(info *debug.BuildInfo, v string) string {
+	if mv := info.Main.Version; mv != "" && mv != "(devel)" {
+		return mv
+	}
+	var rev, dirty string
+	for _, s := range info.Settings {
+		switch s.Key {
+		case "vcs.revision":
+			rev = s.Value
+		case "vcs.modified":
+			if s.Value == "true" {
+				dirty = "+dirty"
+			}
+		}
+	}
+	if len(rev) > 12 {
+		rev = rev[:12]
+	}
+	if rev == "" {
+		return v
+	}
+	return "dev-" + rev + dirty
 }

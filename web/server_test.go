@@ -1,0 +1,145 @@
+package web
+
+import (
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"presenced/roster"
+)
+
+func newTestServer(t *testing.T, icons string) (*Server, *Statuses, *bool) {
+	t.Helper()
+	st := NewStatuses()
+	ready := new(bool)
+	s, err := New(Config{
+		Icons: icons,
+		Ready: func() (bool, string) {
+			if *ready {
+				return true, ""
+			}
+			return false, "not connected to the XMPP server"
+		},
+		Prepare: func(n string) (string, bool) { return strings.ToLower(n), n != "" && !strings.ContainsAny(n, "@/ ") },
+	}, st, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s, st, ready
+}
+
+// get returns the status, the headers but Date, and the body.
+func get(t *testing.T, s *Server, path string, hdr ...string) (int, http.Header, string) {
+	t.Helper()
+	req := httptest.NewRequest("GET", path, nil)
+	for i := 0; i+1 < len(hdr); i += 2 {
+		req.Header.Set(hdr[i], hdr[i+1])
+	}
+	w := httptest.NewRecorder()
+	s.Handler().ServeHTTP(w, req)
+	h := w.Result().Header.Clone()
+	h.Del("Date")
+	b, _ := io.ReadAll(w.Result().Body)
+	return w.Code, h, string(b)
+}
+
+func TestOfflineAnswersAreOneAndTheSame(t *testing.T) {
+	s, st, _ := newTestServer(t, "")
+	st.WebChanged("alice", roster.WebAway)
+	st.WebChanged("hidden", roster.WebAway)
+	st.WebChanged("hidden", roster.WebOffline) // hidden, or hiding, or taken off the web
+	_, _, awayBody := get(t, s, "/status/alice.svg")
+	var ref string
+	for _, name := range []string{"hidden", "nobody", "not@valid", strings.Repeat("x", 2000)} {
+		code, h, body := get(t, s, "/status/"+name+".svg")
+		got := h.Get("Content-Type") + "|" + h.Get("ETag") + "|" + h.Get("Cache-Control") + "|" + body
+		if code != 200 || len(h) != 4 {
+			t.Fatalf("%s.svg: %d, headers %v", name, code, h)
+		}
+		if ref == "" {
+			ref = got
+		} else if got != ref {
+			t.Fatalf("%s.svg differs from another off-line answer:\n%s\n%s", name, got, ref)
+		}
+		if strings.Contains(body, name) || body == awayBody {
+			t.Fatalf("%s.svg: %q", name, body)
+		}
+	}
+	// The JSON names the handle asked for, and nothing else changes.
+	code, h, body := get(t, s, "/status/nobody.json")
+	if code != 200 || body != `{"handle":"nobody","status":"offline"}`+"\n" || h.Get("Cache-Control") != "no-cache" || h.Get("ETag") == "" {
+		t.Fatalf("nobody.json: %d %v %q", code, h, body)
+	}
+	_, h2, body2 := get(t, s, "/status/hidden.json")
+	if body2 != `{"handle":"hidden","status":"offline"}`+"\n" || h2.Get("Content-Type") != h.Get("Content-Type") {
+		t.Fatalf("hidden.json: %v %q", h2, body2)
+	}
+	if _, _, b := get(t, s, "/status/alice.json"); b != `{"handle":"alice","status":"away"}`+"\n" {
+		t.Fatalf("alice.json: %q", b)
+	}
+}
+
+func TestETagAndNotModified(t *testing.T) {
+	s, st, _ := newTestServer(t, "")
+	st.WebChanged("alice", roster.WebBusy)
+	_, h, _ := get(t, s, "/status/alice.svg")
+	etag := h.Get("ETag")
+	if code, _, body := get(t, s, "/status/alice.svg", "If-None-Match", etag); code != http.StatusNotModified || body != "" {
+		t.Fatalf("If-None-Match: %d %q", code, body)
+	}
+	st.WebChanged("alice", roster.WebAvailable)
+	if code, h, _ := get(t, s, "/status/alice.svg", "If-None-Match", etag); code != 200 || h.Get("ETag") == etag {
+		t.Fatalf("after a change: %d, ETag %s (was %s)", code, h.Get("ETag"), etag)
+	}
+	// Every status has its own icon.
+	seen := map[string]string{}
+	for _, w := range []roster.WebStatus{roster.WebAvailable, roster.WebAway, roster.WebBusy, roster.WebOffline} {
+		st.WebChanged("alice", w)
+		_, _, body := get(t, s, "/status/alice.svg")
+		if other, dup := seen[body]; dup {
+			t.Fatalf("%s and %s share an icon", w, other)
+		}
+		seen[body] = string(w)
+	}
+}
+
+func TestHealthAndReadiness(t *testing.T) {
+	s, _, ready := newTestServer(t, "")
+	if code, _, body := get(t, s, "/healthz"); code != 200 || body != "ok\n" {
+		t.Fatalf("healthz: %d %q", code, body)
+	}
+	if code, _, body := get(t, s, "/readyz"); code != 503 || body != "not connected to the XMPP server\n" {
+		t.Fatalf("readyz while not ready: %d %q", code, body)
+	}
+	*ready = true
+	if code, _, _ := get(t, s, "/readyz"); code != 200 {
+		t.Fatalf("readyz when ready: %d", code)
+	}
+	if code, _, _ := get(t, s, "/status/alice.png"); code != 404 {
+		t.Fatalf("alice.png: %d, want 404", code)
+	}
+}
+
+func TestIconsReplaced(t *testing.T) {
+	dir := t.TempDir()
+	for _, n := range []string{"available", "away", "busy", "offline"} {
+		if err := os.WriteFile(filepath.Join(dir, n+".svg"), []byte("<svg>"+n+"</svg>"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	s, _, _ := newTestServer(t, dir)
+	if _, _, body := get(t, s, "/status/x.svg"); body != "<svg>offline</svg>" {
+		t.Fatalf("replaced icon: %q", body)
+	}
+	if err := os.Remove(filepath.Join(dir, "busy.svg")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := New(Config{Icons: dir}, NewStatuses(), slog.New(slog.DiscardHandler)); err == nil {
+		t.Fatal("a folder without busy.svg was taken")
+	}
+}
