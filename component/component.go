@@ -122,6 +122,12 @@ type Component struct {
 	chatShown map[string]shownList
 	// chatAnswers bounds the chat answers each user gets (chat.go).
 	chatAnswers chatAllowance
+
+	// received and sent count the stanzas by kind (Stats): the engine
+	// adds, any goroutine reads.
+	received, sent kindCounts
+	// connects counts the streams established.
+	connects atomic.Uint64
 }
 
 // ErrAbandoned is what Run returns after Abandon.
@@ -294,6 +300,7 @@ func (c *Component) serveOnce(ctx context.Context) error {
 	}
 	_ = conn.SetDeadline(time.Time{})
 	c.log.Info("connected to the XMPP server", "server", c.cfg.Server, "domain", c.domainStr)
+	c.connects.Add(1)
 	c.up.Store(true)
 	defer c.up.Store(false)
 	c.connected.Fire()
@@ -576,6 +583,7 @@ func (c *Component) handle(p parsed) {
 // dispatch handles one parsed stanza on the engine goroutine; tooBig is
 // errTooBig when the stanza went over the limits.
 func (c *Component) dispatch(w *replier, n *node, tooBig error) {
+	c.received[kindOf(n.name.Local)].Add(1)
 	start := n
 	if tooBig != nil {
 		// A sender can repeat it at will: logged once a minute.

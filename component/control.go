@@ -95,6 +95,17 @@ func listSubscribers(c *Component, owner string, f formValues, done commandDone)
 	done(note, dataForm("result", "Subscribers of "+c.handleBare(h), "", field("jid-multi", "subscribers", "Subscribers", shown...)), nil)
 }
 
+// notOwned is the refusal of a change to names, one of which is not
+// owner's (any more): it names the first such.
+func (c *Component) notOwned(owner string, names []string) stanzaError {
+	for _, h := range names {
+		if o, ok := c.roster.OwnerOf(h); !ok || o != owner {
+			return noSuchHandle(h)
+		}
+	}
+	return condItemNotFound("One of those handles is not yours any more.")
+}
+
 // noSuchHandle answers a handle that is not the owner's: the same whether
 // it is another account's or nobody's.
 func noSuchHandle(h string) stanzaError {
@@ -311,13 +322,7 @@ func setVisibility(c *Component, owner string, f formValues, done commandDone) {
 		}
 		switch {
 		case errors.Is(err, roster.ErrUnknownHandle):
-			for _, h := range names {
-				if o, ok := c.roster.OwnerOf(h); !ok || o != owner {
-					done("", nil, refusal(noSuchHandle(h)))
-					return
-				}
-			}
-			done("", nil, refusal(condItemNotFound("One of those handles is not yours (any more).")))
+			done("", nil, refusal(c.notOwned(owner, names)))
 		case hidden && errors.Is(err, roster.ErrNotStored):
 			c.notStored("hidden handle not stored yet; retrying", "owner", owner, "err", err)
 			done(note+" "+notStoredYet, nil, nil)
@@ -377,7 +382,7 @@ func setWeb(c *Component, owner string, f formValues, done commandDone) {
 		}
 		switch {
 		case errors.Is(err, roster.ErrUnknownHandle):
-			done("", nil, refusal(condItemNotFound("One of those handles is not yours (any more).")))
+			done("", nil, refusal(c.notOwned(owner, names)))
 		case !public && errors.Is(err, roster.ErrNotStored):
 			c.notStored("web off not stored yet; retrying", "owner", owner, "err", err)
 			done(note+" "+notStoredYet, nil, nil)

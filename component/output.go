@@ -64,6 +64,7 @@ func (o *output) write(n *node) {
 	if o.w == nil {
 		return
 	}
+	o.c.sent[kindOf(n.name.Local)].Add(1)
 	o.buf = n.appendXML(o.buf)
 	if len(o.buf) >= chunkSize {
 		o.Flush()
@@ -76,6 +77,7 @@ func (o *output) Presence(handle, contact string, v roster.View) {
 	if o.w == nil {
 		return
 	}
+	o.c.sent[kindPresence].Add(1)
 	o.buf = o.c.appendView(o.buf, handle, contact, v)
 	if len(o.buf) >= chunkSize {
 		o.Flush()

@@ -175,6 +175,8 @@ func (s *Service) dropHandle(h *handle, stamp time.Time) *removal {
 		a.handles = slices.Delete(a.handles, i, i+1)
 	}
 	delete(s.handles, h.name)
+	s.counts.handles.Store(int64(len(s.handles)))
+	s.counts.pending.Add(-int64(len(h.requests)))
 	h.requests = nil
 	if h.web && s.web != nil {
 		s.web.WebChanged(h.name, WebOffline)
@@ -191,6 +193,7 @@ func (s *Service) dropHandle(h *handle, stamp time.Time) *removal {
 		}
 		s.contacts.unref(sb.contact)
 	}
+	s.counts.subs.Add(-int64(len(h.subs)))
 	h.subs = nil
 	h.kept = nil
 	s.notes.removed(rm)
@@ -325,6 +328,7 @@ func (s *Service) addSub(h *handle, contact string) {
 	h.subs = append(h.subs, sub{})
 	copy(h.subs[i+1:], h.subs[i:])
 	h.subs[i] = sub{contact: id}
+	s.counts.subs.Add(1)
 }
 
 // Unsubscribe forgets that contact subscribes to handle, or asks to. It
@@ -351,6 +355,7 @@ func (s *Service) Unsubscribe(name, contact string, done func(was bool, err erro
 		delete(h.kept, h.subs[i].contact) // storage's goes with the row
 		s.contacts.unref(h.subs[i].contact)
 		h.subs = append(h.subs[:i], h.subs[i+1:]...)
+		s.counts.subs.Add(-1)
 	} else if onWay == nil {
 		done(false, nil)
 		return

@@ -325,7 +325,7 @@ func (s *Service) Block(owner, contact string, done func(error)) {
 		// The block's write deletes the requests in storage.
 		s.requesting[pendingKey{h, contact}].cancel()
 		if i := h.requestIndex(contact); i >= 0 {
-			h.requests = slices.Delete(h.requests, i, i+1)
+			s.deleteRequest(h, i)
 		}
 		if i, ok := findID(h.subs, id); ok {
 			s.leave(h, &h.subs[i])

@@ -523,7 +523,7 @@ func TestHideWinsOverAShowOnItsWay(t *testing.T) {
 	b := s.take() // the show is being stored
 	clock.Add(time.Minute)
 	s.Service.SetVisibility(pendingOwner, []string{"h"}, true, func(err error) { hidAgain = err })
-	commit(ctx, store, b)
+	commit(ctx, store, b, nil)
 	s.finish(b)
 	s.settle(ctx)
 	if shown != nil || hidAgain != nil {
@@ -936,7 +936,7 @@ func TestBlockedContactsRequests(t *testing.T) {
 	if got := s.Requests(pendingOwner); len(got) != 1 || got[0].Contact != daveJID {
 		t.Fatalf("requests right after the block = %+v, want dave's alone", got)
 	}
-	commit(ctx, store, b)
+	commit(ctx, store, b, nil)
 	s.finish(b)
 	s.settle(ctx)
 	if got := s.Requests(pendingOwner); len(got) != 1 || got[0].Contact != daveJID {
@@ -1187,7 +1187,7 @@ func TestBlockAfterTwoUnblocksWins(t *testing.T) {
 			s.Service.Unblock(pendingOwner, c.unblocked, func(err error) { first = err })
 			b := s.take() // the first unblock is being stored
 			s.Service.Unblock(pendingOwner, c.unblocked, func(err error) { second = err })
-			commit(ctx, store, b)
+			commit(ctx, store, b, nil)
 			s.finish(b)
 			if first != nil || s.IsBlocked(pendingOwner, c.unblocked) {
 				t.Fatalf("first unblock: %v, blocked %v", first, s.IsBlocked(pendingOwner, c.unblocked))

@@ -144,7 +144,10 @@ func (s *Service) take() *batch {
 // b.errs. An op that fails on its own (storage.IsRowError: the row was
 // taken, or gone) is left out and the rest tried again, so that one bad
 // change does not fail the others; any other failure fails them all.
-func commit(ctx context.Context, store storage.Store, b *batch) {
+//
+// observe, if not nil, is told the duration and outcome of every
+// transaction (Options.ObserveCommit).
+func commit(ctx context.Context, store storage.Store, b *batch, observe func(time.Duration, error)) {
 	b.errs = make([]error, len(b.ops))
 	live := make([]int, len(b.ops))
 	for i := range live {
@@ -155,7 +158,11 @@ func commit(ctx context.Context, store storage.Store, b *batch) {
 		for i, k := range live {
 			ops[i] = b.ops[k]
 		}
+		began := time.Now()
 		err := store.Apply(ctx, ops)
+		if observe != nil {
+			observe(time.Since(began), err)
+		}
 		if err == nil {
 			return
 		}
@@ -228,7 +235,7 @@ func (s *Service) settle(ctx context.Context) {
 			return
 		}
 		b := s.take()
-		commit(ctx, s.store, b)
+		commit(ctx, s.store, b, s.observe)
 		s.finish(b)
 	}
 }
@@ -316,6 +323,7 @@ func (s *Service) Run() {
 	defer close(e.done)
 	defer close(e.requests)
 	for {
+		s.countQueue()
 		if s.commits.due() {
 			s.commits.inFlight = true
 			e.requests <- s.take()
@@ -420,7 +428,7 @@ func (s *Service) commitLoop() {
 				}
 			}()
 			// Each transaction has its own deadline inside the store.
-			commit(context.Background(), s.store, b)
+			commit(context.Background(), s.store, b, s.observe)
 		}()
 		s.eng.results <- b
 	}

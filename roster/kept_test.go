@@ -78,7 +78,7 @@ func TestUnkeepCrashWindow(t *testing.T) {
 		t.Fatal(err)
 	}
 	b := s.take()
-	commit(ctx, s.store, b)
+	commit(ctx, s.store, b, nil)
 	s.finish(b) // visible committed; OpUnkeep now pending
 	flushTo(t, s, rec)
 	t.Logf("before crash: %v", rec.got)

@@ -918,7 +918,7 @@ func TestModel(t *testing.T) {
 					if fails {
 						fail(svc.Service, store, first)
 					} else {
-						commit(ctx, store, first)
+						commit(ctx, store, first, nil)
 						svc.finish(first)
 					}
 				}
@@ -1104,6 +1104,7 @@ func TestModel(t *testing.T) {
 				rec.forgetEnded()
 				checkViews(t, m, rec)
 				checkRequests(t, m, svc)
+				checkCounts(t, svc.Service)
 				checkControl(t, m, svc, rec)
 			},
 		})

@@ -470,7 +470,10 @@ func (s *Service) GoOffline(ctx context.Context, at time.Time, written bool) err
 		changed = append(changed, a)
 		ops = append(ops, storage.Op{Kind: storage.OpSetFlags, Account: a.jid, Flags: f})
 	}
-	if err := s.store.Apply(ctx, ops); err != nil {
+	began := time.Now()
+	err := s.store.Apply(ctx, ops)
+	s.observeCommit(began, err)
+	if err != nil {
 		return fmt.Errorf("roster: go off-line: %w", err)
 	}
 	s.commits.again = nil

@@ -90,7 +90,7 @@ func TestResubscribeKeepsTheCancel(t *testing.T) {
 	x := s.take()
 	s.Unsubscribe("h", c, nil)
 	s.Subscribe("h", c, nil)
-	commit(ctx, store, x)
+	commit(ctx, store, x, nil)
 	s.finish(x)
 	fail(s, store, s.take()) // [U, S2] fails
 	s.settle(ctx)            // U written again
@@ -114,7 +114,7 @@ func TestRequestAfterAWithdrawal(t *testing.T) {
 	s.Unsubscribe("ask", c, nil)
 	var out SubscribeOutcome
 	s.Subscribe("ask", c, func(o SubscribeOutcome, err error) { out = o })
-	commit(context.Background(), store, x)
+	commit(context.Background(), store, x, nil)
 	s.finish(x)
 	s.settle(context.Background())
 	if len(s.Requests(pendingOwner)) != 1 {
@@ -149,7 +149,7 @@ func TestNoShowBeforeTheResyncSettles(t *testing.T) {
 	s.Service.OwnerPresence(pendingOwner, OwnerPresence{Resource: "pc", Available: true, Status: storage.StatusUndefined})
 	b := s.take()
 	s.Discard()
-	commit(ctx, store, b)
+	commit(ctx, store, b, nil)
 	s.finish(b)
 	// Reconnect: the resync has begun, nobody has answered the probe yet.
 	s.MarkStale()
@@ -251,7 +251,7 @@ func TestFlagsStepsBounded(t *testing.T) {
 	if !errors.Is(hid, ErrNotStored) {
 		t.Fatalf("hiding past the bound: %v, want it held, not stored yet", hid)
 	}
-	commit(context.Background(), newMemStore(), b)
+	commit(context.Background(), newMemStore(), b, nil)
 	s.finish(b)
 	s.settle(context.Background())
 	if f, _ := s.Flags(pendingOwner); !f.Hiding {

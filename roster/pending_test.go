@@ -35,7 +35,7 @@ func newPendingService(t *testing.T) (*Service, *memStore) {
 // fail commits b with storage down, as a transaction that fails.
 func fail(s *Service, store *memStore, b *batch) {
 	store.setDown(true)
-	commit(context.Background(), store, b)
+	commit(context.Background(), store, b, nil)
 	store.setDown(false)
 	s.finish(b)
 }
@@ -118,7 +118,7 @@ func TestVisibleWriteOnItsWayDoesNotUndoHiding(t *testing.T) {
 	s.Instruct(pendingOwner, InstructVisible, nil)
 	b := s.take()
 	s.Instruct(pendingOwner, InstructHide, nil)
-	commit(context.Background(), store, b)
+	commit(context.Background(), store, b, nil)
 	s.finish(b)
 	if v, _ := s.ViewOfHandle("h"); v.Available {
 		t.Fatal("the account showed when an earlier visible write committed after it hid again")
@@ -285,7 +285,7 @@ func TestStaleResyncTellsNobody(t *testing.T) {
 	b := s.take()
 	s.Discard()   // the connection is lost
 	s.MarkStale() // and another begins, before the commit came back
-	commit(context.Background(), store, b)
+	commit(context.Background(), store, b, nil)
 	s.finish(b)
 	if synced || s.notes.busy() {
 		t.Fatalf("the old resync finished after its connection ended: synced %v, %d jobs queued", synced, len(s.notes.queue))

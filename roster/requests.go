@@ -50,7 +50,7 @@ func (s *Service) request(h *handle, contact string, done func(SubscribeOutcome,
 				// removal queued after this took the row away.
 				done(Ignored, nil)
 			default:
-				h.requests = append(h.requests, request{contact: contact, at: now})
+				s.addRequest(h, request{contact: contact, at: now})
 				done(Requested, nil)
 			}
 		},
@@ -82,7 +82,7 @@ func (s *Service) dropRequest(h *handle, contact string) {
 		},
 	}
 	if i >= 0 {
-		h.requests = slices.Delete(h.requests, i, i+1)
+		s.deleteRequest(h, i)
 	} else {
 		e.skip = onWay.moot
 	}
@@ -140,7 +140,7 @@ func (s *Service) Approve(owner, name, contact string, done func(error)) {
 	// again (pendingRequest).
 	s.storeSubscription(h, contact, true, func(err error) {
 		if i := h.requestIndex(contact); err == nil && i >= 0 {
-			h.requests = slices.Delete(h.requests, i, i+1)
+			s.deleteRequest(h, i)
 		}
 		done(err)
 	})
@@ -157,7 +157,7 @@ func (s *Service) Deny(owner, name, contact string, stored func(error)) error {
 	if err != nil {
 		return err
 	}
-	h.requests = slices.Delete(h.requests, i, i+1)
+	s.deleteRequest(h, i)
 	stored = orNop(stored)
 	s.commits.add(&entry{
 		op:   storage.Op{Kind: storage.OpRemoveRequest, Handle: name, Contact: contact},

@@ -280,6 +280,10 @@ type Service struct {
 	commits committer
 	notes   notifier
 	eng     engine
+	// counts are the gauges of the state (Counts), and observe the
+	// Options' ObserveCommit; both are read from other goroutines.
+	counts  counts
+	observe func(time.Duration, error)
 }
 
 // Options configure a Service.
@@ -313,6 +317,10 @@ type Options struct {
 	// MaxBlocked bounds the contacts one account may block; 0 means
 	// DefaultMaxBlocked.
 	MaxBlocked int
+	// ObserveCommit, if set, is told the duration and the outcome of
+	// every transaction (Store.Apply) the Service runs, on the goroutine
+	// that ran it; it must be quick and safe for concurrent use.
+	ObserveCommit func(d time.Duration, err error)
 }
 
 // Defaults of Options.
@@ -349,6 +357,7 @@ func New(ctx context.Context, store storage.Store, opts Options) (*Service, erro
 		requesting:    make(writesOnWay),
 		removed:       make(map[string]removedName, len(snap.Removed)),
 		refusals:      logonce.New(time.Minute),
+		observe:       opts.ObserveCommit,
 	}
 	if s.now == nil {
 		s.now = time.Now
@@ -405,7 +414,7 @@ func (s *Service) load(snap *storage.Snapshot) {
 	}
 	for _, r := range snap.Requests {
 		if h := s.handles[r.Handle]; h != nil {
-			h.requests = append(h.requests, request{contact: r.Contact, at: r.At})
+			s.addRequest(h, request{contact: r.Contact, at: r.At})
 		}
 	}
 	for _, r := range snap.Removed {
@@ -423,6 +432,7 @@ func (s *Service) load(snap *storage.Snapshot) {
 			}
 		}
 		cur.subs = append(cur.subs, sub{contact: s.contacts.ref(sb.Contact)})
+		s.counts.subs.Add(1)
 	}
 	for _, h := range s.handles {
 		slices.SortFunc(h.subs, func(a, b sub) int { return cmp.Compare(a.contact, b.contact) })
@@ -464,6 +474,7 @@ func (s *Service) newAccount(jid string) *account {
 	}
 	a.want = a.flags
 	s.accounts[jid] = a
+	s.counts.accounts.Store(int64(len(s.accounts)))
 	return a
 }
 
@@ -473,6 +484,7 @@ func (s *Service) addHandleLocal(a *account, name string, policy storage.Policy)
 	i, _ := slices.BinarySearchFunc(a.handles, name, func(h *handle, n string) int { return cmp.Compare(h.name, n) })
 	a.handles = slices.Insert(a.handles, i, h)
 	s.handles[name] = h
+	s.counts.handles.Store(int64(len(s.handles)))
 	return h
 }
 

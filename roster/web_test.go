@@ -96,7 +96,7 @@ func TestWebOffWinsOverOnInFlight(t *testing.T) {
 	s.Service.SetWeb(pendingOwner, []string{"h"}, true, func(err error) { on = err })
 	b := s.take() // on is being stored
 	s.Service.SetWeb(pendingOwner, []string{"h"}, false, func(err error) { off = err })
-	commit(ctx, store, b)
+	commit(ctx, store, b, nil)
 	s.finish(b)
 	s.settle(ctx)
 	if on != nil || off != nil || w["h"] == WebAvailable || s.WebStatus("h") != WebOffline {

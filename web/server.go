@@ -17,6 +17,7 @@ import (
 	"errors"
 	"fmt"
 	"hash/fnv"
+	"html/template"
 	"io/fs"
 	"log/slog"
 	"net"
@@ -25,6 +26,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"presenced/roster"
@@ -44,6 +46,16 @@ const (
 	maxName = 1023
 	// shutdownTimeout bounds the wait for requests at shutdown.
 	shutdownTimeout = 3 * time.Second
+	// maxNames bounds the names of one /events or /list request.
+	maxNames = 100
+	// maxStreams bounds the live streams (/events) open at once; past
+	// it, 503. They do not take one of the maxConcurrent request slots,
+	// which would run out with a few hundred open pages.
+	maxStreams = 1000
+	// keepAlive is how often a stream sends a comment when nothing
+	// changes, so that proxies and browsers keep it open and a client
+	// gone away without a word is found out.
+	keepAlive = 25 * time.Second
 )
 
 //go:embed icons/*.svg
@@ -53,24 +65,60 @@ var defaultIcons embed.FS
 var statuses = []roster.WebStatus{roster.WebAvailable, roster.WebAway, roster.WebBusy, roster.WebOffline}
 
 // Statuses holds the web status of the public handles not off-line. It is
-// a roster.WebSink: the engine writes it, requests read it.
+// a roster.WebSink: the engine writes it, requests read it, and live
+// streams (/events) subscribe to the handles they show.
 type Statuses struct {
-	mu sync.RWMutex
-	m  map[string]roster.WebStatus // guarded by mu; off-line handles are absent
+	mu   sync.RWMutex
+	m    map[string]roster.WebStatus  // guarded by mu; off-line handles are absent
+	subs map[string]map[*sub]struct{} // guarded by mu; by handle, the streams showing it
+}
+
+// sub is one live stream's view of the changes: the latest status of each
+// of its handles that changed since it last looked, and a wake-up. Only
+// the latest status of a handle matters, so a stream that falls behind
+// holds at most one entry per handle it shows, never a queue, and
+// WebChanged, on the engine goroutine, never waits for it.
+type sub struct {
+	handles []string      // prepared, distinct; read-only once subscribed
+	notify  chan struct{} // capacity 1: "pending has something"
+	mu      sync.Mutex
+	pending map[string]roster.WebStatus // guarded by mu
 }
 
 // NewStatuses returns an empty Statuses: every name off-line.
-func NewStatuses() *Statuses { return &Statuses{m: make(map[string]roster.WebStatus)} }
+func NewStatuses() *Statuses {
+	return &Statuses{m: make(map[string]roster.WebStatus), subs: make(map[string]map[*sub]struct{})}
+}
 
-// WebChanged implements roster.WebSink.
+// WebChanged implements roster.WebSink. It never blocks on a stream: it
+// records the status in each subscriber's pending map and wakes it
+// without waiting.
 func (s *Statuses) WebChanged(handle string, st roster.WebStatus) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	old, ok := s.m[handle]
+	if !ok {
+		old = roster.WebOffline
+	}
 	if st == roster.WebOffline {
 		delete(s.m, handle)
+	} else {
+		s.m[handle] = st
+	}
+	// The engine tells the sink again of statuses that did not change (as
+	// the connection comes back, for one): nothing to send.
+	if old == st {
 		return
 	}
-	s.m[handle] = st
+	for b := range s.subs[handle] {
+		b.mu.Lock()
+		b.pending[handle] = st
+		b.mu.Unlock()
+		select {
+		case b.notify <- struct{}{}:
+		default: // already woken; it will read pending in full
+		}
+	}
 }
 
 // Get returns the web status of handle: off-line unless it is public and
@@ -78,10 +126,58 @@ func (s *Statuses) WebChanged(handle string, st roster.WebStatus) {
 func (s *Statuses) Get(handle string) roster.WebStatus {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
+	return s.get(handle)
+}
+
+func (s *Statuses) get(handle string) roster.WebStatus {
 	if st, ok := s.m[handle]; ok {
 		return st
 	}
 	return roster.WebOffline
+}
+
+// subscribe registers a stream for handles (prepared, distinct) and
+// returns their statuses now, read under the same lock, so that no change
+// falls between what the stream sends first and what it is told after.
+func (s *Statuses) subscribe(handles []string) (*sub, []roster.WebStatus) {
+	b := &sub{handles: handles, notify: make(chan struct{}, 1), pending: make(map[string]roster.WebStatus, len(handles))}
+	now := make([]roster.WebStatus, len(handles))
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for i, h := range handles {
+		now[i] = s.get(h)
+		set := s.subs[h]
+		if set == nil {
+			set = make(map[*sub]struct{})
+			s.subs[h] = set
+		}
+		set[b] = struct{}{}
+	}
+	return b, now
+}
+
+// unsubscribe forgets b; WebChanged no longer touches it after.
+func (s *Statuses) unsubscribe(b *sub) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, h := range b.handles {
+		delete(s.subs[h], b)
+		if len(s.subs[h]) == 0 {
+			delete(s.subs, h)
+		}
+	}
+}
+
+// take returns and clears what changed since the last take.
+func (b *sub) take() map[string]roster.WebStatus {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if len(b.pending) == 0 {
+		return nil
+	}
+	p := b.pending
+	b.pending = make(map[string]roster.WebStatus, len(b.handles))
+	return p
 }
 
 // Config is what the HTTP side needs.
@@ -98,6 +194,8 @@ type Config struct {
 	// (PRECIS, as the component prepares names), or reports that none
 	// could be.
 	Prepare func(name string) (string, bool)
+	// Metrics, if set, is served at GET /metrics.
+	Metrics http.Handler
 }
 
 // Server is the HTTP side.
@@ -108,6 +206,17 @@ type Server struct {
 	log      *slog.Logger
 	slots    chan struct{}
 	srv      *http.Server
+	listCSS  template.CSS // the /list style sheet, icons inlined
+
+	// Live streams: how many are open, at most how many (maxStreams but
+	// in tests), how often they keep alive, and quit, closed as the
+	// server shuts down: http.Server.Shutdown waits for idle connections
+	// only, and a stream is never idle.
+	streams    atomic.Int64
+	maxStreams int64
+	keepAlive  time.Duration
+	quit       chan struct{}
+	quitOnce   sync.Once
 }
 
 type icon struct {
@@ -117,7 +226,8 @@ type icon struct {
 
 // New returns a Server reading st.
 func New(cfg Config, st *Statuses, log *slog.Logger) (*Server, error) {
-	s := &Server{cfg: cfg, statuses: st, log: log, slots: make(chan struct{}, maxConcurrent)}
+	s := &Server{cfg: cfg, statuses: st, log: log, slots: make(chan struct{}, maxConcurrent),
+		maxStreams: maxStreams, keepAlive: keepAlive, quit: make(chan struct{})}
 	var src fs.FS = defaultIcons
 	dir := "icons"
 	if cfg.Icons != "" {
@@ -131,12 +241,18 @@ func New(cfg Config, st *Statuses, log *slog.Logger) (*Server, error) {
 		}
 		s.icons[st] = icon{body: b, etag: fmt.Sprintf(`"%s-%08x"`, st, fnv32(b))}
 	}
+	s.listCSS = listCSS(s.icons)
 	mux := http.NewServeMux()
-	mux.HandleFunc("GET /status/{file}", s.status)
-	mux.HandleFunc("GET /healthz", s.healthz)
-	mux.HandleFunc("GET /readyz", s.readyz)
+	mux.Handle("GET /status/{file}", s.bounded(s.status))
+	mux.Handle("GET /healthz", s.bounded(s.healthz))
+	mux.Handle("GET /readyz", s.bounded(s.readyz))
+	mux.Handle("GET /list", s.bounded(s.list))
+	mux.HandleFunc("GET /events", s.events) // bounded by maxStreams
+	if cfg.Metrics != nil {
+		mux.Handle("GET /metrics", s.bounded(cfg.Metrics.ServeHTTP))
+	}
 	s.srv = &http.Server{
-		Handler:           s.bounded(mux),
+		Handler:           mux,
 		ReadHeaderTimeout: readHeaderTimeout,
 		ReadTimeout:       readTimeout,
 		WriteTimeout:      writeTimeout,
@@ -144,6 +260,7 @@ func New(cfg Config, st *Statuses, log *slog.Logger) (*Server, error) {
 		MaxHeaderBytes:    maxHeaderBytes,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 	}
+	s.srv.RegisterOnShutdown(s.stopStreams)
 	return s, nil
 }
 
@@ -173,8 +290,14 @@ func (s *Server) Run(ctx context.Context) error {
 	return err
 }
 
+// Streams returns the number of live streams open, for metrics.
+func (s *Server) Streams() int { return int(s.streams.Load()) }
+
+// stopStreams ends every live stream, now and to come.
+func (s *Server) stopStreams() { s.quitOnce.Do(func() { close(s.quit) }) }
+
 // bounded answers 503 past maxConcurrent requests at once.
-func (s *Server) bounded(h http.Handler) http.Handler {
+func (s *Server) bounded(h http.HandlerFunc) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		select {
 		case s.slots <- struct{}{}:
@@ -201,10 +324,8 @@ func (s *Server) status(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	st := roster.WebOffline
-	if len(name) <= maxName {
-		if h, ok := s.cfg.Prepare(name); ok {
-			st = s.statuses.Get(h)
-		}
+	if h := s.prepare(name); h != "" {
+		st = s.statuses.Get(h)
 	}
 	hd := w.Header()
 	hd.Set("Cache-Control", "no-cache")
@@ -220,13 +341,10 @@ func (s *Server) status(w http.ResponseWriter, r *http.Request) {
 		_, _ = w.Write(ic.body)
 		return
 	}
-	// The name as asked: the one the page already knows.
-	body, _ := json.Marshal(struct {
-		Handle string           `json:"handle"`
-		Status roster.WebStatus `json:"status"`
-	}{truncate(name, maxName), st})
-	body = append(body, '\n')
-	etag := fmt.Sprintf(`"%08x"`, fnv32(body))
+	body := append(statusJSON(name, st), '\n')
+	// By status alone, as the badge's: an ETag is per URL, and one made of
+	// the body would differ for nothing but the name.
+	etag := `"json-` + string(st) + `"`
 	hd.Set("Content-Type", "application/json")
 	hd.Set("ETag", etag)
 	if r.Header.Get("If-None-Match") == etag {
@@ -250,6 +368,29 @@ func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	_, _ = w.Write([]byte("ready\n"))
+}
+
+// statusJSON is the JSON of /status/NAME.json, and of each /events event,
+// for name as asked: the one the page already knows.
+func statusJSON(name string, st roster.WebStatus) []byte {
+	b, _ := json.Marshal(struct {
+		Handle string           `json:"handle"`
+		Status roster.WebStatus `json:"status"`
+	}{truncate(name, maxName), st})
+	return b
+}
+
+// prepare returns the handle name asks for, or "" if none: such a name
+// stays off-line.
+func (s *Server) prepare(name string) string {
+	if len(name) > maxName {
+		return ""
+	}
+	h, ok := s.cfg.Prepare(name)
+	if !ok {
+		return ""
+	}
+	return h
 }
 
 // fnv32 is FNV-1a, for ETags.

@@ -13,10 +13,12 @@ import (
 	"encoding/base64"
 	"encoding/hex"
 	"fmt"
+	"net"
 	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -243,6 +245,7 @@ type world struct {
 	cfg     string
 	d       *daemon
 	domain  string // the component's JID
+	web     string // the base URL of the daemon's HTTP side
 }
 
 func (w *world) handleJID(h string) string { return h + "@" + w.domain }
@@ -424,8 +427,9 @@ func TestEndToEnd(t *testing.T) {
 			srv.Exclusive(t)
 			for _, b := range backends(t, env) {
 				t.Run(b.name, func(t *testing.T) {
-					cfg := writeDaemonConfig(t, srv, b)
-					w := &world{t: t, parent: t, env: env, backend: b, srv: srv, cfg: cfg, domain: srv.ComponentDomain}
+					web := freeAddr(t)
+					cfg := writeDaemonConfig(t, srv, b, fmt.Sprintf("[http]\nlisten = %q\n", web))
+					w := &world{t: t, parent: t, env: env, backend: b, srv: srv, cfg: cfg, domain: srv.ComponentDomain, web: "http://" + web}
 					w.d = startDaemon(t, t, cfg)
 					for _, sc := range scenarios {
 						t.Run(sc.name, func(st *testing.T) {
@@ -439,6 +443,17 @@ func TestEndToEnd(t *testing.T) {
 			}
 		})
 	}
+}
+
+// freeAddr returns a loopback address with a port free a moment ago.
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
 }
 
 // scenario is one end-to-end story, run in every world in turn.
@@ -463,7 +478,7 @@ var scenarios = append([]scenario{
 	{"ServerRestart", testServerRestart},
 	{"WhatClientsSee", testWhatClientsSee},
 	{"StampsWhileHiding", testStampsWhileHiding},
-}, append(safetyScenarios, controlScenarios...)...)
+}, slices.Concat(safetyScenarios, controlScenarios, webScenarios)...)
 
 func testCommands(w *world) {
 	t := w.t

@@ -18,8 +18,10 @@ import (
 	"os/signal"
 	"runtime/debug"
 	"syscall"
+	"time"
 
 	"presenced/component"
+	"presenced/metrics"
 	"presenced/roster"
 	"presenced/storage"
 	"presenced/web"
@@ -83,6 +85,13 @@ func run(ctx context.Context, args []string, stderr io.Writer, getenv func(strin
 	defer store.Close()
 	log.Info("storage open; database lock acquired", "driver", cfg.Storage.Driver)
 
+	// The metrics are served by the HTTP side, when there is one.
+	var m *metrics.Metrics
+	var observe func(time.Duration, error)
+	if cfg.HTTP.Listen != "" {
+		m = metrics.New()
+		observe = m.ObserveCommit
+	}
 	r, err := roster.New(ctx, store, roster.Options{
 		MaxHandles:     cfg.Accounts.MaxHandles,
 		Log:            log.With("part", "roster"),
@@ -94,6 +103,7 @@ func run(ctx context.Context, args []string, stderr io.Writer, getenv func(strin
 		MaxSubscribers: cfg.Limits.SubscribersPerHandle,
 		MaxPending:     cfg.Limits.PendingPerHandle,
 		MaxBlocked:     cfg.Limits.BlockedPerAccount,
+		ObserveCommit:  observe,
 	})
 	if err != nil {
 		return err
@@ -121,7 +131,7 @@ func run(ctx context.Context, args []string, stderr io.Writer, getenv func(strin
 		case <-ctx.Done():
 		}
 	}()
-	webDone, err := startWeb(ctx, cfg.HTTP, r, comp, log.With("part", "web"))
+	webDone, err := startWeb(ctx, cfg.HTTP, r, comp, m, log.With("part", "web"))
 	if err != nil {
 		return err
 	}
@@ -139,16 +149,24 @@ func run(ctx context.Context, args []string, stderr io.Writer, getenv func(strin
 
 // startWeb starts the HTTP side if [http] listen is set; the function it
 // returns stops it and waits. Its statuses come from the roster's engine
-// (roster.WebSink), set before the engine runs.
-func startWeb(ctx context.Context, cfg HTTPConfig, r *roster.Service, comp *component.Component, log *slog.Logger) (func(), error) {
+// (roster.WebSink), set before the engine runs. It serves m at /metrics,
+// if m is set.
+func startWeb(ctx context.Context, cfg HTTPConfig, r *roster.Service, comp *component.Component, m *metrics.Metrics, log *slog.Logger) (func(), error) {
 	if cfg.Listen == "" {
 		return func() {}, nil
 	}
 	st := web.NewStatuses()
 	r.SetWebSink(st)
-	srv, err := web.New(web.Config{Listen: cfg.Listen, Icons: cfg.Icons, Ready: comp.Ready, Prepare: comp.PrepareHandle}, st, log)
+	wcfg := web.Config{Listen: cfg.Listen, Icons: cfg.Icons, Ready: comp.Ready, Prepare: comp.PrepareHandle}
+	if m != nil {
+		wcfg.Metrics = m.Handler()
+	}
+	srv, err := web.New(wcfg, st, log)
 	if err != nil {
 		return nil, err
+	}
+	if m != nil {
+		m.Watch(metrics.Sources{Roster: r, Component: comp, WebStreams: srv.Streams})
 	}
 	wctx, cancel := context.WithCancel(ctx)
 	done := make(chan struct{})
