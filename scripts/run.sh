@@ -66,6 +66,7 @@ ensure_packages prosody:/usr/bin/prosody
 
 c2s=$(pick_port "$c2s" 5222 client)
 comp=$(pick_port "$comp" 5347 component "$c2s")
+web=$(pick_port "${WEB_PORT:-}" 8080 web "$comp")
 
 dir=$(mktemp -d "${TMPDIR:-/tmp}/presenced-run.XXXXXX")
 chmod 0755 "$dir" # the prosody user must reach its folder inside
@@ -128,6 +129,9 @@ secret = "$secret"
 [storage]
 driver = "sqlite"
 dsn = "$dir/presence.db"
+
+[http]
+listen = "127.0.0.1:$web"
 EOF
 
 cat <<EOF
@@ -194,6 +198,14 @@ cat <<EOF
       hide alice-work   this handle looks off-line to all of its subscribers
       show alice-work
     Profanity: /msg presence.localhost help
+
+ 5. The web side (http://127.0.0.1:$web): make a handle public with the
+    chat command "web alice-work on" (or the ad-hoc command "Show handles on
+    the web"), then open
+      http://127.0.0.1:$web/list?h=alice-work      the live list (FIG. 8)
+      http://127.0.0.1:$web/status/alice-work.svg  its icon (FIG. 9)
+      http://127.0.0.1:$web/status/alice-work.json
+      http://127.0.0.1:$web/metrics   http://127.0.0.1:$web/healthz   /readyz
 
  Ctrl-C stops presenced and Prosody and deletes $dir.
 ================================================================================

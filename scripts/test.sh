@@ -6,6 +6,9 @@
 #
 # Environment: PRESENCED_KEEP_TESTENV=1 keeps the servers' folder (configs,
 # data, logs) for inspection; the servers are stopped all the same.
+# PRESENCED_ARTIFACTS names the folder that receives what a person should
+# look at (the browser test's screenshots); by default a new temporary
+# folder, kept and printed at the end.
 set -euo pipefail
 
 cd "$(dirname "$(readlink -f "${BASH_SOURCE[0]}")")/.."
@@ -49,6 +52,10 @@ rm -rf "$tidy_dir"
 
 step "starting test servers"
 envdir=$(mktemp -d "${TMPDIR:-/tmp}/presenced-test.XXXXXX")
+PRESENCED_ARTIFACTS=${PRESENCED_ARTIFACTS:-$(mktemp -d "${TMPDIR:-/tmp}/presenced-artifacts.XXXXXX")}
+mkdir -p "$PRESENCED_ARTIFACTS"
+PRESENCED_ARTIFACTS=$(readlink -f "$PRESENCED_ARTIFACTS") # go test runs in each package's folder
+export PRESENCED_ARTIFACTS
 # shellcheck disable=SC2317 # run by the traps below
 cleanup() {
 	local rc=$?
@@ -62,6 +69,7 @@ cleanup() {
 	else
 		rm -rf "$envdir"
 	fi
+	log "test artefacts (browser screenshots: look at them): $PRESENCED_ARTIFACTS"
 	exit "$rc"
 }
 trap cleanup EXIT
@@ -74,6 +82,11 @@ export PRESENCED_TESTENV=$envdir/testenv.json
 PRESENCED_TEST_POSTGRES=$(sed -n 's/^{"postgres":"\([^"]*\)".*/\1/p' "$PRESENCED_TESTENV")
 [[ -n $PRESENCED_TEST_POSTGRES ]] || die "no postgres DSN in $PRESENCED_TESTENV"
 export PRESENCED_TEST_POSTGRES
+
+step "chromium (the browser test)"
+# Headless Chromium drives the /list page in cmd/presenced's end-to-end
+# tests, which fail without it.
+ensure_packages chromium:/usr/bin/chromium
 
 step "go build"
 go build ./...

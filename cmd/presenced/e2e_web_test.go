@@ -11,10 +11,14 @@ import (
 	"sort"
 	"strings"
 	"time"
+
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
 )
 
 var webScenarios = []scenario{
 	{"WebStatus", testWebStatus},
+	{"WebListInBrowser", testWebListInBrowser},
 }
 
 // webGet returns the status, the headers but Date, and the body of path.
@@ -67,8 +71,35 @@ func (w *world) webStatusIs(h, st, desc string) {
 	}
 }
 
+// scrape reads /metrics with the Prometheus text parser and returns the
+// sum of each family's samples (counters and gauges).
+func (w *world) scrape() map[string]float64 {
+	w.t.Helper()
+	resp, err := http.Get(w.web + "/metrics")
+	if err != nil {
+		w.t.Fatalf("GET /metrics: %v", err)
+	}
+	defer resp.Body.Close()
+	p := expfmt.NewTextParser(model.LegacyValidation)
+	fams, err := p.TextToMetricFamilies(resp.Body)
+	if err != nil {
+		w.t.Fatalf("/metrics does not parse: %v", err)
+	}
+	out := map[string]float64{}
+	for name, f := range fams {
+		for _, m := range f.GetMetric() {
+			out[name] += m.GetCounter().GetValue() + m.GetGauge().GetValue()
+		}
+	}
+	return out
+}
+
 func testWebStatus(w *world) {
 	t := w.t
+	before := w.scrape()
+	if before["presenced_connected"] != 1 {
+		t.Fatalf("presenced_connected = %v while connected", before["presenced_connected"])
+	}
 	if code, _, body := w.webGet("/healthz"); code != 200 || body != "ok\n" {
 		t.Fatalf("healthz: %d %q", code, body)
 	}
@@ -118,4 +149,15 @@ func testWebStatus(w *world) {
 	w.webStatusIs(h, "busy", "visible again")
 	w.mustChatPrefix(alice, "web "+h+" off", "Off the web: ")
 	w.webStatusIs(h, "offline", "taken off the web")
+
+	// The counters moved with the stanzas of this scenario.
+	after := w.scrape()
+	for _, name := range []string{"presenced_stanzas_received_total", "presenced_stanzas_sent_total"} {
+		if after[name] <= before[name] {
+			t.Errorf("%s did not move: %v, then %v", name, before[name], after[name])
+		}
+	}
+	if after["presenced_handles"] < before["presenced_handles"]+3 {
+		t.Errorf("presenced_handles: %v, then %v, after adding three", before["presenced_handles"], after["presenced_handles"])
+	}
 }
