@@ -441,6 +441,10 @@ func goneViewOf(a *account, at time.Time) View {
 // to be stored before, which are tried a last time, after what is
 // pending.
 func (s *Service) GoOffline(ctx context.Context, at time.Time, written bool) error {
+	// Nothing vouches for any handle any more: the web shows them
+	// off-line, whatever becomes of the writes below.
+	s.online = false
+	s.tellWebAll()
 	// What the withdrawals queued (their notices written) goes first.
 	s.settle(ctx)
 	var ops []storage.Op
@@ -478,9 +482,6 @@ func (s *Service) GoOffline(ctx context.Context, at time.Time, written bool) err
 	}
 	s.commits.again = nil
 	s.notes.withdrawn = nil
-	// Nothing vouches for any handle any more: the web shows them off-line.
-	s.online = false
-	s.tellWebAll()
 	for _, a := range changed {
 		if ViewOf(a.flags) != ViewOf(a.want) {
 			a.view++

@@ -67,6 +67,7 @@ ensure_packages prosody:/usr/bin/prosody
 c2s=$(pick_port "$c2s" 5222 client)
 comp=$(pick_port "$comp" 5347 component "$c2s")
 web=$(pick_port "${WEB_PORT:-}" 8080 web "$comp")
+ops=$(pick_port "${METRICS_PORT:-}" 9464 metrics "$web")
 
 dir=$(mktemp -d "${TMPDIR:-/tmp}/presenced-run.XXXXXX")
 chmod 0755 "$dir" # the prosody user must reach its folder inside
@@ -132,6 +133,7 @@ dsn = "$dir/presence.db"
 
 [http]
 listen = "127.0.0.1:$web"
+metrics_listen = "127.0.0.1:$ops"
 EOF
 
 cat <<EOF
@@ -205,7 +207,8 @@ cat <<EOF
       http://127.0.0.1:$web/list?h=alice-work      the live list (FIG. 8)
       http://127.0.0.1:$web/status/alice-work.svg  its icon (FIG. 9)
       http://127.0.0.1:$web/status/alice-work.json
-      http://127.0.0.1:$web/metrics   http://127.0.0.1:$web/healthz   /readyz
+      http://127.0.0.1:$web/healthz   http://127.0.0.1:$web/readyz
+      http://127.0.0.1:$ops/metrics   (an address of its own, never public)
 
  Ctrl-C stops presenced and Prosody and deletes $dir.
 ================================================================================

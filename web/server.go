@@ -194,8 +194,6 @@ type Config struct {
 	// (PRECIS, as the component prepares names), or reports that none
 	// could be.
 	Prepare func(name string) (string, bool)
-	// Metrics, if set, is served at GET /metrics.
-	Metrics http.Handler
 }
 
 // Server is the HTTP side.
@@ -217,6 +215,8 @@ type Server struct {
 	keepAlive  time.Duration
 	quit       chan struct{}
 	quitOnce   sync.Once
+	clients    clients
+	ln         net.Listener // set by Listen
 }
 
 type icon struct {
@@ -248,9 +248,6 @@ func New(cfg Config, st *Statuses, log *slog.Logger) (*Server, error) {
 	mux.Handle("GET /readyz", s.bounded(s.readyz))
 	mux.Handle("GET /list", s.bounded(s.list))
 	mux.HandleFunc("GET /events", s.events) // bounded by maxStreams
-	if cfg.Metrics != nil {
-		mux.Handle("GET /metrics", s.bounded(cfg.Metrics.ServeHTTP))
-	}
 	s.srv = &http.Server{
 		Handler:           mux,
 		ReadHeaderTimeout: readHeaderTimeout,
@@ -267,15 +264,33 @@ func New(cfg Config, st *Statuses, log *slog.Logger) (*Server, error) {
 // Handler returns the server's handler, for tests.
 func (s *Server) Handler() http.Handler { return s.srv.Handler }
 
-// Run listens and serves until ctx ends, then shuts down.
-func (s *Server) Run(ctx context.Context) error {
+// Listen takes the address to listen on, so that a daemon that cannot
+// serve what it was asked to stops at once. Run calls it if it was not.
+func (s *Server) Listen() error {
 	ln, err := net.Listen("tcp", s.cfg.Listen)
 	if err != nil {
 		return fmt.Errorf("web: %w", err)
 	}
+	s.ln = limitedListener(ln, maxConns)
 	s.log.Info("HTTP side listening", "addr", ln.Addr().String())
+	return nil
+}
+
+// Run serves until ctx ends, then shuts down.
+func (s *Server) Run(ctx context.Context) error {
+	if s.ln == nil {
+		if err := s.Listen(); err != nil {
+			return err
+		}
+	}
+	return serveUntil(ctx, s.srv, s.ln)
+}
+
+// serveUntil serves srv on ln until ctx ends, then shuts it down.
+func serveUntil(ctx context.Context, srv *http.Server, ln net.Listener) error {
+	var err error
 	done := make(chan error, 1)
-	go func() { done <- s.srv.Serve(ln) }()
+	go func() { done <- srv.Serve(ln) }()
 	select {
 	case err := <-done:
 		return fmt.Errorf("web: %w", err)
@@ -283,7 +298,7 @@ func (s *Server) Run(ctx context.Context) error {
 	}
 	sctx, cancel := context.WithTimeout(context.Background(), shutdownTimeout)
 	defer cancel()
-	err = s.srv.Shutdown(sctx)
+	err = srv.Shutdown(sctx)
 	if e := <-done; !errors.Is(e, http.ErrServerClosed) {
 		err = errors.Join(err, e)
 	}
@@ -333,6 +348,9 @@ func (s *Server) status(w http.ResponseWriter, r *http.Request) {
 	if kind == "svg" {
 		ic := s.icons[st]
 		hd.Set("Content-Type", "image/svg+xml")
+		// An icon opened as a page runs no script in this origin (an
+		// operator's own SVG may hold some).
+		hd.Set("Content-Security-Policy", "default-src 'none'; style-src 'unsafe-inline'")
 		hd.Set("ETag", ic.etag)
 		if r.Header.Get("If-None-Match") == ic.etag {
 			w.WriteHeader(http.StatusNotModified)
@@ -406,3 +424,34 @@ func truncate(s string, n int) string {
 	}
 	return s[:n]
 }
+
+// OpsServer serves what only operators may see (/metrics) on an address
+// of its own: counters that move with every stanza would tell a stranger
+// which handle names exist and when a hiding owner is active.
+type OpsServer struct {
+	srv *http.Server
+	ln  net.Listener
+}
+
+// NewOps listens on addr for h at GET /metrics.
+func NewOps(addr string, h http.Handler, log *slog.Logger) (*OpsServer, error) {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("web: metrics: %w", err)
+	}
+	log.Info("metrics listening", "addr", ln.Addr().String())
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", h)
+	return &OpsServer{ln: limitedListener(ln, 64), srv: &http.Server{
+		Handler:           mux,
+		ReadHeaderTimeout: readHeaderTimeout,
+		ReadTimeout:       readTimeout,
+		WriteTimeout:      writeTimeout,
+		IdleTimeout:       idleTimeout,
+		MaxHeaderBytes:    maxHeaderBytes,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+	}}, nil
+}
+
+// Run serves until ctx ends, then shuts down.
+func (o *OpsServer) Run(ctx context.Context) error { return serveUntil(ctx, o.srv, o.ln) }

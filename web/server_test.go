@@ -57,8 +57,8 @@ func TestOfflineAnswersAreOneAndTheSame(t *testing.T) {
 	var ref string
 	for _, name := range []string{"hidden", "nobody", "not@valid", strings.Repeat("x", 2000)} {
 		code, h, body := get(t, s, "/status/"+name+".svg")
-		got := h.Get("Content-Type") + "|" + h.Get("ETag") + "|" + h.Get("Cache-Control") + "|" + body
-		if code != 200 || len(h) != 4 {
+		got := h.Get("Content-Type") + "|" + h.Get("ETag") + "|" + h.Get("Cache-Control") + "|" + h.Get("Content-Security-Policy") + "|" + body
+		if code != 200 || len(h) != 5 {
 			t.Fatalf("%s.svg: %d, headers %v", name, code, h)
 		}
 		if ref == "" {
@@ -141,5 +141,31 @@ func TestIconsReplaced(t *testing.T) {
 	}
 	if _, err := New(Config{Icons: dir}, NewStatuses(), slog.New(slog.DiscardHandler)); err == nil {
 		t.Fatal("a folder without busy.svg was taken")
+	}
+}
+
+func TestStreamsPerClientBounded(t *testing.T) {
+	var c clients
+	r := httptest.NewRequest("GET", "/events?h=a", nil)
+	r.RemoteAddr = "192.0.2.7:4000"
+	var ips []string
+	for i := 0; i < maxStreamsPerClient; i++ {
+		ip, ok := c.take(r)
+		if !ok {
+			t.Fatalf("stream %d of one client refused", i+1)
+		}
+		ips = append(ips, ip)
+	}
+	if _, ok := c.take(r); ok {
+		t.Fatalf("stream %d of one client taken", maxStreamsPerClient+1)
+	}
+	other := httptest.NewRequest("GET", "/events?h=a", nil)
+	other.RemoteAddr = "192.0.2.8:4000"
+	if _, ok := c.take(other); !ok {
+		t.Fatal("another client refused")
+	}
+	c.give(ips[0])
+	if _, ok := c.take(r); !ok {
+		t.Fatal("a stream given back is not taken again")
 	}
 }

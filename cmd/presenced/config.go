@@ -8,6 +8,7 @@ import (
 	"os"
 	"slices"
 	"sort"
+	"strconv"
 	"strings"
 	"time"
 
@@ -89,6 +90,9 @@ type HTTPConfig struct {
 	// Icons is a folder with available.svg, away.svg, busy.svg and
 	// offline.svg, in place of the embedded icons.
 	Icons string `toml:"icons"`
+	// MetricsListen is host:port for /metrics; empty turns metrics off.
+	// Never a public address: the counters tell which names exist.
+	MetricsListen string `toml:"metrics_listen"`
 }
 
 // LogConfig is the [log] table.
@@ -204,10 +208,17 @@ func (c *Config) validate() error {
 	}
 	c.validateAccounts(bad)
 	c.validateLimits(bad)
-	if l := c.HTTP.Listen; l != "" {
-		if _, port, err := net.SplitHostPort(l); err != nil || port == "" {
-			bad("http.listen", "%q is not host:port, such as \"127.0.0.1:8080\"", l)
+	for key, l := range map[string]string{"http.listen": c.HTTP.Listen, "http.metrics_listen": c.HTTP.MetricsListen} {
+		if l == "" {
+			continue
 		}
+		_, port, err := net.SplitHostPort(l)
+		if p, perr := strconv.Atoi(port); err != nil || perr != nil || p < 1 || p > 65535 {
+			bad(key, "%q is not host:port, such as \"127.0.0.1:8080\"", l)
+		}
+	}
+	if l := c.HTTP.Listen; l != "" && l == c.HTTP.MetricsListen {
+		bad("http.metrics_listen", "%q is http.listen too: metrics need an address of their own", l)
 	}
 	if d := c.HTTP.Icons; d != "" {
 		if st, err := os.Stat(d); err != nil || !st.IsDir() {

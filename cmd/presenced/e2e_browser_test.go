@@ -78,7 +78,14 @@ func testWebListInBrowser(w *world) {
 // webStreams reads presenced_web_streams from /metrics.
 func (w *world) webStreams() int {
 	w.t.Helper()
-	_, _, body := w.webGet("/metrics")
+	body := ""
+	if resp, err := http.Get(w.metrics); err != nil {
+		w.t.Fatalf("GET %s: %v", w.metrics, err)
+	} else {
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		body = string(b)
+	}
 	for line := range strings.Lines(body) {
 		if v, ok := strings.CutPrefix(line, "presenced_web_streams "); ok {
 			n, err := strconv.ParseFloat(strings.TrimSpace(v), 64)

@@ -246,6 +246,7 @@ type world struct {
 	d       *daemon
 	domain  string // the component's JID
 	web     string // the base URL of the daemon's HTTP side
+	metrics string // the URL of its metrics, on an address of their own
 }
 
 func (w *world) handleJID(h string) string { return h + "@" + w.domain }
@@ -427,9 +428,10 @@ func TestEndToEnd(t *testing.T) {
 			srv.Exclusive(t)
 			for _, b := range backends(t, env) {
 				t.Run(b.name, func(t *testing.T) {
-					web := freeAddr(t)
-					cfg := writeDaemonConfig(t, srv, b, fmt.Sprintf("[http]\nlisten = %q\n", web))
-					w := &world{t: t, parent: t, env: env, backend: b, srv: srv, cfg: cfg, domain: srv.ComponentDomain, web: "http://" + web}
+					web, ops := freeAddr(t), freeAddr(t)
+					cfg := writeDaemonConfig(t, srv, b, fmt.Sprintf("[http]\nlisten = %q\nmetrics_listen = %q\n", web, ops))
+					w := &world{t: t, parent: t, env: env, backend: b, srv: srv, cfg: cfg, domain: srv.ComponentDomain,
+						web: "http://" + web, metrics: "http://" + ops + "/metrics"}
 					w.d = startDaemon(t, t, cfg)
 					for _, sc := range scenarios {
 						t.Run(sc.name, func(st *testing.T) {

@@ -75,7 +75,7 @@ func (w *world) webStatusIs(h, st, desc string) {
 // sum of each family's samples (counters and gauges).
 func (w *world) scrape() map[string]float64 {
 	w.t.Helper()
-	resp, err := http.Get(w.web + "/metrics")
+	resp, err := http.Get(w.metrics)
 	if err != nil {
 		w.t.Fatalf("GET /metrics: %v", err)
 	}
@@ -96,6 +96,10 @@ func (w *world) scrape() map[string]float64 {
 
 func testWebStatus(w *world) {
 	t := w.t
+	// Not on the public side: its counters would tell which names exist.
+	if code, _, _ := w.webGet("/metrics"); code != http.StatusNotFound {
+		t.Fatalf("/metrics on the public HTTP side: %d, want 404", code)
+	}
 	before := w.scrape()
 	if before["presenced_connected"] != 1 {
 		t.Fatalf("presenced_connected = %v while connected", before["presenced_connected"])

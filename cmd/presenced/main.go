@@ -17,6 +17,7 @@ import (
 	"os"
 	"os/signal"
 	"runtime/debug"
+	"sync"
 	"syscall"
 	"time"
 
@@ -31,6 +32,9 @@ import (
 // version is set at link time (-ldflags "-X main.version=…"), or else
 // taken from the build information (versionOf).
 var version = "dev"
+
+// stdout is where -version prints.
+var stdout io.Writer = os.Stdout
 
 func main() {
 	// A daemon whose log reader went away (a closed pipe) must go on
@@ -58,7 +62,7 @@ func run(ctx context.Context, args []string, stderr io.Writer, getenv func(strin
 	}
 	version := versionOf(version)
 	if *showVersion {
-		fmt.Fprintln(stderr, "presenced", version)
+		fmt.Fprintln(stdout, "presenced", version)
 		return nil
 	}
 	if err := readable(*path); err != nil {
@@ -85,10 +89,11 @@ func run(ctx context.Context, args []string, stderr io.Writer, getenv func(strin
 	defer store.Close()
 	log.Info("storage open; database lock acquired", "driver", cfg.Storage.Driver)
 
-	// The metrics are served by the HTTP side, when there is one.
+	// The metrics are served on an address of their own, when there is
+	// one (web.NewOps says why).
 	var m *metrics.Metrics
 	var observe func(time.Duration, error)
-	if cfg.HTTP.Listen != "" {
+	if cfg.HTTP.MetricsListen != "" {
 		m = metrics.New()
 		observe = m.ObserveCommit
 	}
@@ -152,31 +157,43 @@ func run(ctx context.Context, args []string, stderr io.Writer, getenv func(strin
 // (roster.WebSink), set before the engine runs. It serves m at /metrics,
 // if m is set.
 func startWeb(ctx context.Context, cfg HTTPConfig, r *roster.Service, comp *component.Component, m *metrics.Metrics, log *slog.Logger) (func(), error) {
-	if cfg.Listen == "" {
-		return func() {}, nil
+	var runs []func(context.Context) error
+	streams := func() int { return 0 }
+	if cfg.Listen != "" {
+		st := web.NewStatuses()
+		r.SetWebSink(st)
+		srv, err := web.New(web.Config{Listen: cfg.Listen, Icons: cfg.Icons, Ready: comp.Ready, Prepare: comp.PrepareHandle}, st, log)
+		if err != nil {
+			return nil, err
+		}
+		// Listening now: a daemon that cannot serve what it was asked
+		// to does not start.
+		if err := srv.Listen(); err != nil {
+			return nil, err
+		}
+		streams = srv.Streams
+		runs = append(runs, srv.Run)
 	}
-	st := web.NewStatuses()
-	r.SetWebSink(st)
-	wcfg := web.Config{Listen: cfg.Listen, Icons: cfg.Icons, Ready: comp.Ready, Prepare: comp.PrepareHandle}
 	if m != nil {
-		wcfg.Metrics = m.Handler()
-	}
-	srv, err := web.New(wcfg, st, log)
-	if err != nil {
-		return nil, err
-	}
-	if m != nil {
-		m.Watch(metrics.Sources{Roster: r, Component: comp, WebStreams: srv.Streams})
+		m.Watch(metrics.Sources{Roster: r, Component: comp, WebStreams: streams})
+		ops, err := web.NewOps(cfg.MetricsListen, m.Handler(), log)
+		if err != nil {
+			return nil, err
+		}
+		runs = append(runs, ops.Run)
 	}
 	wctx, cancel := context.WithCancel(ctx)
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		if err := srv.Run(wctx); err != nil {
-			log.Error("HTTP side stopped", "err", err)
-		}
-	}()
-	return func() { cancel(); <-done }, nil
+	var wg sync.WaitGroup
+	for _, run := range runs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := run(wctx); err != nil {
+				log.Error("HTTP side stopped", "err", err)
+			}
+		}()
+	}
+	return func() { cancel(); wg.Wait() }, nil
 }
 
 // versionOf returns v if it was set at link time, else the module's

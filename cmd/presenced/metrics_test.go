@@ -18,9 +18,10 @@ import (
 	"presenced/storage"
 )
 
-// TestStartWebServesMetrics: with [http] listen set, the HTTP side serves
-// /metrics, read from the roster and the component, and the storage
-// histogram counts the roster's transactions.
+// TestStartWebServesMetrics: with [http] metrics_listen set, /metrics is
+// served there (and not on the public listener), read from the roster and
+// the component, and the storage histogram counts the roster's
+// transactions.
 func TestStartWebServesMetrics(t *testing.T) {
 	ctx := t.Context()
 	store, err := storage.OpenSQLite(ctx, filepath.Join(t.TempDir(), "p.db"))
@@ -37,17 +38,23 @@ func TestStartWebServesMetrics(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
+	free := func() string {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer ln.Close()
+		return ln.Addr().String()
 	}
-	addr := ln.Addr().String()
-	ln.Close()
-	stop, err := startWeb(ctx, HTTPConfig{Listen: addr}, r, comp, m, slog.New(slog.DiscardHandler))
+	addr, public := free(), free()
+	stop, err := startWeb(ctx, HTTPConfig{Listen: public, MetricsListen: addr}, r, comp, m, slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer stop()
+	if resp, err := http.Get("http://" + public + "/metrics"); err != nil || resp.StatusCode != http.StatusNotFound {
+		t.Fatalf("/metrics on the public listener: %v, %v; want 404", resp, err)
+	}
 	engine := make(chan struct{})
 	go func() { defer close(engine); r.Run() }()
 	defer func() { r.Stop(); <-engine }()
