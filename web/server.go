@@ -27,6 +27,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"presenced/roster"
@@ -265,10 +266,16 @@ func New(cfg Config, st *Statuses, log *slog.Logger) (*Server, error) {
 func (s *Server) Handler() http.Handler { return s.srv.Handler }
 
 // Listen takes the address to listen on, so that a daemon that cannot
-// serve what it was asked to stops at once. Run calls it if it was not.
+// serve what it was asked to stops at once. An address in use is not such
+// a failure: it is ErrInUse, and Run takes the address once it is free
+// (a standby taking over on the same host, while the instance it replaces
+// still holds it for a moment).
 func (s *Server) Listen() error {
 	ln, err := net.Listen("tcp", s.cfg.Listen)
 	if err != nil {
+		if errors.Is(err, syscall.EADDRINUSE) {
+			return fmt.Errorf("web: %w: %w", ErrInUse, err)
+		}
 		return fmt.Errorf("web: %w", err)
 	}
 	s.ln = limitedListener(ln, maxConns)
@@ -276,11 +283,27 @@ func (s *Server) Listen() error {
 	return nil
 }
 
-// Run serves until ctx ends, then shuts down.
+// ErrInUse is Listen's error when the address is in use.
+var ErrInUse = errors.New("address in use; taking it once free")
+
+// retryListen is how often Run tries again an address in use.
+const retryListen = 250 * time.Millisecond
+
+// Run serves until ctx ends, then shuts down. It listens first, if Listen
+// did not, trying again an address in use until ctx ends.
 func (s *Server) Run(ctx context.Context) error {
-	if s.ln == nil {
-		if err := s.Listen(); err != nil {
+	for s.ln == nil {
+		err := s.Listen()
+		switch {
+		case err == nil:
+		case !errors.Is(err, ErrInUse):
 			return err
+		default:
+			select {
+			case <-ctx.Done():
+				return nil
+			case <-time.After(retryListen):
+			}
 		}
 	}
 	return serveUntil(ctx, s.srv, s.ln)
@@ -429,20 +452,24 @@ func truncate(s string, n int) string {
 // of its own: counters that move with every stanza would tell a stranger
 // which handle names exist and when a hiding owner is active.
 type OpsServer struct {
-	srv *http.Server
-	ln  net.Listener
+	addr string
+	log  *slog.Logger
+	srv  *http.Server
+	ln   net.Listener // nil until listening
 }
 
-// NewOps listens on addr for h at GET /metrics.
+// NewOps listens on addr for h at GET /metrics: at once, or, if the
+// address is in use, in Run once it is free (as Server.Listen).
 func NewOps(addr string, h http.Handler, log *slog.Logger) (*OpsServer, error) {
-	ln, err := net.Listen("tcp", addr)
-	if err != nil {
-		return nil, fmt.Errorf("web: metrics: %w", err)
+	o := &OpsServer{addr: addr, log: log}
+	if err := o.listen(); err != nil && !errors.Is(err, ErrInUse) {
+		return nil, err
+	} else if err != nil {
+		log.Warn("metrics address in use; taking it once free", "addr", addr)
 	}
-	log.Info("metrics listening", "addr", ln.Addr().String())
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", h)
-	return &OpsServer{ln: limitedListener(ln, 64), srv: &http.Server{
+	o.srv = &http.Server{
 		Handler:           mux,
 		ReadHeaderTimeout: readHeaderTimeout,
 		ReadTimeout:       readTimeout,
@@ -450,8 +477,35 @@ func NewOps(addr string, h http.Handler, log *slog.Logger) (*OpsServer, error) {
 		IdleTimeout:       idleTimeout,
 		MaxHeaderBytes:    maxHeaderBytes,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
-	}}, nil
+	}
+	return o, nil
+}
+
+func (o *OpsServer) listen() error {
+	ln, err := net.Listen("tcp", o.addr)
+	if err != nil {
+		if errors.Is(err, syscall.EADDRINUSE) {
+			return fmt.Errorf("web: metrics: %w: %w", ErrInUse, err)
+		}
+		return fmt.Errorf("web: metrics: %w", err)
+	}
+	o.ln = limitedListener(ln, 64)
+	o.log.Info("metrics listening", "addr", ln.Addr().String())
+	return nil
 }
 
 // Run serves until ctx ends, then shuts down.
-func (o *OpsServer) Run(ctx context.Context) error { return serveUntil(ctx, o.srv, o.ln) }
+func (o *OpsServer) Run(ctx context.Context) error {
+	for o.ln == nil {
+		if err := o.listen(); err != nil && !errors.Is(err, ErrInUse) {
+			return err
+		} else if err != nil {
+			select {
+			case <-ctx.Done():
+				return nil
+			case <-time.After(retryListen):
+			}
+		}
+	}
+	return serveUntil(ctx, o.srv, o.ln)
+}

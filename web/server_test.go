@@ -1,14 +1,18 @@
 package web
 
 import (
+	"context"
+	"errors"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"presenced/roster"
 )
@@ -167,5 +171,38 @@ func TestStreamsPerClientBounded(t *testing.T) {
 	c.give(ips[0])
 	if _, ok := c.take(r); !ok {
 		t.Fatal("a stream given back is not taken again")
+	}
+}
+
+func TestAddressInUseTakenOnceFree(t *testing.T) {
+	hold, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := hold.Addr().String()
+	s, err := New(Config{Listen: addr, Ready: func() (bool, string) { return true, "" }, Prepare: func(n string) (string, bool) { return n, true }},
+		NewStatuses(), slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Listen(); !errors.Is(err, ErrInUse) {
+		t.Fatalf("Listen on an address in use = %v, want ErrInUse", err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- s.Run(ctx) }()
+	hold.Close() // the instance it replaces goes
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		if resp, err := http.Get("http://" + addr + "/healthz"); err == nil {
+			resp.Body.Close()
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the address, free again, was not taken")
+		}
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
 	}
 }

@@ -167,8 +167,10 @@ func startWeb(ctx context.Context, cfg HTTPConfig, r *roster.Service, comp *comp
 			return nil, err
 		}
 		// Listening now: a daemon that cannot serve what it was asked
-		// to does not start.
-		if err := srv.Listen(); err != nil {
+		// to does not start (but for an address in use: see Listen).
+		if err := srv.Listen(); errors.Is(err, web.ErrInUse) {
+			log.Warn("HTTP address in use; taking it once free", "addr", cfg.Listen)
+		} else if err != nil {
 			return nil, err
 		}
 		streams = srv.Streams
