@@ -79,13 +79,13 @@ func (s *Server) events(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, why, http.StatusBadRequest)
 		return
 	}
-	ip, ok := s.clients.take(r)
+	client, ok := s.clients.take(r)
 	if !ok {
 		w.Header().Set("Retry-After", "5")
 		http.Error(w, "too many live streams from one client", http.StatusServiceUnavailable)
 		return
 	}
-	defer s.clients.give(ip)
+	defer s.clients.give(client)
 	if s.streams.Add(1) > s.maxStreams {
 		s.streams.Add(-1)
 		w.Header().Set("Retry-After", "5")

@@ -22,6 +22,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
@@ -195,6 +196,10 @@ type Config struct {
 	// (PRECIS, as the component prepares names), or reports that none
 	// could be.
 	Prepare func(name string) (string, bool)
+	// TrustedProxies are the reverse proxies in front of the server, whose
+	// X-Forwarded-For names the client that the per-client bounds count;
+	// from anywhere else the header is ignored.
+	TrustedProxies []netip.Prefix
 }
 
 // Server is the HTTP side.
@@ -229,6 +234,7 @@ type icon struct {
 func New(cfg Config, st *Statuses, log *slog.Logger) (*Server, error) {
 	s := &Server{cfg: cfg, statuses: st, log: log, slots: make(chan struct{}, maxConcurrent),
 		maxStreams: maxStreams, keepAlive: keepAlive, quit: make(chan struct{})}
+	s.clients.trusted = cfg.TrustedProxies
 	var src fs.FS = defaultIcons
 	dir := "icons"
 	if cfg.Icons != "" {

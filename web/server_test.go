@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
@@ -152,7 +153,7 @@ func TestStreamsPerClientBounded(t *testing.T) {
 	var c clients
 	r := httptest.NewRequest("GET", "/events?h=a", nil)
 	r.RemoteAddr = "192.0.2.7:4000"
-	var ips []string
+	var ips []netip.Prefix
 	for i := 0; i < maxStreamsPerClient; i++ {
 		ip, ok := c.take(r)
 		if !ok {

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/netip"
 	"os"
 	"slices"
 	"sort"
@@ -93,6 +94,11 @@ type HTTPConfig struct {
 	// MetricsListen is host:port for /metrics; empty turns metrics off.
 	// Never a public address: the counters tell which names exist.
 	MetricsListen string `toml:"metrics_listen"`
+	// TrustedProxies are the addresses or CIDR prefixes of reverse
+	// proxies in front of listen, whose X-Forwarded-For names the client.
+	TrustedProxies []string `toml:"trusted_proxies"`
+
+	trusted []netip.Prefix
 }
 
 // LogConfig is the [log] table.
@@ -220,6 +226,15 @@ func (c *Config) validate() error {
 	if l := c.HTTP.Listen; l != "" && l == c.HTTP.MetricsListen {
 		bad("http.metrics_listen", "%q is http.listen too: metrics need an address of their own", l)
 	}
+	c.HTTP.trusted = nil
+	for _, p := range c.HTTP.TrustedProxies {
+		pfx, err := parsePrefix(p)
+		if err != nil {
+			bad("http.trusted_proxies", "%q is neither an IP address nor a CIDR prefix, such as \"127.0.0.1\" or \"10.0.0.0/8\"", p)
+			continue
+		}
+		c.HTTP.trusted = append(c.HTTP.trusted, pfx)
+	}
 	if d := c.HTTP.Icons; d != "" {
 		if st, err := os.Stat(d); err != nil || !st.IsDir() {
 			bad("http.icons", "%q is not a folder", d)
@@ -229,6 +244,20 @@ func (c *Config) validate() error {
 		bad("log.level", "%q is not one of debug, info, warn, error", c.Log.Level)
 	}
 	return errors.Join(errs...)
+}
+
+// parsePrefix reads an IP address (as its own prefix) or a CIDR prefix.
+func parsePrefix(s string) (netip.Prefix, error) {
+	if strings.Contains(s, "/") {
+		p, err := netip.ParsePrefix(s)
+		return p.Masked(), err
+	}
+	a, err := netip.ParseAddr(s)
+	if err != nil {
+		return netip.Prefix{}, err
+	}
+	a = a.Unmap()
+	return netip.PrefixFrom(a, a.BitLen()), nil
 }
 
 func (c *Config) validateAccounts(bad func(key, format string, args ...any)) {

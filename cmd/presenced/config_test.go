@@ -98,6 +98,12 @@ server = "127.0.0.1:5347"`, "component.secret"},
 		{"no subscribers", minimal + "[limits]\nsubscribers_per_handle = 0\n", "limits.subscribers_per_handle"},
 		{"no sessions", minimal + "[limits]\ncommand_sessions = 0\n", "limits.command_sessions"},
 		{"unknown limit", minimal + "[limits]\nstanzas = 5\n", "limits.stanzas"},
+		{"bad listen", minimal + "[http]\nlisten = \"8080\"\n", "http.listen"},
+		{"bad metrics listen", minimal + "[http]\nmetrics_listen = \"127.0.0.1:http\"\n", "http.metrics_listen"},
+		{"metrics on listen", minimal + "[http]\nlisten = \"127.0.0.1:8080\"\nmetrics_listen = \"127.0.0.1:8080\"\n", "http.metrics_listen"},
+		{"icons not a folder", minimal + "[http]\nicons = \"/nonexistent/icons\"\n", "http.icons"},
+		{"bad trusted proxy", minimal + "[http]\ntrusted_proxies = [\"127.0.0.1\", \"localhost\"]\n", "http.trusted_proxies"},
+		{"bad trusted prefix", minimal + "[http]\ntrusted_proxies = [\"10.0.0.0/33\"]\n", "http.trusted_proxies"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -144,5 +150,19 @@ func TestSafetyDefaults(t *testing.T) {
 	}
 	if strings.Join(cfg.Accounts.OwnerDomains, ",") != "example.org,*" || strings.Join(cfg.Accounts.Reserved, ",") != "boss" {
 		t.Fatalf("owner_domains %v, reserved %v: want them prepared", cfg.Accounts.OwnerDomains, cfg.Accounts.Reserved)
+	}
+}
+
+func TestTrustedProxies(t *testing.T) {
+	cfg, err := LoadConfig(writeConfig(t, minimal+"[http]\ntrusted_proxies = [\"127.0.0.1\", \"::1\", \"10.1.2.3/8\", \"::ffff:192.0.2.1\"]\n"), noEnv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, p := range cfg.HTTP.trusted {
+		got = append(got, p.String())
+	}
+	if want := "127.0.0.1/32 ::1/128 10.0.0.0/8 192.0.2.1/32"; strings.Join(got, " ") != want {
+		t.Fatalf("trusted = %v, want %s", got, want)
 	}
 }

@@ -162,7 +162,7 @@ func startWeb(ctx context.Context, cfg HTTPConfig, r *roster.Service, comp *comp
 	if cfg.Listen != "" {
 		st := web.NewStatuses()
 		r.SetWebSink(st)
-		srv, err := web.New(web.Config{Listen: cfg.Listen, Icons: cfg.Icons, Ready: comp.Ready, Prepare: comp.PrepareHandle}, st, log)
+		srv, err := web.New(web.Config{Listen: cfg.Listen, Icons: cfg.Icons, Ready: comp.Ready, Prepare: comp.PrepareHandle, TrustedProxies: cfg.trusted}, st, log)
 		if err != nil {
 			return nil, err
 		}
