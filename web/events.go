@@ -79,6 +79,13 @@ func (s *Server) events(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, why, http.StatusBadRequest)
 		return
 	}
+	if r.Method == http.MethodHead {
+		// The headers say all a HEAD asks; a stream that writes nothing
+		// would hold its slot until the client closed the connection.
+		streamHeaders(w.Header())
+		w.WriteHeader(http.StatusOK)
+		return
+	}
 	client, ok := s.clients.take(r)
 	if !ok {
 		w.Header().Set("Retry-After", "5")
@@ -109,11 +116,7 @@ func (s *Server) events(w http.ResponseWriter, r *http.Request) {
 	// body (which is how the request's context learns that the client
 	// went away). Its WriteTimeout would: send sets a deadline per write.
 	rc := http.NewResponseController(w)
-	hd := w.Header()
-	hd.Set("Content-Type", "text/event-stream")
-	hd.Set("Cache-Control", "no-cache")
-	hd.Set("X-Accel-Buffering", "no") // nginx: pass each event on at once
-	hd.Set("X-Content-Type-Options", "nosniff")
+	streamHeaders(w.Header())
 	w.WriteHeader(http.StatusOK)
 
 	var buf bytes.Buffer
@@ -124,7 +127,7 @@ func (s *Server) events(w http.ResponseWriter, r *http.Request) {
 		}
 		event(&buf, n, stat)
 	}
-	if !s.send(w, rc, &buf) {
+	if !s.send(w, rc, &buf, writeTimeout) {
 		return
 	}
 	ka := time.NewTicker(s.keepAlive)
@@ -134,6 +137,7 @@ func (s *Server) events(w http.ResponseWriter, r *http.Request) {
 		case <-r.Context().Done():
 			return
 		case <-s.quit:
+			s.sayOffline(w, rc, &buf, st, sent)
 			return
 		case <-ka.C:
 			buf.WriteString(": keep-alive\n\n")
@@ -153,9 +157,35 @@ func (s *Server) events(w http.ResponseWriter, r *http.Request) {
 				continue
 			}
 		}
-		if !s.send(w, rc, &buf) {
+		if !s.send(w, rc, &buf, writeTimeout) {
 			return
 		}
+	}
+}
+
+func streamHeaders(hd http.Header) {
+	hd.Set("Content-Type", "text/event-stream")
+	hd.Set("Cache-Control", "no-cache")
+	hd.Set("X-Accel-Buffering", "no") // nginx: pass each event on at once
+	hd.Set("X-Content-Type-Options", "nosniff")
+}
+
+// sayOffline ends a stream as the server shuts down: each name not
+// already shown off-line is sent off-line, since nothing vouches for its
+// status once the server is gone (the page would otherwise keep showing
+// the last one). The write has a short deadline of its own, so that a
+// client that does not read cannot hold the shutdown up.
+func (s *Server) sayOffline(w http.ResponseWriter, rc *http.ResponseController, buf *bytes.Buffer, st *stream, sent map[string]roster.WebStatus) {
+	for _, h := range st.handles {
+		if sent[h] == roster.WebOffline {
+			continue
+		}
+		for _, n := range st.byName[h] {
+			event(buf, n, roster.WebOffline)
+		}
+	}
+	if buf.Len() > 0 {
+		s.send(w, rc, buf, lastWriteTimeout)
 	}
 }
 
@@ -164,9 +194,9 @@ func (s *Server) events(w http.ResponseWriter, r *http.Request) {
 // start of the request and would cut every stream after it; a client
 // that does not read for that long is dropped. It reports whether the
 // stream may go on.
-func (s *Server) send(w http.ResponseWriter, rc *http.ResponseController, buf *bytes.Buffer) bool {
+func (s *Server) send(w http.ResponseWriter, rc *http.ResponseController, buf *bytes.Buffer, timeout time.Duration) bool {
 	defer buf.Reset()
-	if err := rc.SetWriteDeadline(time.Now().Add(writeTimeout)); err != nil && !errors.Is(err, http.ErrNotSupported) {
+	if err := rc.SetWriteDeadline(time.Now().Add(timeout)); err != nil && !errors.Is(err, http.ErrNotSupported) {
 		return false
 	}
 	if _, err := w.Write(buf.Bytes()); err != nil {

@@ -328,3 +328,60 @@ func TestStreamOutlivesServerTimeouts(t *testing.T) {
 		t.Fatalf("%d keep-alives in 700 ms, one each 50 ms", n)
 	}
 }
+
+// TestShutdownSaysOffline: a stream that ends with the server says first
+// that every handle it showed on-line is off-line, once, under each name
+// asked for it; the page would otherwise keep the last status.
+func TestShutdownSaysOffline(t *testing.T) {
+	s, st, _ := newTestServer(t, "")
+	ts := serve(t, s)
+	st.WebChanged("alice", roster.WebAvailable)
+	st.WebChanged("bob", roster.WebBusy)
+	c := open(t, ts, "h=alice,bob,carol")
+	for _, want := range []string{ev("alice", "available"), ev("bob", "busy"), ev("carol", "offline")} {
+		if got := c.next(t); got != want {
+			t.Fatalf("first events: %s, want %s", got, want)
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	if err := ts.Config.Shutdown(ctx); err != nil {
+		t.Fatalf("Shutdown: %v", err)
+	}
+	var rest []string
+	for l := range c.lines {
+		rest = append(rest, l)
+	}
+	if want := []string{ev("alice", "offline"), ev("bob", "offline")}; strings.Join(rest, " ") != strings.Join(want, " ") {
+		t.Fatalf("at shutdown: %v, want %v", rest, want)
+	}
+}
+
+// TestHeadEventsHoldsNothing: HEAD /events answers the headers of a stream
+// and ends, holding no stream slot and no subscription.
+func TestHeadEventsHoldsNothing(t *testing.T) {
+	s, st, _ := newTestServer(t, "")
+	ts := serve(t, s)
+	st.WebChanged("alice", roster.WebAvailable)
+	req, _ := http.NewRequest("HEAD", ts.URL+"/events?h=alice", nil)
+	resp, err := ts.Client().Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 200 || resp.Header.Get("Content-Type") != "text/event-stream" {
+		t.Fatalf("HEAD /events: %d %q", resp.StatusCode, resp.Header.Get("Content-Type"))
+	}
+	if s.Streams() != 0 || subscribed(st) != 0 {
+		t.Fatalf("after HEAD /events: %d streams, %d handles subscribed", s.Streams(), subscribed(st))
+	}
+	// A HEAD asking too much is refused like a GET.
+	req, _ = http.NewRequest("HEAD", ts.URL+"/events?h="+strings.Repeat("a,", maxNames+1), nil)
+	if resp, err = ts.Client().Do(req); err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusBadRequest {
+		t.Fatalf("HEAD /events with too many names: %d", resp.StatusCode)
+	}
+}

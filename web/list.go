@@ -68,16 +68,31 @@ var listPage = template.Must(template.New("list").Parse(`<!doctype html>
     }
     if (li.parentNode !== ul || li.nextElementSibling !== at) { ul.insertBefore(li, at); }
   }
-  var es = new EventSource("/events?h=" + names.map(encodeURIComponent).join(","));
-  es.onmessage = function (e) {
-    var d;
-    try { d = JSON.parse(e.data); } catch (err) { return; }
-    var li = items.get(d.handle);
-    if (!li || typeof d.status !== "string") { return; }
-    li.dataset.status = d.status;
-    li.querySelector(".icon").setAttribute("aria-label", d.status);
-    place(li, d.status);
-  };
+  function show(li, st) {
+    li.dataset.status = st;
+    li.querySelector(".icon").setAttribute("aria-label", st);
+    place(li, st);
+  }
+  var url = "/events?h=" + names.map(encodeURIComponent).join(",");
+  function follow() {
+    var es = new EventSource(url);
+    es.onmessage = function (e) {
+      var d;
+      try { d = JSON.parse(e.data); } catch (err) { return; }
+      var li = items.get(d.handle);
+      if (li && typeof d.status === "string") { show(li, d.status); }
+    };
+    // Without its stream the page cannot vouch for any status: every
+    // entry is off-line until the stream is back, whose first events say
+    // the truth again. The browser tries again by itself, but not after
+    // an answer other than 200 (503 when the server is full): then the
+    // page does, later.
+    es.onerror = function () {
+      items.forEach(function (li) { if (li.dataset.status !== "offline") { show(li, "offline"); } });
+      if (es.readyState === EventSource.CLOSED) { setTimeout(follow, 5000 + Math.random() * 10000); }
+    };
+  }
+  follow();
 })();
 </script>
 </body>

@@ -67,7 +67,7 @@ func TestListOnlineThenOfflineEscaped(t *testing.T) {
 			t.Fatalf("no icon for %s", w)
 		}
 	}
-	if !strings.Contains(body, `new EventSource("/events?h="`) {
+	if !strings.Contains(body, `var url = "/events?h="`) || !strings.Contains(body, `new EventSource(url)`) {
 		t.Fatal("no stream")
 	}
 	_, h2, _ := get(t, s, "/list?h="+q)

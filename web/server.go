@@ -48,6 +48,9 @@ const (
 	maxName = 1023
 	// shutdownTimeout bounds the wait for requests at shutdown.
 	shutdownTimeout = 3 * time.Second
+	// lastWriteTimeout bounds the write of a stream's last events, at
+	// shutdown.
+	lastWriteTimeout = time.Second
 	// maxNames bounds the names of one /events or /list request.
 	maxNames = 100
 	// maxStreams bounds the live streams (/events) open at once; past
