@@ -100,6 +100,9 @@ type batch struct {
 	ops     []storage.Op
 	opOf    []int // index in ops of each entry's op, or -1
 	errs    []error
+	// began is when the transaction whose outcome b.errs hold started
+	// (the last one: see commit), which dates the outcome for StorageOK.
+	began time.Time
 }
 
 // take takes the changes for one transaction: every change to be written
@@ -148,6 +151,7 @@ func (s *Service) take() *batch {
 // observe, if not nil, is told the duration and outcome of every
 // transaction (Options.ObserveCommit).
 func commit(ctx context.Context, store storage.Store, b *batch, observe func(time.Duration, error)) {
+	b.began = time.Now() // dated even should the store panic before Apply
 	b.errs = make([]error, len(b.ops))
 	live := make([]int, len(b.ops))
 	for i := range live {
@@ -158,10 +162,10 @@ func commit(ctx context.Context, store storage.Store, b *batch, observe func(tim
 		for i, k := range live {
 			ops[i] = b.ops[k]
 		}
-		began := time.Now()
+		b.began = time.Now()
 		err := store.Apply(ctx, ops)
 		if observe != nil {
-			observe(time.Since(began), err)
+			observe(time.Since(b.began), err)
 		}
 		if err == nil {
 			return
@@ -208,13 +212,10 @@ func (s *Service) finish(b *batch) {
 		s.commits.delay = 0
 	}
 	if len(b.ops) > 0 {
-		s.storageOK.Store(!failed)
+		// An observation of storage, unless a ping started since.
+		s.health.record(b.began, !failed)
 	}
 }
-
-// StorageOK reports whether the last transaction that wrote anything was
-// stored (true until one fails). It may be called from any goroutine.
-func (s *Service) StorageOK() bool { return s.storageOK.Load() }
 
 // tell runs e's callback with err, unless it ran before (a change told
 // ErrNotStored is not told again when it is stored, or given up).
@@ -316,12 +317,16 @@ func (s *Service) Stop() {
 // commits the changes they make in groups (one transaction in flight;
 // whatever is decided meanwhile goes in the next), and does the fan-out a
 // slice at a time between them. When it has nothing left to do right now,
-// it flushes the Sender. It returns after Stop.
+// it flushes the Sender. Beside it, the health loop checks storage while
+// nothing writes (StorageOK). It returns after Stop, once the committer
+// and the health loop have nothing left under way.
 func (s *Service) Run() {
 	e := &s.eng
 	go s.commitLoop()
+	stopHealth := s.startHealth()
 	defer close(e.done)
 	defer close(e.requests)
+	defer stopHealth()
 	for {
 		s.countQueue()
 		if s.commits.due() {

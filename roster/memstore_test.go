@@ -30,6 +30,7 @@ type memStore struct {
 	down     bool                    // every call fails, as with a database that is down
 	writes   int                     // number of rows written by successful calls
 	applies  int                     // number of successful transactions of Apply
+	pings    int                     // number of calls of Ping, failed or not
 	// gate, if set, is received from before each Apply runs, so a test
 	// can hold a transaction "in commit".
 	gate chan struct{}
@@ -422,6 +423,18 @@ func (m *memStore) restore(st memState) {
 
 func (m *memStore) Lost() <-chan struct{} { return nil }
 
+// Ping fails while the store is down. It writes nothing and does not wait
+// for the gate: it is no transaction.
+func (m *memStore) Ping(ctx context.Context) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.pings++
+	if m.down {
+		return errDown
+	}
+	return ctx.Err()
+}
+
 func (m *memStore) Close() error { return nil }
 
 func (m *memStore) setDown(down bool) {
@@ -434,6 +447,12 @@ func (m *memStore) writeCount() int {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	return m.writes
+}
+
+func (m *memStore) pingCount() int {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.pings
 }
 
 func (m *memStore) applyCount() int {

@@ -27,7 +27,6 @@ import (
 	"runtime/debug"
 	"slices"
 	"sort"
-	"sync/atomic"
 	"time"
 
 	"presenced/internal/logonce"
@@ -238,9 +237,11 @@ type Service struct {
 	log    *slog.Logger
 	out    Sender
 	web    WebSink // nil: no web side
-	// storageOK is whether the last write was stored (StorageOK); the only
-	// field read from other goroutines.
-	storageOK atomic.Bool
+	// health is what is known of storage (StorageOK), shared with the
+	// health loop and read from any goroutine; healthEvery is how often
+	// the loop looks (defaultHealthEvery; tests shorten it before Run).
+	health      health
+	healthEvery time.Duration
 	// refusals remembers which refusals were logged lately, so that a
 	// sender repeating one cannot fill the log.
 	refusals *logonce.Limiter
@@ -338,6 +339,7 @@ const (
 // start with no resources, so they are off-line until their owners are
 // probed; their hiding flag and status are kept.
 func New(ctx context.Context, store storage.Store, opts Options) (*Service, error) {
+	began := time.Now()
 	snap, err := store.Load(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("roster: load: %w", err)
@@ -358,6 +360,7 @@ func New(ctx context.Context, store storage.Store, opts Options) (*Service, erro
 		removed:       make(map[string]removedName, len(snap.Removed)),
 		refusals:      logonce.New(time.Minute),
 		observe:       opts.ObserveCommit,
+		healthEvery:   defaultHealthEvery,
 	}
 	if s.now == nil {
 		s.now = time.Now
@@ -366,7 +369,7 @@ func New(ctx context.Context, store storage.Store, opts Options) (*Service, erro
 		s.log = slog.New(slog.DiscardHandler)
 	}
 	s.eng.init()
-	s.storageOK.Store(true)
+	s.health.record(began, true) // the load is the first observation
 	s.load(snap)
 	// The snapshot is garbage now, and at a million subscriptions it was
 	// most of the heap: give its pages back rather than keep them resident.

@@ -490,6 +490,26 @@ func (s *postgresStore) install(ctx context.Context, conn *pgx.Conn, session pgS
 	return lockPingInterval, true
 }
 
+// Ping implements Store: SELECT 1 on the lock connection, through
+// withConn as every change goes, so in turn with Apply (sem) and keeping
+// to ctx while it waits. It fails with ErrNotActive once the lock is lost
+// for good, and with errLockDown while the monitor takes the lock again.
+// A ctx that ends fails the ping only: withConn never lets it close the
+// lock connection (a statement past its deadline is cancelled on the
+// server, see openPostgres).
+func (s *postgresStore) Ping(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, lockTimeout)
+	defer cancel()
+	err := s.withConn(ctx, func(conn *pgx.Conn) error {
+		_, err := conn.Exec(ctx, "SELECT 1")
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("storage: ping: %w", err)
+	}
+	return nil
+}
+
 // Lost implements Store.
 func (s *postgresStore) Lost() <-chan struct{} { return s.lost }
 

@@ -230,6 +230,21 @@ func (s *sqliteStore) Close() error {
 // Lost implements Store: the returned channel is never closed.
 func (s *sqliteStore) Lost() <-chan struct{} { return s.lost }
 
+// Ping implements Store. It reads a row, so that the database file, not
+// only the driver, answers, on the one connection every change uses: it
+// waits for a transaction in progress, as the next Apply would. The
+// instance lock needs no check: a flock is held while its file is open,
+// that is until Close, after which the query fails.
+func (s *sqliteStore) Ping(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, queryTimeout)
+	defer cancel()
+	var version int
+	if err := s.db.QueryRowContext(ctx, "SELECT version FROM schema_version WHERE id = 1").Scan(&version); err != nil {
+		return fmt.Errorf("storage: ping: %w", err)
+	}
+	return nil
+}
+
 // Load implements Store.
 func (s *sqliteStore) Load(ctx context.Context) (*Snapshot, error) {
 	ctx, cancel := context.WithTimeout(ctx, loadTimeout)

@@ -917,7 +917,29 @@ func runConformance(t *testing.T, driver string, freshDSN func(t testing.TB) str
 		check("SetFlags", s.SetFlags(ctx, "a@example.org", Flags{Status: StatusAway}))
 		check("AddSubscription", s.AddSubscription(ctx, "a", "c@example.net"))
 		check("RemoveSubscription", s.RemoveSubscription(ctx, "a", "c@example.net"))
+		check("Ping", s.Ping(ctx))
 		// The deferred Close runs a second time: it must not fail.
+	})
+
+	// Ping answers nil while the store can commit, also right after a
+	// change, and fails once the store is closed.
+	t.Run("Ping", func(t *testing.T) {
+		dsn := freshDSN(t)
+		s, err := Open(ctx, driver, dsn)
+		must(t, "open", err)
+		must(t, "Ping", s.Ping(ctx))
+		mustAdd(t, s, "a@example.org", "a", 5)
+		must(t, "Ping after a change", s.Ping(ctx))
+		if snap := load(t, s); len(snap.Handles) != 1 || len(snap.Accounts) != 1 {
+			t.Fatalf("Ping changed the database: %+v", snap)
+		}
+		must(t, "close", s.Close())
+		if err := s.Ping(ctx); err == nil || isSentinel(err) {
+			t.Fatalf("Ping after Close = %v, want a non-sentinel error", err)
+		}
+		// Reopened, the same database answers again.
+		s = openStore(t, driver, dsn)
+		must(t, "Ping once reopened", s.Ping(ctx))
 	})
 
 	t.Run("CanceledContext", func(t *testing.T) {
@@ -958,6 +980,7 @@ func runConformance(t *testing.T, driver string, freshDSN func(t testing.TB) str
 				return s.Apply(cctx, []Op{{Kind: OpAddSubscription, Handle: "a", Contact: "c@example.net"}})
 			}},
 			{"Load", func() error { _, err := s.Load(cctx); return err }},
+			{"Ping", func() error { return s.Ping(cctx) }},
 		}
 		for i := range 50 {
 			for _, c := range calls {
@@ -2512,6 +2535,7 @@ func TestPostgresLockLost(t *testing.T) {
 	wantErr(t, "Load once lost", err, ErrNotActive)
 	_, err = first.AddHandle(ctx, "a@example.org", "x", 5, time.Now())
 	wantErr(t, "AddHandle once lost", err, ErrNotActive)
+	wantErr(t, "Ping once lost", first.Ping(ctx), ErrNotActive)
 	logs.wantLogged(t, slog.LevelError, "held by another process", 1)
 	logs.wantLogged(t, slog.LevelInfo, "database lock regained", 0)
 
@@ -2897,5 +2921,70 @@ func TestPostgresCanceledKeepsLock(t *testing.T) {
 	}
 	t.Logf("%d of 50 canceled calls committed", len(added)-1)
 	wantHandles(t, s, "a@example.org", added...)
+
+	// Pings canceled at any moment, over and over: the same.
+	for i := range 50 {
+		cctx, cancel := context.WithCancel(ctx)
+		timer := time.AfterFunc(time.Duration(i%10)*100*time.Microsecond, cancel)
+		err := s.Ping(cctx)
+		timer.Stop()
+		cancel()
+		if err != nil && isSentinel(err) {
+			t.Fatalf("round %d: a canceled Ping returned the sentinel error %v", i, err)
+		}
+		keptLock(fmt.Sprintf("ping round %d (%v)", i, err))
+	}
+	must(t, "Ping", s.Ping(ctx))
 	logs.wantLogged(t, slog.LevelError, "database connection lost", 0)
+}
+
+// TestPostgresPingWaitsForApply: Ping takes the lock connection in turn
+// with Apply, and keeps to its caller's deadline while it waits.
+func TestPostgresPingWaitsForApply(t *testing.T) {
+	st := openStore(t, DriverPostgres, postgresDSN(t))
+	s := st.(*postgresStore)
+	pid := lockConnPID(s)
+	s.sem <- struct{}{} // as an Apply in progress holds it
+	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	defer cancel()
+	err := s.Ping(ctx)
+	s.release()
+	if !errors.Is(err, context.DeadlineExceeded) || isSentinel(err) {
+		t.Fatalf("Ping while the lock connection is in use = %v, want its deadline", err)
+	}
+	must(t, "Ping once free", s.Ping(context.Background()))
+	if got := lockConnPID(s); got != pid {
+		t.Fatalf("lock connection of backend %d, want %d still", got, pid)
+	}
+}
+
+// TestPostgresPingDatabaseDown: while the database cannot be reached, and
+// nothing writes, Ping fails (but not with ErrNotActive: the lock is not
+// lost for good); once it can, Ping answers again, after the monitor has
+// taken the lock back.
+func TestPostgresPingDatabaseDown(t *testing.T) {
+	ctx := context.Background()
+	proxy := startProxy(t, postgresDSN(t))
+	s, err := OpenWith(ctx, DriverPostgres, proxy.dsn, Options{Log: slog.New(&logRecorder{})})
+	must(t, "open", err)
+	defer s.Close()
+	must(t, "Ping", s.Ping(ctx))
+
+	proxy.cut()
+	for i := range 3 {
+		err := s.Ping(ctx)
+		if err == nil || isSentinel(err) {
+			t.Fatalf("Ping %d while the database is cut off = %v, want a non-sentinel error", i, err)
+		}
+		time.Sleep(lockRetryInterval)
+	}
+	proxy.restore()
+	waitFor(t, 10*time.Second, "Ping answers again", func() bool { return s.Ping(ctx) == nil })
+	select {
+	case <-s.Lost():
+		t.Fatal("Lost() closed, though no other process took the lock")
+	default:
+	}
+	must(t, "close", s.Close())
+	wantNoStoreGoroutines(t)
 }

@@ -271,6 +271,16 @@ type Store interface {
 	// sentinels). An empty batch does nothing.
 	Apply(ctx context.Context, ops []Op) error
 
+	// Ping reports whether the database answers and this store could
+	// commit a change now: nil only then. It is cheap and writes nothing,
+	// for a health check (presenced's /readyz). It runs where Apply does
+	// (SQLite: the store's connection; PostgreSQL: the lock connection,
+	// in turn with Apply), so it fails as Apply would: ErrNotActive once
+	// the lock is lost for good, a wrapped error while the database or the
+	// lock connection is down, after Close, or when ctx ends first. A
+	// ctx that ends costs the store nothing (the instance lock stays).
+	Ping(ctx context.Context) error
+
 	// Lost returns a channel closed once this store has lost the instance
 	// lock to another process for good: the process must stop serving at
 	// once. Apply fails from then on with ErrNotActive.

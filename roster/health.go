@@ -1,0 +1,132 @@
+package roster
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// Storage health (StorageOK, which /readyz reports). The outcome of the
+// last write alone goes stale: a write that failed and is not tried again
+// would leave it false long after the database is back, and a database
+// that goes down while nothing writes would leave it true. So a health
+// loop pings the store whenever no observation is recent.
+const (
+	// defaultHealthEvery is how old the most recent observation of
+	// storage may get before the health loop pings the store.
+	defaultHealthEvery = 5 * time.Second
+	// pingTimeout bounds one ping: a database slower than that to answer
+	// one query does not answer, as far as readiness goes.
+	pingTimeout = 2 * time.Second
+)
+
+// health is what is known of storage: the most recent observation, that
+// is the one that started last, whichever its kind (the outcome of a
+// transaction, or a ping). An observation that started before the one
+// recorded is older news, and is dropped whenever it ends: a ping that
+// began before a transaction must not overwrite its outcome, though the
+// ping ends later, nor a slow transaction the answer of a ping that began
+// after it. (A ping begun during a transaction runs after it, where Apply
+// runs, on both backends: its answer is indeed the later.)
+//
+// The rule for goroutines: record and due take mu (held only to compare
+// and store, never while storage is asked); ok is also stored under mu,
+// but read without it, so that StorageOK is one atomic load from any
+// goroutine.
+type health struct {
+	mu sync.Mutex
+	at time.Time // when the observation recorded started
+	ok atomic.Bool
+}
+
+// record records an observation of storage that started at began: ok
+// unless storage failed. It reports whether it was kept, that is whether
+// it is not older than the one recorded.
+func (h *health) record(began time.Time, ok bool) bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if began.Before(h.at) {
+		return false
+	}
+	h.at = began
+	h.ok.Store(ok)
+	return true
+}
+
+// due returns how long after now the next ping is due: every after the
+// most recent observation started (0 or less: now).
+func (h *health) due(now time.Time, every time.Duration) time.Duration {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.at.Add(every).Sub(now)
+}
+
+// StorageOK reports whether storage answered at the most recent
+// observation: the outcome of the last transaction that wrote anything,
+// or the health loop's last ping, whichever started last (see health). It
+// may be called from any goroutine.
+func (s *Service) StorageOK() bool { return s.health.ok.Load() }
+
+// startHealth starts the health loop and returns the function that ends
+// it, which returns once the loop has returned (a ping under way is
+// canceled).
+func (s *Service) startHealth() (stop func()) {
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		s.healthLoop(ctx)
+	}()
+	return func() {
+		cancel()
+		<-done
+	}
+}
+
+// healthLoop pings the store whenever the most recent observation of
+// storage is s.healthEvery old, until ctx ends. It runs on a goroutine of
+// its own, so that the engine never waits for a ping: transactions record
+// their outcome from the engine (finish) meanwhile.
+func (s *Service) healthLoop(ctx context.Context) {
+	t := time.NewTimer(s.healthEvery)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		wait := s.health.due(time.Now(), s.healthEvery)
+		if wait <= 0 {
+			s.ping(ctx)
+			wait = s.healthEvery
+		}
+		t.Reset(wait)
+	}
+}
+
+// ping asks the store whether it answers and records the answer, unless
+// ctx ended meanwhile: a ping cut short by Stop says nothing of storage.
+// A panic of the store is a failure to answer.
+func (s *Service) ping(ctx context.Context) {
+	began := time.Now()
+	pctx, cancel := context.WithTimeout(ctx, pingTimeout)
+	defer cancel()
+	err := errPingPanic
+	s.safely("ping", func() { err = s.store.Ping(pctx) })
+	if ctx.Err() != nil {
+		return
+	}
+	was := s.StorageOK()
+	if s.health.record(began, err == nil) && was != (err == nil) {
+		if err != nil {
+			s.log.Warn("storage does not answer", "err", err)
+		} else {
+			s.log.Info("storage answers again")
+		}
+	}
+}
+
+var errPingPanic = errors.New("roster: panic in ping")

@@ -1,0 +1,198 @@
+package roster
+
+import (
+	"context"
+	"runtime"
+	"strings"
+	"testing"
+	"time"
+
+	"presenced/storage"
+)
+
+// testHealthEvery is the health loop's period in these tests: short, so
+// that they do not wait long, and nothing is asserted of it but that the
+// loop comes round.
+const testHealthEvery = 5 * time.Millisecond
+
+// runHealth runs s's health loop alone, every testHealthEvery, until the
+// test ends, for a Service driven without Run (syncService).
+func runHealth(t *testing.T, s *Service) {
+	t.Helper()
+	s.healthEvery = testHealthEvery
+	t.Cleanup(s.startHealth())
+}
+
+// waitUntil polls f until it reports true, failing the test if it has not
+// within a deadline generous enough for a loaded machine.
+func waitUntil(t *testing.T, what string, f func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !f() {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: not within 10 s", what)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+// TestReviewStorageOKIsLastWriteOnly: a write that failed and is not
+// tried again leaves StorageOK false only until a ping finds storage
+// answering again.
+func TestReviewStorageOKIsLastWriteOnly(t *testing.T) {
+	ctx := context.Background()
+	store := newMemStore()
+	s, _, _ := webSetup(t, store)
+	runHealth(t, s.Service)
+	store.setDown(true)
+	s.settle(ctx)
+	waitUntil(t, "StorageOK false once a health check has run", func() bool { return !s.StorageOK() })
+	if err := s.SetWeb(ctx, pendingOwner, []string{"h"}, true); err == nil {
+		t.Fatal("SetWeb while storage is down: no error")
+	}
+	if n := len(s.commits.again); n != 0 {
+		t.Fatalf("%d changes to be written again, want none: the case is a write not retried", n)
+	}
+	store.setDown(false)
+	for range 3 {
+		s.settle(ctx)
+	}
+	waitUntil(t, "StorageOK once storage answers again", s.StorageOK)
+}
+
+// runningHealth returns a Service whose engine runs, health loop
+// included, every testHealthEvery, with the handle h of alice@example.org
+// stored; done is closed once Run has returned.
+func runningHealth(t *testing.T) (s *Service, store *memStore, done chan struct{}) {
+	t.Helper()
+	store = newMemStore()
+	s, err := New(t.Context(), store, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.healthEvery = testHealthEvery
+	done = make(chan struct{})
+	go func() {
+		defer close(done)
+		s.Run()
+	}()
+	t.Cleanup(func() {
+		s.Stop()
+		<-done
+	})
+	added := make(chan error, 1)
+	on(s, func() { s.AddHandle(pendingOwner, "h", storage.PolicyOpen, func(err error) { added <- err }) })
+	if err := <-added; err != nil {
+		t.Fatal(err)
+	}
+	return s, store, done
+}
+
+// TestStorageDownWhileIdle: storage that goes down while nothing writes
+// turns StorageOK false, by a ping, and back to true once it answers.
+func TestStorageDownWhileIdle(t *testing.T) {
+	s, store, _ := runningHealth(t)
+	if !s.StorageOK() {
+		t.Fatal("StorageOK false after a stored change")
+	}
+	writes := store.writeCount()
+	store.setDown(true)
+	pings := store.pingCount()
+	waitUntil(t, "StorageOK false while storage is down", func() bool { return !s.StorageOK() })
+	if store.pingCount() == pings {
+		t.Fatal("StorageOK turned false without a ping")
+	}
+	store.setDown(false)
+	waitUntil(t, "StorageOK once storage answers", s.StorageOK)
+	if got := store.writeCount(); got != writes {
+		t.Fatalf("%d rows written by the health loop, want none", got-writes)
+	}
+}
+
+// TestHealthKeepsTheNewest: of two observations, the one that started
+// last holds, whichever ends last: a ping that began before a
+// transaction finished does not overwrite its outcome, nor the reverse.
+func TestHealthKeepsTheNewest(t *testing.T) {
+	var h health
+	t0 := time.Now()
+	h.record(t0, true)
+	batch, ping := t0.Add(2*time.Second), t0.Add(time.Second)
+	if !h.record(batch, false) || h.ok.Load() {
+		t.Fatal("a failed transaction newer than all was not recorded")
+	}
+	if h.record(ping, true) || h.ok.Load() {
+		t.Fatal("a ping that started before the transaction overwrote its outcome")
+	}
+	later := batch.Add(time.Second)
+	if !h.record(later, true) || !h.ok.Load() {
+		t.Fatal("a ping that started after the transaction was not recorded")
+	}
+	if h.record(batch.Add(time.Millisecond), false) || !h.ok.Load() {
+		t.Fatal("a slow transaction that started before the ping overwrote it")
+	}
+	if d := h.due(later.Add(2*time.Second), 5*time.Second); d != 3*time.Second {
+		t.Fatalf("ping due in %v, want 3s: 5s after the newest observation started", d)
+	}
+	if d := h.due(later.Add(6*time.Second), 5*time.Second); d > 0 {
+		t.Fatalf("ping due in %v past the period, want now", d)
+	}
+}
+
+// TestFinishDatesTheOutcome: finish records a transaction's outcome as
+// of when the transaction started, so a ping since then prevails.
+func TestFinishDatesTheOutcome(t *testing.T) {
+	s, err := New(t.Context(), newMemStore(), Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// failed is a committed batch of one change, which storage failed.
+	failed := func(began time.Time) *batch {
+		e := &entry{op: storage.Op{Kind: storage.OpSetWeb}, apply: func(error) {}}
+		return &batch{entries: []*entry{e}, ops: []storage.Op{e.op}, opOf: []int{0}, errs: []error{errDown}, began: began}
+	}
+	began := time.Now()
+	s.health.record(began.Add(time.Millisecond), true) // a ping, started after
+	s.finish(failed(began))
+	if !s.StorageOK() {
+		t.Fatal("a transaction that started before the ping overwrote it")
+	}
+	s.finish(failed(began.Add(2 * time.Millisecond)))
+	if s.StorageOK() {
+		t.Fatal("a failed transaction newer than the ping was not recorded")
+	}
+	s.finish(&batch{began: began.Add(3 * time.Millisecond)}) // wrote nothing
+	if s.StorageOK() {
+		t.Fatal("a batch with no op was taken for an observation of storage")
+	}
+}
+
+// TestHealthLoopStopsWithService: once Run has returned, the health loop
+// has too, and pings no more.
+func TestHealthLoopStopsWithService(t *testing.T) {
+	s, store, done := runningHealth(t)
+	n := store.pingCount()
+	waitUntil(t, "the health loop pings", func() bool { return store.pingCount() > n })
+	s.Stop()
+	<-done
+	if g := healthGoroutines(); g != "" {
+		t.Fatalf("health loop still running after Run returned:\n%s", g)
+	}
+	n = store.pingCount()
+	time.Sleep(10 * testHealthEvery)
+	if got := store.pingCount(); got != n {
+		t.Fatalf("%d pings after Run returned", got-n)
+	}
+}
+
+// healthGoroutines returns the stacks of the goroutines in a health loop.
+func healthGoroutines() string {
+	buf := make([]byte, 1<<20)
+	buf = buf[:runtime.Stack(buf, true)]
+	var left []string
+	for g := range strings.SplitSeq(string(buf), "\n\n") {
+		if strings.Contains(g, "roster.(*Service).healthLoop") {
+			left = append(left, g)
+		}
+	}
+	return strings.Join(left, "\n\n")
+}
