@@ -18,25 +18,106 @@ const maxConns = 2 * (maxConcurrent + maxStreams)
 // may hold, so that one cannot take them all from everyone else.
 const maxStreamsPerClient = 20
 
-// limitListener accepts at most n connections open at once; past it,
-// Accept waits for one to close.
+// maxConnsPerClient bounds the connections one client address may hold
+// open, idle keep-alives included, so that one cannot hold every
+// connection (and with them /healthz) from everyone else: room for its
+// streams and a browser's few connections for the rest, many times over.
+// A trusted proxy, which carries everyone's, is not bounded by it.
+const maxConnsPerClient = 64
+
+// limitListener accepts at most n connections open at once, and at most
+// perClient from one client address (by clientKey); past n, Accept waits
+// for one to close; past perClient, the new connection is closed at once.
 type limitListener struct {
 	net.Listener
-	slots chan struct{}
+	slots     chan struct{}
+	perClient int
+	trusted   []netip.Prefix // read-only
+
+	mu   sync.Mutex
+	open map[netip.Prefix]int // guarded by mu
 }
 
-func limitedListener(ln net.Listener, n int) net.Listener {
-	return &limitListener{Listener: ln, slots: make(chan struct{}, n)}
+func limitedListener(ln net.Listener, n int, trusted []netip.Prefix) *limitListener {
+	return &limitListener{Listener: ln, slots: make(chan struct{}, n), perClient: maxConnsPerClient,
+		trusted: trusted, open: make(map[netip.Prefix]int)}
 }
 
 func (l *limitListener) Accept() (net.Conn, error) {
-	l.slots <- struct{}{}
-	c, err := l.Listener.Accept()
-	if err != nil {
-		<-l.slots
-		return nil, err
+	for {
+		l.slots <- struct{}{}
+		c, err := l.Listener.Accept()
+		if err != nil {
+			<-l.slots
+			return nil, err
+		}
+		k, ok := l.take(c.RemoteAddr())
+		if !ok {
+			c.Close()
+			<-l.slots
+			continue
+		}
+		return &limitConn{Conn: c, release: func() { l.give(k); <-l.slots }}, nil
 	}
-	return &limitConn{Conn: c, release: func() { <-l.slots }}, nil
+}
+
+// take counts a connection from addr, unless its client has perClient
+// open already. A trusted proxy's are not counted.
+func (l *limitListener) take(addr net.Addr) (netip.Prefix, bool) {
+	a, ok := addrOf(addr)
+	if !ok || inPrefixes(l.trusted, a) {
+		return netip.Prefix{}, true
+	}
+	k := clientKey(a)
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.open[k] >= l.perClient {
+		return k, false
+	}
+	l.open[k]++
+	return k, true
+}
+
+func (l *limitListener) give(k netip.Prefix) {
+	if !k.IsValid() {
+		return
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.open[k]--; l.open[k] <= 0 {
+		delete(l.open, k)
+	}
+}
+
+// addrOf returns the IP address of a TCP peer, IPv4-mapped ones as IPv4.
+func addrOf(addr net.Addr) (netip.Addr, bool) {
+	if t, ok := addr.(*net.TCPAddr); ok {
+		a, ok := netip.AddrFromSlice(t.IP)
+		return a.Unmap(), ok
+	}
+	ap, err := netip.ParseAddrPort(addr.String())
+	return ap.Addr().Unmap(), err == nil
+}
+
+// clientKey is what one client counts as: its IPv4 address, or its IPv6
+// /64, the least a site is given (RFC 6177), so that one cannot pass a
+// bound with the addresses of its own network.
+func clientKey(a netip.Addr) netip.Prefix {
+	bits := 32
+	if a.Is6() {
+		bits = 64
+	}
+	p, _ := a.Prefix(bits)
+	return p
+}
+
+func inPrefixes(ps []netip.Prefix, a netip.Addr) bool {
+	for _, p := range ps {
+		if p.Contains(a) {
+			return true
+		}
+	}
+	return false
 }
 
 type limitConn struct {
@@ -88,24 +169,17 @@ func (c *clients) give(k netip.Prefix) {
 // key returns the client r counts against: its address, or, when it comes
 // through a trusted proxy, the address that proxy saw, which is the
 // rightmost one in X-Forwarded-For that is not itself a trusted proxy
-// (anything left of it the client may have written). An IPv6 client counts
-// by its /64, the least a site is given (RFC 6177), so that one cannot
-// take every stream with the addresses of its own network.
+// (anything left of it the client may have written); by clientKey.
 func (c *clients) key(r *http.Request) netip.Prefix {
 	peer, err := netip.ParseAddrPort(r.RemoteAddr)
 	if err != nil {
 		return netip.Prefix{} // not TCP (a test's fake): one client
 	}
 	addr := peer.Addr().Unmap()
-	if c.isTrusted(addr) {
+	if inPrefixes(c.trusted, addr) {
 		addr = c.forwardedFor(r, addr)
 	}
-	bits := 32
-	if addr.Is6() {
-		bits = 64
-	}
-	p, _ := addr.Prefix(bits)
-	return p
+	return clientKey(addr)
 }
 
 // forwardedFor walks r's X-Forwarded-For from the right, past the trusted
@@ -118,19 +192,10 @@ func (c *clients) forwardedFor(r *http.Request, peer netip.Addr) netip.Addr {
 		if err != nil {
 			return peer
 		}
-		if a = a.Unmap(); !c.isTrusted(a) {
+		if a = a.Unmap(); !inPrefixes(c.trusted, a) {
 			return a
 		}
 		peer = a
 	}
 	return peer
-}
-
-func (c *clients) isTrusted(a netip.Addr) bool {
-	for _, p := range c.trusted {
-		if p.Contains(a) {
-			return true
-		}
-	}
-	return false
 }

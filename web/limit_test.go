@@ -1,9 +1,16 @@
 package web
 
 import (
+	"bufio"
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
 	"net/http/httptest"
 	"net/netip"
 	"testing"
+	"time"
 )
 
 func TestClientKey(t *testing.T) {
@@ -59,5 +66,63 @@ func TestOneIPv6NetworkIsOneClient(t *testing.T) {
 	r.RemoteAddr = "[2001:db8:0:1::ff]:4000"
 	if _, ok := c.take(r); !ok {
 		t.Fatal("another /64 refused")
+	}
+}
+
+// dialFrom connects to addr from the loopback address from.
+func dialFrom(t *testing.T, from, addr string) net.Conn {
+	t.Helper()
+	d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(from)}, Timeout: 2 * time.Second}
+	c, err := d.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
+// healthy sends GET /healthz on c and reports whether 200 came back.
+func healthy(c net.Conn) bool {
+	_ = c.SetDeadline(time.Now().Add(2 * time.Second))
+	fmt.Fprintf(c, "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+	if err != nil {
+		return false
+	}
+	_, _ = io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	return resp.StatusCode == 200
+}
+
+// TestOneClientCannotHoldEveryConnection: past its own bound, a client's
+// new connections are closed at once, and another client is served; a
+// trusted proxy is not bounded so.
+func TestOneClientCannotHoldEveryConnection(t *testing.T) {
+	s, _, _ := newTestServer(t, "")
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	l := limitedListener(ln, 8, []netip.Prefix{netip.MustParsePrefix("127.0.0.3/32")})
+	l.perClient = 3
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go func() { _ = serveUntil(ctx, s.srv, l) }()
+	addr := ln.Addr().String()
+	for i := 0; i < l.perClient; i++ { // held open, idle, after one request
+		if !healthy(dialFrom(t, "127.0.0.2", addr)) {
+			t.Fatalf("connection %d of a client not served", i+1)
+		}
+	}
+	if healthy(dialFrom(t, "127.0.0.2", addr)) {
+		t.Fatalf("connection %d of one client served", l.perClient+1)
+	}
+	if !healthy(dialFrom(t, "127.0.0.1", addr)) {
+		t.Fatal("another client not served while one holds its bound")
+	}
+	for i := 0; i < l.perClient+1; i++ {
+		if !healthy(dialFrom(t, "127.0.0.3", addr)) {
+			t.Fatalf("connection %d of a trusted proxy not served", i+1)
+		}
 	}
 }

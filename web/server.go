@@ -287,35 +287,56 @@ func (s *Server) Listen() error {
 		}
 		return fmt.Errorf("web: %w", err)
 	}
-	s.ln = limitedListener(ln, maxConns)
+	s.ln = limitedListener(ln, maxConns, s.cfg.TrustedProxies)
 	s.log.Info("HTTP side listening", "addr", ln.Addr().String())
 	return nil
 }
 
 // ErrInUse is Listen's error when the address is in use.
-var ErrInUse = errors.New("address in use; taking it once free")
+var ErrInUse = errors.New("address in use")
 
-// retryListen is how often Run tries again an address in use.
+// retryListen is how often Run tries again an address in use, and
+// listenWait how long at most: a standby taking over waits for the
+// instance it replaces to let go, which takes a moment; an address held
+// for longer is held by something else, and the daemon stops.
 const retryListen = 250 * time.Millisecond
 
+var listenWait = 30 * time.Second // a variable for tests
+
 // Run serves until ctx ends, then shuts down. It listens first, if Listen
-// did not, trying again an address in use until ctx ends.
+// did not, trying again an address in use (see listenWait).
 func (s *Server) Run(ctx context.Context) error {
-	for s.ln == nil {
-		err := s.Listen()
-		switch {
-		case err == nil:
-		case !errors.Is(err, ErrInUse):
+	if s.ln == nil {
+		if ok, err := listenWhenFree(ctx, s.Listen); !ok {
 			return err
-		default:
-			select {
-			case <-ctx.Done():
-				return nil
-			case <-time.After(retryListen):
-			}
 		}
 	}
 	return serveUntil(ctx, s.srv, s.ln)
+}
+
+// listenWhenFree calls listen until it takes its address (true), the
+// address is refused for another reason than being in use or listenWait
+// has passed (an error), or ctx ends (false, nil).
+func listenWhenFree(ctx context.Context, listen func() error) (bool, error) {
+	t := time.NewTicker(retryListen)
+	defer t.Stop()
+	end := time.Now().Add(listenWait)
+	for {
+		err := listen()
+		switch {
+		case err == nil:
+			return true, nil
+		case !errors.Is(err, ErrInUse):
+			return false, err
+		case time.Now().After(end):
+			return false, fmt.Errorf("%w, still after %v", err, listenWait)
+		}
+		select {
+		case <-ctx.Done():
+			return false, nil
+		case <-t.C:
+		}
+	}
 }
 
 // serveUntil serves srv on ln until ctx ends, then shuts it down.
@@ -384,7 +405,7 @@ func (s *Server) status(w http.ResponseWriter, r *http.Request) {
 		// operator's own SVG may hold some).
 		hd.Set("Content-Security-Policy", "default-src 'none'; style-src 'unsafe-inline'")
 		hd.Set("ETag", ic.etag)
-		if r.Header.Get("If-None-Match") == ic.etag {
+		if noneMatch(r, ic.etag) {
 			w.WriteHeader(http.StatusNotModified)
 			return
 		}
@@ -397,11 +418,26 @@ func (s *Server) status(w http.ResponseWriter, r *http.Request) {
 	etag := `"json-` + string(st) + `"`
 	hd.Set("Content-Type", "application/json")
 	hd.Set("ETag", etag)
-	if r.Header.Get("If-None-Match") == etag {
+	if noneMatch(r, etag) {
 		w.WriteHeader(http.StatusNotModified)
 		return
 	}
 	_, _ = w.Write(body)
+}
+
+// noneMatch reports whether r's If-None-Match names etag, by the weak
+// comparison RFC 9110 section 13.1.2 asks for (a proxy that compresses
+// makes a strong tag weak), or is "*": then the answer is 304.
+func noneMatch(r *http.Request, etag string) bool {
+	for _, v := range r.Header.Values("If-None-Match") {
+		for _, t := range strings.Split(v, ",") {
+			t = strings.TrimPrefix(strings.TrimSpace(t), "W/")
+			if t == etag || t == "*" {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 func (s *Server) healthz(w http.ResponseWriter, r *http.Request) {
@@ -474,7 +510,7 @@ func NewOps(addr string, h http.Handler, log *slog.Logger) (*OpsServer, error) {
 	if err := o.listen(); err != nil && !errors.Is(err, ErrInUse) {
 		return nil, err
 	} else if err != nil {
-		log.Warn("metrics address in use; taking it once free", "addr", addr)
+		log.Warn("metrics address in use; taking it once free, or stopping if it stays in use", "addr", addr)
 	}
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", h)
@@ -498,22 +534,16 @@ func (o *OpsServer) listen() error {
 		}
 		return fmt.Errorf("web: metrics: %w", err)
 	}
-	o.ln = limitedListener(ln, 64)
+	o.ln = limitedListener(ln, 64, nil)
 	o.log.Info("metrics listening", "addr", ln.Addr().String())
 	return nil
 }
 
 // Run serves until ctx ends, then shuts down.
 func (o *OpsServer) Run(ctx context.Context) error {
-	for o.ln == nil {
-		if err := o.listen(); err != nil && !errors.Is(err, ErrInUse) {
+	if o.ln == nil {
+		if ok, err := listenWhenFree(ctx, o.listen); !ok {
 			return err
-		} else if err != nil {
-			select {
-			case <-ctx.Done():
-				return nil
-			case <-time.After(retryListen):
-			}
 		}
 	}
 	return serveUntil(ctx, o.srv, o.ln)

@@ -97,6 +97,20 @@ func TestETagAndNotModified(t *testing.T) {
 	if code, _, body := get(t, s, "/status/alice.svg", "If-None-Match", etag); code != http.StatusNotModified || body != "" {
 		t.Fatalf("If-None-Match: %d %q", code, body)
 	}
+	// Weak comparison, lists and "*" (RFC 9110 section 13.1.2), on both
+	// kinds of answer.
+	_, hj, _ := get(t, s, "/status/alice.json")
+	for _, inm := range []string{"W/" + etag, `"x", ` + etag, "*", `"x",W/` + etag} {
+		for path, tag := range map[string]string{"/status/alice.svg": etag, "/status/alice.json": hj.Get("ETag")} {
+			v := strings.ReplaceAll(inm, etag, tag)
+			if code, _, _ := get(t, s, path, "If-None-Match", v); code != http.StatusNotModified {
+				t.Fatalf("%s If-None-Match %s: %d", path, v, code)
+			}
+		}
+	}
+	if code, _, _ := get(t, s, "/status/alice.svg", "If-None-Match", `"x", W/"y"`); code != 200 {
+		t.Fatalf("If-None-Match of other tags: %d", code)
+	}
 	st.WebChanged("alice", roster.WebAvailable)
 	if code, h, _ := get(t, s, "/status/alice.svg", "If-None-Match", etag); code != 200 || h.Get("ETag") == etag {
 		t.Fatalf("after a change: %d, ETag %s (was %s)", code, h.Get("ETag"), etag)
@@ -205,5 +219,31 @@ func TestAddressInUseTakenOnceFree(t *testing.T) {
 	cancel()
 	if err := <-done; err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestAddressHeldTooLongFails: an address still in use after listenWait is
+// an error, which stops the daemon (cmd/presenced), not a wait forever.
+func TestAddressHeldTooLongFails(t *testing.T) {
+	hold, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer hold.Close()
+	defer func(w time.Duration) { listenWait = w }(listenWait)
+	listenWait = 300 * time.Millisecond
+	s, err := New(Config{Listen: hold.Addr().String()}, NewStatuses(), slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Run(context.Background()); !errors.Is(err, ErrInUse) {
+		t.Fatalf("Run on an address held = %v, want ErrInUse", err)
+	}
+	o, err := NewOps(hold.Addr().String(), http.NotFoundHandler(), slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := o.Run(context.Background()); !errors.Is(err, ErrInUse) {
+		t.Fatalf("metrics Run on an address held = %v, want ErrInUse", err)
 	}
 }

@@ -223,8 +223,8 @@ func (c *Config) validate() error {
 			bad(key, "%q is not host:port, such as \"127.0.0.1:8080\"", l)
 		}
 	}
-	if l := c.HTTP.Listen; l != "" && l == c.HTTP.MetricsListen {
-		bad("http.metrics_listen", "%q is http.listen too: metrics need an address of their own", l)
+	if l, ml := c.HTTP.Listen, c.HTTP.MetricsListen; l != "" && ml != "" && sameSocket(l, ml) {
+		bad("http.metrics_listen", "%q is http.listen (%q) too: metrics need an address of their own", ml, l)
 	}
 	c.HTTP.trusted = nil
 	for _, p := range c.HTTP.TrustedProxies {
@@ -244,6 +244,32 @@ func (c *Config) validate() error {
 		bad("log.level", "%q is not one of debug, info, warn, error", c.Log.Level)
 	}
 	return errors.Join(errs...)
+}
+
+// sameSocket reports whether two host:port addresses would take the same
+// socket: the same port, and hosts that are equal, or one of them the
+// unspecified address (every address), or localhost and a loopback
+// address. It looks nothing up: a name it cannot tell apart is left to
+// the listen, which fails.
+func sameSocket(a, b string) bool {
+	ha, pa, _ := net.SplitHostPort(a)
+	hb, pb, _ := net.SplitHostPort(b)
+	if pa != pb {
+		return false
+	}
+	ipa, erra := netip.ParseAddr(ha)
+	ipb, errb := netip.ParseAddr(hb)
+	switch {
+	case ha == "" || hb == "" || (erra == nil && ipa.IsUnspecified()) || (errb == nil && ipb.IsUnspecified()):
+		return true
+	case erra == nil && errb == nil:
+		return ipa.Unmap() == ipb.Unmap()
+	case strings.EqualFold(ha, "localhost"):
+		return errb == nil && ipb.IsLoopback() || strings.EqualFold(hb, "localhost")
+	case strings.EqualFold(hb, "localhost"):
+		return erra == nil && ipa.IsLoopback()
+	}
+	return strings.EqualFold(ha, hb)
 }
 
 // parsePrefix reads an IP address (as its own prefix) or a CIDR prefix.

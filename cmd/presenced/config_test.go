@@ -101,6 +101,7 @@ server = "127.0.0.1:5347"`, "component.secret"},
 		{"bad listen", minimal + "[http]\nlisten = \"8080\"\n", "http.listen"},
 		{"bad metrics listen", minimal + "[http]\nmetrics_listen = \"127.0.0.1:http\"\n", "http.metrics_listen"},
 		{"metrics on listen", minimal + "[http]\nlisten = \"127.0.0.1:8080\"\nmetrics_listen = \"127.0.0.1:8080\"\n", "http.metrics_listen"},
+		{"metrics on listen, spelt otherwise", minimal + "[http]\nlisten = \":9464\"\nmetrics_listen = \"localhost:9464\"\n", "http.metrics_listen"},
 		{"icons not a folder", minimal + "[http]\nicons = \"/nonexistent/icons\"\n", "http.icons"},
 		{"bad trusted proxy", minimal + "[http]\ntrusted_proxies = [\"127.0.0.1\", \"localhost\"]\n", "http.trusted_proxies"},
 		{"bad trusted prefix", minimal + "[http]\ntrusted_proxies = [\"10.0.0.0/33\"]\n", "http.trusted_proxies"},
@@ -164,5 +165,29 @@ func TestTrustedProxies(t *testing.T) {
 	}
 	if want := "127.0.0.1/32 ::1/128 10.0.0.0/8 192.0.2.1/32"; strings.Join(got, " ") != want {
 		t.Fatalf("trusted = %v, want %s", got, want)
+	}
+}
+
+func TestSameSocket(t *testing.T) {
+	for _, tc := range []struct {
+		a, b string
+		want bool
+	}{
+		{"127.0.0.1:8080", "127.0.0.1:8080", true},
+		{"127.0.0.1:8080", "127.0.0.1:9464", false},
+		{"localhost:9464", "127.0.0.1:9464", true},
+		{"127.0.0.1:9464", "localhost:9464", true},
+		{"localhost:9464", "[::1]:9464", true},
+		{":8080", "127.0.0.1:8080", true},
+		{"0.0.0.0:8080", "192.0.2.1:8080", true},
+		{"192.0.2.1:8080", "[::]:8080", true},
+		{"192.0.2.1:8080", "192.0.2.2:8080", false},
+		{"[::ffff:127.0.0.1]:8080", "127.0.0.1:8080", true},
+		{"web.example.org:8080", "WEB.example.org:8080", true},
+		{"web.example.org:8080", "127.0.0.1:8080", false},
+	} {
+		if got := sameSocket(tc.a, tc.b); got != tc.want {
+			t.Errorf("sameSocket(%q, %q) = %v, want %v", tc.a, tc.b, got, tc.want)
+		}
 	}
 }

@@ -73,6 +73,17 @@ func testWebListInBrowser(w *world) {
 		t.Fatalf("the page was reloaded: its mark is %s", got)
 	}
 	shot()
+
+	// Fail closed: once presenced is gone, nothing vouches for alice, and
+	// the open page shows every handle off-line. When presenced is back,
+	// the page's stream opens again by itself and shows the truth.
+	w.d.stop()
+	br.listsAre(pageLists{Off: []string{a + ":offline", b + ":offline"}}, "with presenced stopped", shot)
+	w.d = startDaemon(t, w.parent, w.cfg)
+	br.listsAreWithin(wait, pageLists{On: []string{a + ":away"}, Off: []string{b + ":offline"}}, "with presenced back", shot)
+	if got := br.eval(`String(window.e2eMark)`); got != `"loaded once"` {
+		t.Fatalf("the page was reloaded: its mark is %s", got)
+	}
 }
 
 // webStreams reads presenced_web_streams from /metrics.
@@ -133,7 +144,14 @@ const readLists = `JSON.stringify(document.readyState !== "complete" ? null : {
 // after liveWait it calls failed (a screenshot) and fails the test.
 func (br *browser) listsAre(want pageLists, desc string, failed func()) {
 	br.t.Helper()
-	deadline := time.Now().Add(liveWait)
+	br.listsAreWithin(liveWait, want, desc, failed)
+}
+
+// listsAreWithin is listsAre with a wait of its own (a daemon that starts
+// again, and the browser's own wait before it opens a stream again).
+func (br *browser) listsAreWithin(wait time.Duration, want pageLists, desc string, failed func()) {
+	br.t.Helper()
+	deadline := time.Now().Add(wait)
 	var got pageLists
 	last := "page not loaded"
 	for {
@@ -153,7 +171,7 @@ func (br *browser) listsAre(want pageLists, desc string, failed func()) {
 		}
 		if time.Now().After(deadline) {
 			failed()
-			br.t.Fatalf("%s: the page shows %s after %v, want %s", desc, last, liveWait, want)
+			br.t.Fatalf("%s: the page shows %s after %v, want %s", desc, last, wait, want)
 		}
 		time.Sleep(50 * time.Millisecond)
 	}

@@ -136,7 +136,11 @@ func run(ctx context.Context, args []string, stderr io.Writer, getenv func(strin
 		case <-ctx.Done():
 		}
 	}()
-	webDone, err := startWeb(ctx, cfg.HTTP, r, comp, m, log.With("part", "web"))
+	// The HTTP side failing (its address held by something else, for
+	// one) stops the daemon, which was asked to serve it.
+	ctx, fail := context.WithCancelCause(ctx)
+	defer fail(nil)
+	webDone, err := startWeb(ctx, cfg.HTTP, r, comp, m, fail, log.With("part", "web"))
 	if err != nil {
 		return err
 	}
@@ -148,6 +152,9 @@ func run(ctx context.Context, args []string, stderr io.Writer, getenv func(strin
 	} else if err != nil && !errors.Is(err, context.Canceled) {
 		return err
 	}
+	if cause := context.Cause(ctx); cause != nil && !errors.Is(cause, context.Canceled) {
+		return cause
+	}
 	log.Info("presenced stopped")
 	return nil
 }
@@ -155,8 +162,8 @@ func run(ctx context.Context, args []string, stderr io.Writer, getenv func(strin
 // startWeb starts the HTTP side if [http] listen is set; the function it
 // returns stops it and waits. Its statuses come from the roster's engine
 // (roster.WebSink), set before the engine runs. It serves m at /metrics,
-// if m is set.
-func startWeb(ctx context.Context, cfg HTTPConfig, r *roster.Service, comp *component.Component, m *metrics.Metrics, log *slog.Logger) (func(), error) {
+// if m is set. If either fails once started, it calls fail.
+func startWeb(ctx context.Context, cfg HTTPConfig, r *roster.Service, comp *component.Component, m *metrics.Metrics, fail func(error), log *slog.Logger) (func(), error) {
 	var runs []func(context.Context) error
 	streams := func() int { return 0 }
 	if cfg.Listen != "" {
@@ -169,7 +176,7 @@ func startWeb(ctx context.Context, cfg HTTPConfig, r *roster.Service, comp *comp
 		// Listening now: a daemon that cannot serve what it was asked
 		// to does not start (but for an address in use: see Listen).
 		if err := srv.Listen(); errors.Is(err, web.ErrInUse) {
-			log.Warn("HTTP address in use; taking it once free", "addr", cfg.Listen)
+			log.Warn("HTTP address in use; taking it once free, or stopping if it stays in use", "addr", cfg.Listen)
 		} else if err != nil {
 			return nil, err
 		}
@@ -191,7 +198,8 @@ func startWeb(ctx context.Context, cfg HTTPConfig, r *roster.Service, comp *comp
 		go func() {
 			defer wg.Done()
 			if err := run(wctx); err != nil {
-				log.Error("HTTP side stopped", "err", err)
+				log.Error("HTTP side stopped; stopping", "err", err)
+				fail(err)
 			}
 		}()
 	}

@@ -47,7 +47,7 @@ func TestStartWebServesMetrics(t *testing.T) {
 		return ln.Addr().String()
 	}
 	addr, public := free(), free()
-	stop, err := startWeb(ctx, HTTPConfig{Listen: public, MetricsListen: addr}, r, comp, m, slog.New(slog.DiscardHandler))
+	stop, err := startWeb(ctx, HTTPConfig{Listen: public, MetricsListen: addr}, r, comp, m, func(error) {}, slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
 	}
