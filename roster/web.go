@@ -3,7 +3,6 @@ package roster
 import (
 	"errors"
 	"fmt"
-	"sort"
 
 	"presenced/storage"
 )
@@ -62,25 +61,10 @@ func (s *Service) webStatus(h *handle) WebStatus {
 	return WebStatusOf(ViewOf(h.owner.flags))
 }
 
-// WebStatus returns what the web shows of name.
+// WebStatus returns what the web shows of name. Like every method that
+// reads the state, it runs on the engine goroutine (or in a test between
+// steps); the web side itself never calls it, it is told (WebSink).
 func (s *Service) WebStatus(name string) WebStatus { return s.webStatus(s.handles[name]) }
-
-// PublicHandles returns the web status of every public handle, sorted by
-// name, for a sink that starts.
-func (s *Service) PublicHandles() ([]string, []WebStatus) {
-	var names []string
-	for n, h := range s.handles {
-		if h.web {
-			names = append(names, n)
-		}
-	}
-	sort.Strings(names)
-	sts := make([]WebStatus, len(names))
-	for i, n := range names {
-		sts[i] = s.webStatus(s.handles[n])
-	}
-	return names, sts
-}
 
 // tellWeb tells the sink what the web shows of h now.
 func (s *Service) tellWeb(h *handle) {
