@@ -1,7 +1,9 @@
 // Package metrics is presenced's Prometheus metrics, served by Handler in
-// the text format: every name starts with presenced_, and the only label,
-// kind, takes its values from small fixed sets. Nothing is labelled by
-// account, handle or contact.
+// the text format: presenced's own names start with presenced_, and their
+// only label, kind, takes its values from small fixed sets; the Go
+// runtime's and the process's standard collectors keep their standard
+// go_ and process_ names. Nothing is labelled by account, handle or
+// contact.
 //
 // The metrics are read when scraped from what the parts of presenced keep
 // for them: the roster's Counts and the component's Stats are atomics
