@@ -138,21 +138,21 @@ func run(ctx context.Context, args []string, stderr io.Writer, getenv func(strin
 	}()
 	// The HTTP side failing (its address held by something else, for
 	// one) stops the daemon, which was asked to serve it.
-	ctx, fail := context.WithCancelCause(ctx)
+	serving, fail := context.WithCancelCause(ctx)
 	defer fail(nil)
-	webDone, err := startWeb(ctx, cfg.HTTP, r, comp, m, fail, log.With("part", "web"))
+	webDone, err := startWeb(serving, cfg.HTTP, r, comp, m, fail, log.With("part", "web"))
 	if err != nil {
 		return err
 	}
 	defer webDone()
 	log.Info("presenced starting", "version", version, "domain", cfg.Component.Domain, "server", cfg.Component.Server)
-	if err := comp.Run(ctx); errors.Is(err, component.ErrAbandoned) {
+	if err := comp.Run(serving); errors.Is(err, component.ErrAbandoned) {
 		log.Error("another presenced took over the database; stopped serving")
 		return errors.New("another presenced took over the database")
 	} else if err != nil && !errors.Is(err, context.Canceled) {
 		return err
 	}
-	if cause := context.Cause(ctx); cause != nil && !errors.Is(cause, context.Canceled) {
+	if cause := context.Cause(serving); cause != nil && !errors.Is(cause, context.Canceled) {
 		return cause
 	}
 	log.Info("presenced stopped")
@@ -197,9 +197,13 @@ func startWeb(ctx context.Context, cfg HTTPConfig, r *roster.Service, comp *comp
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			if err := run(wctx); err != nil {
+			err := run(wctx)
+			switch {
+			case err != nil && wctx.Err() == nil:
 				log.Error("HTTP side stopped; stopping", "err", err)
 				fail(err)
+			case err != nil:
+				log.Warn("HTTP side shut down", "err", err)
 			}
 		}()
 	}
