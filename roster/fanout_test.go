@@ -136,6 +136,19 @@ func BenchmarkStatusChange64x1000Withheld(b *testing.B) {
 	})
 }
 
+// BenchmarkStatusChange64x1000Web is the worst case with every handle
+// public on the web: each change also tells the web sink of 64 handles
+// (a map here, as web.Statuses keeps; its streams are measured in package
+// web), to compare with BenchmarkStatusChange64x1000.
+func BenchmarkStatusChange64x1000Web(b *testing.B) {
+	benchmarkStatusChange(b, 64, 1000, func(s *syncService, owner string) {
+		s.SetWebSink(webRec{})
+		if err := s.SetWeb(context.Background(), owner, s.Handles(owner), true); err != nil {
+			b.Fatal(err)
+		}
+	})
+}
+
 // TestOneContinuationPerAccount: an owner who changes status while a big
 // pass is under way keeps one pass, not a chain per change.
 func TestOneContinuationPerAccount(t *testing.T) {
