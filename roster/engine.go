@@ -236,7 +236,7 @@ func (s *Service) settle(ctx context.Context) {
 			return
 		}
 		b := s.take()
-		commit(ctx, s.store, b, s.observe)
+		s.health.committing(func() { commit(ctx, s.store, b, s.observe) })
 		s.finish(b)
 	}
 }
@@ -433,7 +433,7 @@ func (s *Service) commitLoop() {
 				}
 			}()
 			// Each transaction has its own deadline inside the store.
-			commit(context.Background(), s.store, b, s.observe)
+			s.health.committing(func() { commit(context.Background(), s.store, b, s.observe) })
 		}()
 		s.eng.results <- b
 	}

@@ -39,6 +39,21 @@ type health struct {
 	mu sync.Mutex
 	at time.Time // when the observation recorded started
 	ok atomic.Bool
+
+	// begun counts the transactions begun, and inCommit those under way
+	// (committing): a ping that waited its turn behind a slow transaction
+	// and timed out says nothing that the transaction's own outcome will
+	// not say better.
+	begun    atomic.Uint64
+	inCommit atomic.Int32
+}
+
+// committing runs f, a transaction, counted as under way.
+func (h *health) committing(f func()) {
+	h.begun.Add(1)
+	h.inCommit.Add(1)
+	defer h.inCommit.Add(-1)
+	f()
 }
 
 // record records an observation of storage that started at began: ok
@@ -110,13 +125,24 @@ func (s *Service) healthLoop(ctx context.Context) {
 // ping asks the store whether it answers and records the answer, unless
 // ctx ended meanwhile: a ping cut short by Stop says nothing of storage.
 // A panic of the store is a failure to answer.
+//
+// No ping is made while a transaction is under way, whose outcome is
+// about to be recorded; and a ping that failed while one was, which it
+// may have waited for on the one connection both use, is not recorded
+// either: the transaction's outcome tells.
 func (s *Service) ping(ctx context.Context) {
-	began := time.Now()
+	if s.health.inCommit.Load() > 0 {
+		return
+	}
+	began, begun := time.Now(), s.health.begun.Load()
 	pctx, cancel := context.WithTimeout(ctx, pingTimeout)
 	defer cancel()
 	err := errPingPanic
 	s.safely("ping", func() { err = s.store.Ping(pctx) })
 	if ctx.Err() != nil {
+		return
+	}
+	if err != nil && (s.health.begun.Load() != begun || s.health.inCommit.Load() > 0) {
 		return
 	}
 	was := s.StorageOK()

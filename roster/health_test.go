@@ -196,3 +196,60 @@ func healthGoroutines() string {
 	}
 	return strings.Join(left, "\n\n")
 }
+
+// busyStore runs Apply and Ping one at a time, as both backends do (the
+// PostgreSQL lock connection's sem, SQLite's one connection): a Ping waits
+// for a transaction under way, bound by its ctx.
+type busyStore struct {
+	*memStore
+	sem chan struct{}
+}
+
+func (b *busyStore) Apply(ctx context.Context, ops []storage.Op) error {
+	b.sem <- struct{}{}
+	defer func() { <-b.sem }()
+	return b.memStore.Apply(ctx, ops)
+}
+
+func (b *busyStore) Ping(ctx context.Context) error {
+	select {
+	case b.sem <- struct{}{}:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	defer func() { <-b.sem }()
+	return b.memStore.Ping(ctx)
+}
+
+// A ping that times out waiting for its turn behind
+// a slow but successful transaction is recorded as "storage does not
+// answer", and, having started after the transaction, it wins over the
+// transaction's success: StorageOK is false right after storage committed.
+func TestPingBehindASlowCommitDoesNotWin(t *testing.T) {
+	mem := newMemStore()
+	gate := make(chan struct{})
+	mem.gate = gate
+	store := &busyStore{memStore: mem, sem: make(chan struct{}, 1)}
+	s, err := New(t.Context(), store, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.healthEvery = time.Second // stands for 5 s
+	done := make(chan struct{})
+	go func() { defer close(done); s.Run() }()
+	t.Cleanup(func() { s.Stop(); <-done })
+	added := make(chan error, 1)
+	start := time.Now()
+	on(s, func() { s.AddHandle(pendingOwner, "h", storage.PolicyOpen, func(err error) { added <- err }) })
+	// The transaction takes 3.3 s (lockTimeout is 5 s): the ping due at 1 s
+	// waits for it, and gives up at 3 s (pingTimeout).
+	time.Sleep(3300*time.Millisecond - time.Since(start))
+	gate <- struct{}{}
+	if err := <-added; err != nil {
+		t.Fatalf("the transaction failed: %v", err)
+	}
+	time.Sleep(100 * time.Millisecond) // finish has recorded the outcome
+	if !s.StorageOK() {
+		t.Errorf("the transaction just committed, yet StorageOK = false (readyz 503) until the next ping")
+	}
+}
