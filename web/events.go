@@ -62,6 +62,12 @@ func (s *Server) newStream(asked []string) *stream {
 	return st
 }
 
+// pingEvent is what a stream sends when nothing changed for a while: an
+// event of its own type, which a page sees (a comment it would not), so
+// that it can tell a stream that went quiet from one that died without a
+// word (its server's host gone); proxies and browsers keep it open too.
+const pingEvent = "event: ping\ndata: {}\n\n"
+
 // event appends one Server-Sent Event: the JSON of /status/NAME.json, as
 // one data line (JSON holds no raw newline), of the default type.
 func event(buf *bytes.Buffer, name string, st roster.WebStatus) {
@@ -140,7 +146,7 @@ func (s *Server) events(w http.ResponseWriter, r *http.Request) {
 			s.sayOffline(w, rc, &buf, st, sent)
 			return
 		case <-ka.C:
-			buf.WriteString(": keep-alive\n\n")
+			buf.WriteString(pingEvent)
 		case <-b.notify:
 			changed := b.take()
 			for _, h := range st.handles { // in the order asked

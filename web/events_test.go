@@ -27,12 +27,12 @@ func serve(t *testing.T, s *Server) *httptest.Server {
 	return ts
 }
 
-// client reads one stream: its events' data, and its comments as ":…".
+// client reads one stream: its status events' data, and counts its pings.
 type client struct {
 	resp     *http.Response
 	cancel   context.CancelFunc
 	lines    chan string
-	comments atomic.Int32 // ": keep-alive" lines
+	comments atomic.Int32 // ping events
 }
 
 func open(t *testing.T, ts *httptest.Server, query string) *client {
@@ -62,7 +62,12 @@ func open(t *testing.T, ts *httptest.Server, query string) *client {
 			switch {
 			case strings.HasPrefix(l, "data: "):
 				c.lines <- strings.TrimPrefix(l, "data: ")
-			case l == ": keep-alive":
+			case l == "event: ping":
+				// Its data line must follow, or the page never sees it.
+				if d, err := r.ReadString('\n'); err != nil || d != "data: {}\n" {
+					c.lines <- "ping without its data: " + d
+					return
+				}
 				c.comments.Add(1)
 			case l == "":
 			default:

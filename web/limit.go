@@ -14,79 +14,136 @@ import (
 // for every request and stream the server serves at once, twice over.
 const maxConns = 2 * (maxConcurrent + maxStreams)
 
-// maxStreamsPerClient bounds the live streams one client (IP address)
-// may hold, so that one cannot take them all from everyone else.
-const maxStreamsPerClient = 20
+// The bounds per client, so that one cannot take from everyone else all
+// the streams or all the connections. A client is an IPv4 address or an
+// IPv6 /64, the least a site is given (RFC 6177); as a site may be given
+// a /48 (and a tunnel broker gives one for free), an IPv6 /48 is bounded
+// too, to a few clients' worth.
+const (
+	// maxStreamsPerClient bounds the live streams of one client.
+	maxStreamsPerClient = 20
+	// maxStreamsPerSite bounds the live streams of one IPv6 /48.
+	maxStreamsPerSite = 100
+	// maxConnsPerClient bounds the connections one client holds open,
+	// idle keep-alives included: room for its streams and a browser's
+	// few connections for the rest, many times over. A trusted proxy,
+	// which carries everyone's, is not bounded by it.
+	maxConnsPerClient = 64
+	// maxConnsPerSite bounds the connections of one IPv6 /48.
+	maxConnsPerSite = 256
+)
 
-// maxConnsPerClient bounds the connections one client address may hold
-// open, idle keep-alives included, so that one cannot hold every
-// connection (and with them /healthz) from everyone else: room for its
-// streams and a browser's few connections for the rest, many times over.
-// A trusted proxy, which carries everyone's, is not bounded by it.
-const maxConnsPerClient = 64
+// keysOf returns what a's connections and streams count against: its
+// client, and for IPv6 its /48 too.
+func keysOf(a netip.Addr) []netip.Prefix {
+	if !a.Is6() {
+		p, _ := a.Prefix(32)
+		return []netip.Prefix{p}
+	}
+	client, _ := a.Prefix(64)
+	site, _ := a.Prefix(48)
+	return []netip.Prefix{client, site}
+}
 
-// limitListener accepts at most n connections open at once, and at most
-// perClient from one client address (by clientKey); past n, Accept waits
-// for one to close; past perClient, the new connection is closed at once.
+// counts counts what each client and site holds.
+type counts struct {
+	mu sync.Mutex
+	n  map[netip.Prefix]int // guarded by mu
+}
+
+// take counts one more for each of keys (keysOf), unless one of them
+// holds its bound already: perClient for the first, perSite for a second.
+func (c *counts) take(keys []netip.Prefix, perClient, perSite int) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.n == nil {
+		c.n = make(map[netip.Prefix]int)
+	}
+	for i, k := range keys {
+		bound := perClient
+		if i > 0 {
+			bound = perSite
+		}
+		if c.n[k] >= bound {
+			return false
+		}
+	}
+	for _, k := range keys {
+		c.n[k]++
+	}
+	return true
+}
+
+// give gives back what take counted for keys.
+func (c *counts) give(keys []netip.Prefix) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, k := range keys {
+		if c.n[k]--; c.n[k] <= 0 {
+			delete(c.n, k)
+		}
+	}
+}
+
+// limitListener accepts at most n connections open at once, and from one
+// client or site at most their bounds (keysOf); past n, Accept waits for
+// one to close (or the listener to be closed); past a client's bound, the
+// new connection is closed at once.
 type limitListener struct {
 	net.Listener
 	slots     chan struct{}
 	perClient int
+	perSite   int
 	trusted   []netip.Prefix // read-only
+	open      counts
 
-	mu   sync.Mutex
-	open map[netip.Prefix]int // guarded by mu
+	closeOnce sync.Once
+	closed    chan struct{} // closed by Close, so that Accept waits no more
 }
 
 func limitedListener(ln net.Listener, n int, trusted []netip.Prefix) *limitListener {
 	return &limitListener{Listener: ln, slots: make(chan struct{}, n), perClient: maxConnsPerClient,
-		trusted: trusted, open: make(map[netip.Prefix]int)}
+		perSite: maxConnsPerSite, trusted: trusted, closed: make(chan struct{})}
 }
 
 func (l *limitListener) Accept() (net.Conn, error) {
 	for {
-		l.slots <- struct{}{}
+		// http.Server's Shutdown waits for Serve, which waits here while
+		// every slot is taken: Close must end the wait.
+		select {
+		case l.slots <- struct{}{}:
+		case <-l.closed:
+			return nil, net.ErrClosed
+		}
 		c, err := l.Listener.Accept()
 		if err != nil {
 			<-l.slots
 			return nil, err
 		}
-		k, ok := l.take(c.RemoteAddr())
+		keys, ok := l.take(c.RemoteAddr())
 		if !ok {
 			c.Close()
 			<-l.slots
 			continue
 		}
-		return &limitConn{Conn: c, release: func() { l.give(k); <-l.slots }}, nil
+		return &limitConn{Conn: c, release: func() { l.open.give(keys); <-l.slots }}, nil
 	}
 }
 
-// take counts a connection from addr, unless its client has perClient
-// open already. A trusted proxy's are not counted.
-func (l *limitListener) take(addr net.Addr) (netip.Prefix, bool) {
+func (l *limitListener) Close() error {
+	l.closeOnce.Do(func() { close(l.closed) })
+	return l.Listener.Close()
+}
+
+// take counts a connection from addr, unless its client or site holds its
+// bound. A trusted proxy's are not counted.
+func (l *limitListener) take(addr net.Addr) ([]netip.Prefix, bool) {
 	a, ok := addrOf(addr)
 	if !ok || inPrefixes(l.trusted, a) {
-		return netip.Prefix{}, true
+		return nil, true
 	}
-	k := clientKey(a)
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if l.open[k] >= l.perClient {
-		return k, false
-	}
-	l.open[k]++
-	return k, true
-}
-
-func (l *limitListener) give(k netip.Prefix) {
-	if !k.IsValid() {
-		return
-	}
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if l.open[k]--; l.open[k] <= 0 {
-		delete(l.open, k)
-	}
+	keys := keysOf(a)
+	return keys, l.open.take(keys, l.perClient, l.perSite)
 }
 
 // addrOf returns the IP address of a TCP peer, IPv4-mapped ones as IPv4.
@@ -97,18 +154,6 @@ func addrOf(addr net.Addr) (netip.Addr, bool) {
 	}
 	ap, err := netip.ParseAddrPort(addr.String())
 	return ap.Addr().Unmap(), err == nil
-}
-
-// clientKey is what one client counts as: its IPv4 address, or its IPv6
-// /64, the least a site is given (RFC 6177), so that one cannot pass a
-// bound with the addresses of its own network.
-func clientKey(a netip.Addr) netip.Prefix {
-	bits := 32
-	if a.Is6() {
-		bits = 64
-	}
-	p, _ := a.Prefix(bits)
-	return p
 }
 
 func inPrefixes(ps []netip.Prefix, a netip.Addr) bool {
@@ -132,70 +177,66 @@ func (c *limitConn) Close() error {
 	return err
 }
 
-// clients counts the live streams of each client.
+// clients counts the live streams of each client and site.
 type clients struct {
 	// trusted are the reverse proxies whose X-Forwarded-For is believed
 	// (Config.TrustedProxies); read-only once the server starts.
 	trusted []netip.Prefix
-
-	mu sync.Mutex
-	n  map[netip.Prefix]int // guarded by mu
+	streams counts
 }
 
 // take counts one more stream of r's client and reports whether it may
 // have it; a stream taken is given back with give.
-func (c *clients) take(r *http.Request) (netip.Prefix, bool) {
-	k := c.key(r)
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.n == nil {
-		c.n = make(map[netip.Prefix]int)
-	}
-	if c.n[k] >= maxStreamsPerClient {
-		return k, false
-	}
-	c.n[k]++
-	return k, true
+func (c *clients) take(r *http.Request) ([]netip.Prefix, bool) {
+	keys := c.keys(r)
+	return keys, c.streams.take(keys, maxStreamsPerClient, maxStreamsPerSite)
 }
 
-func (c *clients) give(k netip.Prefix) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.n[k]--; c.n[k] <= 0 {
-		delete(c.n, k)
-	}
-}
+func (c *clients) give(keys []netip.Prefix) { c.streams.give(keys) }
 
-// key returns the client r counts against: its address, or, when it comes
-// through a trusted proxy, the address that proxy saw, which is the
-// rightmost one in X-Forwarded-For that is not itself a trusted proxy
-// (anything left of it the client may have written); by clientKey.
-func (c *clients) key(r *http.Request) netip.Prefix {
+// keys returns what r counts against (keysOf): its peer's, or, when the
+// peer is a trusted proxy, those of the address that proxy saw, which is
+// the rightmost one in X-Forwarded-For that is not itself a trusted proxy
+// (anything left of it the client may have written).
+func (c *clients) keys(r *http.Request) []netip.Prefix {
 	peer, err := netip.ParseAddrPort(r.RemoteAddr)
 	if err != nil {
-		return netip.Prefix{} // not TCP (a test's fake): one client
+		return []netip.Prefix{{}} // not TCP (a test's fake): one client
 	}
 	addr := peer.Addr().Unmap()
 	if inPrefixes(c.trusted, addr) {
 		addr = c.forwardedFor(r, addr)
 	}
-	return clientKey(addr)
+	return keysOf(addr)
 }
 
 // forwardedFor walks r's X-Forwarded-For from the right, past the trusted
 // proxies, and returns the first address that is not one; peer if there
-// is none, or a value is not an address.
+// is none, or a value is not an address. A hop may carry a port (as some
+// proxies write it: 192.0.2.1:5000, [2001:db8::1]:5000).
 func (c *clients) forwardedFor(r *http.Request, peer netip.Addr) netip.Addr {
 	hops := strings.Split(strings.Join(r.Header.Values("X-Forwarded-For"), ","), ",")
 	for i := len(hops) - 1; i >= 0; i-- {
-		a, err := netip.ParseAddr(strings.TrimSpace(hops[i]))
-		if err != nil {
+		a, ok := hopAddr(strings.TrimSpace(hops[i]))
+		if !ok {
 			return peer
 		}
-		if a = a.Unmap(); !inPrefixes(c.trusted, a) {
+		if !inPrefixes(c.trusted, a) {
 			return a
 		}
 		peer = a
 	}
 	return peer
+}
+
+// hopAddr reads one X-Forwarded-For hop: an address, or an address and a
+// port.
+func hopAddr(h string) (netip.Addr, bool) {
+	if a, err := netip.ParseAddr(h); err == nil {
+		return a.Unmap(), true
+	}
+	if ap, err := netip.ParseAddrPort(h); err == nil {
+		return ap.Addr().Unmap(), true
+	}
+	return netip.Addr{}, false
 }

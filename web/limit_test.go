@@ -34,6 +34,8 @@ func TestClientKey(t *testing.T) {
 		{"the proxy with no header is the client", "127.0.0.1:4000", nil, "127.0.0.1/32"},
 		{"garbage in the header stops the walk", "127.0.0.1:4000", []string{"198.51.100.1, junk"}, "127.0.0.1/32"},
 		{"only trusted proxies: the last one", "127.0.0.1:4000", []string{"10.0.0.2"}, "10.0.0.2/32"},
+		{"a hop with a port", "127.0.0.1:4000", []string{"198.51.100.1:51234"}, "198.51.100.1/32"},
+		{"an IPv6 hop with a port", "127.0.0.1:4000", []string{"[2001:db8::1]:51234"}, "2001:db8::/64"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			r := httptest.NewRequest("GET", "/events?h=a", nil)
@@ -41,7 +43,7 @@ func TestClientKey(t *testing.T) {
 			for _, v := range tc.xff {
 				r.Header.Add("X-Forwarded-For", v)
 			}
-			if got := c.key(r); got != netip.MustParsePrefix(tc.want) {
+			if got := c.keys(r)[0]; got != netip.MustParsePrefix(tc.want) {
 				t.Fatalf("key = %v, want %s", got, tc.want)
 			}
 		})
@@ -124,5 +126,76 @@ func TestOneClientCannotHoldEveryConnection(t *testing.T) {
 		if !healthy(dialFrom(t, "127.0.0.3", addr)) {
 			t.Fatalf("connection %d of a trusted proxy not served", i+1)
 		}
+	}
+}
+
+// TestOneIPv6SiteIsBounded: the /64s of one /48 together hold at most
+// maxStreamsPerSite streams and maxConnsPerSite connections.
+func TestOneIPv6SiteIsBounded(t *testing.T) {
+	addr := func(sub, host int) netip.Addr {
+		return netip.AddrFrom16([16]byte{0x20, 0x01, 0x0d, 0xb8, 0x00, 0x01, byte(sub >> 8), byte(sub), 15: byte(host)})
+	}
+	var c clients
+	taken := 0
+	for sub := 0; sub < 2*maxStreamsPerSite/maxStreamsPerClient; sub++ {
+		for h := 1; h <= maxStreamsPerClient; h++ {
+			r := httptest.NewRequest("GET", "/events?h=a", nil)
+			r.RemoteAddr = netip.AddrPortFrom(addr(sub, h), 4000).String()
+			if _, ok := c.take(r); ok {
+				taken++
+			}
+		}
+	}
+	if taken != maxStreamsPerSite {
+		t.Fatalf("one /48 took %d streams, want %d", taken, maxStreamsPerSite)
+	}
+	r := httptest.NewRequest("GET", "/events?h=a", nil)
+	r.RemoteAddr = "[2001:db8:2::1]:4000"
+	if _, ok := c.take(r); !ok {
+		t.Fatal("another /48 refused")
+	}
+
+	l := limitedListener(nil, maxConns, nil)
+	taken = 0
+	for sub := 0; sub < 2*maxConnsPerSite/maxConnsPerClient; sub++ {
+		for h := 1; h <= maxConnsPerClient; h++ {
+			if _, ok := l.take(&net.TCPAddr{IP: addr(sub, h).AsSlice(), Port: 4000}); ok {
+				taken++
+			}
+		}
+	}
+	if taken != maxConnsPerSite {
+		t.Fatalf("one /48 holds %d connections, want %d", taken, maxConnsPerSite)
+	}
+}
+
+// TestShutdownWithEverySlotTaken: with every connection slot held by idle
+// keep-alives, Serve waits in Accept for a slot; closing the listener
+// (Shutdown does) must end that wait, or Shutdown waits for Serve until a
+// connection idles out.
+func TestShutdownWithEverySlotTaken(t *testing.T) {
+	s, _, _ := newTestServer(t, "")
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	const n = 4
+	l := limitedListener(ln, n, nil)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- serveUntil(ctx, s.srv, l) }()
+	for i := 0; i < n; i++ {
+		if !healthy(dialFrom(t, "127.0.0.1", ln.Addr().String())) {
+			t.Fatalf("connection %d not served", i+1)
+		}
+	}
+	cancel()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("serveUntil: %v", err)
+		}
+	case <-time.After(shutdownTimeout + 2*time.Second):
+		t.Fatal("the server did not shut down with every slot held")
 	}
 }

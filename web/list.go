@@ -8,6 +8,7 @@ import (
 	"html/template"
 	"net/http"
 	"strings"
+	"time"
 
 	"presenced/roster"
 )
@@ -73,10 +74,18 @@ var listPage = template.Must(template.New("list").Parse(`<!doctype html>
     li.querySelector(".icon").setAttribute("aria-label", st);
     place(li, st);
   }
+  function offline() {
+    items.forEach(function (li) { if (li.dataset.status !== "offline") { show(li, "offline"); } });
+  }
   var url = "/events?h=" + names.map(encodeURIComponent).join(",");
+  var es = null, heard = 0;
   function follow() {
-    var es = new EventSource(url);
+    es = new EventSource(url);
+    heard = Date.now();
+    es.onopen = function () { heard = Date.now(); };
+    es.addEventListener("ping", function () { heard = Date.now(); });
     es.onmessage = function (e) {
+      heard = Date.now();
       var d;
       try { d = JSON.parse(e.data); } catch (err) { return; }
       var li = items.get(d.handle);
@@ -88,10 +97,20 @@ var listPage = template.Must(template.New("list").Parse(`<!doctype html>
     // an answer other than 200 (503 when the server is full): then the
     // page does, later.
     es.onerror = function () {
-      items.forEach(function (li) { if (li.dataset.status !== "offline") { show(li, "offline"); } });
+      offline();
       if (es.readyState === EventSource.CLOSED) { setTimeout(follow, 5000 + Math.random() * 10000); }
     };
   }
+  // A stream that says nothing, not even the ping it sends when quiet
+  // (keepAlive), is dead though the browser has not noticed (its server's
+  // host gone without a word): off-line, and a new stream.
+  setInterval(function () {
+    if (es && es.readyState === EventSource.OPEN && Date.now() - heard > {{.Silence}}) {
+      es.close();
+      offline();
+      follow();
+    }
+  }, 5000);
   follow();
 })();
 </script>
@@ -131,7 +150,8 @@ func (s *Server) list(w http.ResponseWriter, r *http.Request) {
 		CSS             template.CSS
 		Names           []string
 		Online, Offline []listEntry
-	}{nonce, s.listCSS, asked, on, off}); err != nil {
+		Silence         int64 // ms: two pings missed, and some
+	}{nonce, s.listCSS, asked, on, off, (2*s.keepAlive + 10*time.Second).Milliseconds()}); err != nil {
 		s.log.Error("web: /list", "err", err)
 		http.Error(w, "internal error", http.StatusInternalServerError)
 		return

@@ -57,7 +57,7 @@ const (
 	// it, 503. They do not take one of the maxConcurrent request slots,
 	// which would run out with a few hundred open pages.
 	maxStreams = 1000
-	// keepAlive is how often a stream sends a comment when nothing
+	// keepAlive is how often a stream sends a ping event when nothing
 	// changes, so that proxies and browsers keep it open and a client
 	// gone away without a word is found out.
 	keepAlive = 25 * time.Second

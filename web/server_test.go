@@ -167,7 +167,7 @@ func TestStreamsPerClientBounded(t *testing.T) {
 	var c clients
 	r := httptest.NewRequest("GET", "/events?h=a", nil)
 	r.RemoteAddr = "192.0.2.7:4000"
-	var ips []netip.Prefix
+	var ips [][]netip.Prefix
 	for i := 0; i < maxStreamsPerClient; i++ {
 		ip, ok := c.take(r)
 		if !ok {

@@ -247,14 +247,14 @@ func (c *Config) validate() error {
 }
 
 // sameSocket reports whether two host:port addresses would take the same
-// socket: the same port, and hosts that are equal, or one of them the
+// socket: the same port (not 0), and hosts that are equal, or one of them the
 // unspecified address (every address), or localhost and a loopback
 // address. It looks nothing up: a name it cannot tell apart is left to
 // the listen, which fails.
 func sameSocket(a, b string) bool {
 	ha, pa, _ := net.SplitHostPort(a)
 	hb, pb, _ := net.SplitHostPort(b)
-	if pa != pb {
+	if pa != pb || pa == "0" { // port 0: each gets a port of its own
 		return false
 	}
 	ipa, erra := netip.ParseAddr(ha)

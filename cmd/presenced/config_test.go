@@ -185,6 +185,7 @@ func TestSameSocket(t *testing.T) {
 		{"[::ffff:127.0.0.1]:8080", "127.0.0.1:8080", true},
 		{"web.example.org:8080", "WEB.example.org:8080", true},
 		{"web.example.org:8080", "127.0.0.1:8080", false},
+		{"127.0.0.1:0", "127.0.0.1:0", false},
 	} {
 		if got := sameSocket(tc.a, tc.b); got != tc.want {
 			t.Errorf("sameSocket(%q, %q) = %v, want %v", tc.a, tc.b, got, tc.want)
