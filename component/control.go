@@ -293,24 +293,32 @@ func visibilityForm(c *Component, owner string) *node {
 		"A hidden handle appears off-line to all of its subscribers while your other handles follow your status.", hf, vf)
 }
 
+// chosenHandles returns the handles of a form's list-multi field
+// "handles", prepared, and their bare JIDs; at least one.
+func chosenHandles(c *Component, f formValues) (names, bare []string, err error) {
+	for _, raw := range f["handles"] {
+		h, err := prepareHandle(c, raw)
+		if err != nil {
+			return nil, nil, err
+		}
+		names = append(names, h)
+		bare = append(bare, c.handleBare(h))
+	}
+	if len(names) == 0 {
+		return nil, nil, refusal(condBadRequest("Choose at least one handle."))
+	}
+	return names, bare, nil
+}
+
 func setVisibility(c *Component, owner string, f formValues, done commandDone) {
 	v := strings.TrimSpace(f.single("visibility"))
 	if v != "shown" && v != "hidden" {
 		done("", nil, refusal(condBadRequest(`Choose the visibility: "shown" or "hidden".`)))
 		return
 	}
-	var names, bare []string
-	for _, raw := range f["handles"] {
-		h, err := prepareHandle(c, raw)
-		if err != nil {
-			done("", nil, err)
-			return
-		}
-		names = append(names, h)
-		bare = append(bare, c.handleBare(h))
-	}
-	if len(names) == 0 {
-		done("", nil, refusal(condBadRequest("Choose at least one handle.")))
+	names, bare, err := chosenHandles(c, f)
+	if err != nil {
+		done("", nil, err)
 		return
 	}
 	hidden := v == "hidden"
@@ -359,18 +367,9 @@ func setWeb(c *Component, owner string, f formValues, done commandDone) {
 		done("", nil, refusal(condBadRequest(`Choose "public" or "off".`)))
 		return
 	}
-	var names, bare []string
-	for _, raw := range f["handles"] {
-		h, err := prepareHandle(c, raw)
-		if err != nil {
-			done("", nil, err)
-			return
-		}
-		names = append(names, h)
-		bare = append(bare, c.handleBare(h))
-	}
-	if len(names) == 0 {
-		done("", nil, refusal(condBadRequest("Choose at least one handle.")))
+	names, bare, err := chosenHandles(c, f)
+	if err != nil {
+		done("", nil, err)
 		return
 	}
 	public := v == "public"

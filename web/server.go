@@ -258,15 +258,7 @@ func New(cfg Config, st *Statuses, log *slog.Logger) (*Server, error) {
 	mux.Handle("GET /readyz", s.bounded(s.readyz))
 	mux.Handle("GET /list", s.bounded(s.list))
 	mux.HandleFunc("GET /events", s.events) // bounded by maxStreams
-	s.srv = &http.Server{
-		Handler:           mux,
-		ReadHeaderTimeout: readHeaderTimeout,
-		ReadTimeout:       readTimeout,
-		WriteTimeout:      writeTimeout,
-		IdleTimeout:       idleTimeout,
-		MaxHeaderBytes:    maxHeaderBytes,
-		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
-	}
+	s.srv = newHTTPServer(mux, log)
 	s.srv.RegisterOnShutdown(s.stopStreams)
 	return s, nil
 }
@@ -280,16 +272,37 @@ func (s *Server) Handler() http.Handler { return s.srv.Handler }
 // (a standby taking over on the same host, while the instance it replaces
 // still holds it for a moment).
 func (s *Server) Listen() error {
-	ln, err := net.Listen("tcp", s.cfg.Listen)
+	ln, err := listenTCP("web", s.cfg.Listen)
 	if err != nil {
-		if errors.Is(err, syscall.EADDRINUSE) {
-			return fmt.Errorf("web: %w: %w", ErrInUse, err)
-		}
-		return fmt.Errorf("web: %w", err)
+		return err
 	}
 	s.ln = limitedListener(ln, maxConns, s.cfg.TrustedProxies)
 	s.log.Info("HTTP side listening", "addr", ln.Addr().String())
 	return nil
+}
+
+// listenTCP listens on addr; an address in use is ErrInUse.
+func listenTCP(what, addr string) (net.Listener, error) {
+	ln, err := net.Listen("tcp", addr)
+	if errors.Is(err, syscall.EADDRINUSE) {
+		return nil, fmt.Errorf("%s: %w: %w", what, ErrInUse, err)
+	} else if err != nil {
+		return nil, fmt.Errorf("%s: %w", what, err)
+	}
+	return ln, nil
+}
+
+// newHTTPServer returns an http.Server for h with presenced's bounds.
+func newHTTPServer(h http.Handler, log *slog.Logger) *http.Server {
+	return &http.Server{
+		Handler:           h,
+		ReadHeaderTimeout: readHeaderTimeout,
+		ReadTimeout:       readTimeout,
+		WriteTimeout:      writeTimeout,
+		IdleTimeout:       idleTimeout,
+		MaxHeaderBytes:    maxHeaderBytes,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+	}
 }
 
 // ErrInUse is Listen's error when the address is in use.
@@ -519,25 +532,14 @@ func NewOps(addr string, h http.Handler, log *slog.Logger) (*OpsServer, error) {
 	}
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", h)
-	o.srv = &http.Server{
-		Handler:           mux,
-		ReadHeaderTimeout: readHeaderTimeout,
-		ReadTimeout:       readTimeout,
-		WriteTimeout:      writeTimeout,
-		IdleTimeout:       idleTimeout,
-		MaxHeaderBytes:    maxHeaderBytes,
-		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
-	}
+	o.srv = newHTTPServer(mux, log)
 	return o, nil
 }
 
 func (o *OpsServer) listen() error {
-	ln, err := net.Listen("tcp", o.addr)
+	ln, err := listenTCP("web: metrics", o.addr)
 	if err != nil {
-		if errors.Is(err, syscall.EADDRINUSE) {
-			return fmt.Errorf("web: metrics: %w: %w", ErrInUse, err)
-		}
-		return fmt.Errorf("web: metrics: %w", err)
+		return err
 	}
 	o.ln = limitedListener(ln, 64, nil)
 	o.log.Info("metrics listening", "addr", ln.Addr().String())
