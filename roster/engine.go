@@ -101,8 +101,9 @@ type batch struct {
 	opOf    []int // index in ops of each entry's op, or -1
 	errs    []error
 	// began is when the transaction whose outcome b.errs hold started
-	// (the last one: see commit), which dates the outcome for StorageOK.
-	began time.Time
+	// (the last one: see commit), and ended when it ended, which dates
+	// the outcome for StorageOK (see health).
+	began, ended time.Time
 }
 
 // take takes the changes for one transaction: every change to be written
@@ -152,6 +153,7 @@ func (s *Service) take() *batch {
 // transaction (Options.ObserveCommit).
 func commit(ctx context.Context, store storage.Store, b *batch, observe func(time.Duration, error)) {
 	b.began = time.Now() // dated even should the store panic before Apply
+	defer func() { b.ended = time.Now() }()
 	b.errs = make([]error, len(b.ops))
 	live := make([]int, len(b.ops))
 	for i := range live {
@@ -213,7 +215,7 @@ func (s *Service) finish(b *batch) {
 	}
 	if len(b.ops) > 0 {
 		// An observation of storage, unless a ping started since.
-		s.health.record(b.began, !failed)
+		s.health.record(b.ended, !failed)
 	}
 }
 
@@ -236,7 +238,7 @@ func (s *Service) settle(ctx context.Context) {
 			return
 		}
 		b := s.take()
-		s.health.committing(func() { commit(ctx, s.store, b, s.observe) })
+		s.health.committing(len(b.ops), func() { commit(ctx, s.store, b, s.observe) })
 		s.finish(b)
 	}
 }
@@ -433,7 +435,7 @@ func (s *Service) commitLoop() {
 				}
 			}()
 			// Each transaction has its own deadline inside the store.
-			s.health.committing(func() { commit(context.Background(), s.store, b, s.observe) })
+			s.health.committing(len(b.ops), func() { commit(context.Background(), s.store, b, s.observe) })
 		}()
 		s.eng.results <- b
 	}

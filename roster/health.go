@@ -22,14 +22,16 @@ const (
 	pingTimeout = 2 * time.Second
 )
 
-// health is what is known of storage: the most recent observation, that
-// is the one that started last, whichever its kind (the outcome of a
-// transaction, or a ping). An observation that started before the one
-// recorded is older news, and is dropped whenever it ends: a ping that
-// began before a transaction must not overwrite its outcome, though the
-// ping ends later, nor a slow transaction the answer of a ping that began
-// after it. (A ping begun during a transaction runs after it, where Apply
-// runs, on both backends: its answer is indeed the later.)
+// health is what is known of storage: the most recent observation,
+// whichever its kind, the outcome of a transaction (dated when it ended)
+// or the answer of a ping (dated when it started). An observation dated
+// before the one recorded is older news, and is dropped. No ping starts
+// while a transaction is under way, so a ping's answer is newer than
+// every transaction that ended before it, and a transaction's outcome
+// newer than every ping that started before it ended (a ping that failed
+// while it ran, maybe waiting for it, is dropped: see ping). Only a
+// transaction stuck for stuckAfter health periods is recorded as a
+// failure meanwhile, which its outcome replaces once it ends.
 //
 // The rule for goroutines: record and due take mu (held only to compare
 // and store, never while storage is asked); ok is also stored under mu,
@@ -37,41 +39,54 @@ const (
 // goroutine.
 type health struct {
 	mu sync.Mutex
-	at time.Time // when the observation recorded started
+	at time.Time // the date of the observation recorded
 	ok atomic.Bool
 
-	// begun counts the transactions begun, and inCommit those under way
-	// (committing): a ping that waited its turn behind a slow transaction
-	// and timed out says nothing that the transaction's own outcome will
-	// not say better.
-	begun    atomic.Uint64
-	inCommit atomic.Int32
+	// begun counts the transactions begun, and since is when the one
+	// under way began (UnixNano; 0: none), for ping: a ping that waited
+	// its turn behind a slow transaction and timed out says nothing that
+	// the transaction's own outcome will not say better, unless the
+	// transaction is stuck. One transaction runs at a time (commitLoop).
+	begun atomic.Uint64
+	since atomic.Int64
 }
 
-// committing runs f, a transaction, counted as under way.
-func (h *health) committing(f func()) {
+// committing runs f, a transaction of ops operations, as under way. One of
+// none (a batch of callbacks only) asks storage nothing.
+func (h *health) committing(ops int, f func()) {
+	if ops == 0 {
+		f()
+		return
+	}
+	// In this order, and ping reads them in the other: a ping that saw
+	// no transaction under way sees begun move if one began meanwhile.
+	h.since.Store(time.Now().UnixNano())
 	h.begun.Add(1)
-	h.inCommit.Add(1)
-	defer h.inCommit.Add(-1)
+	defer h.since.Store(0)
 	f()
 }
 
-// record records an observation of storage that started at began: ok
-// unless storage failed. It reports whether it was kept, that is whether
-// it is not older than the one recorded.
-func (h *health) record(began time.Time, ok bool) bool {
+// stuckAfter is how long a transaction may be under way before readiness
+// takes storage for failing, in health periods: a write that never
+// returns (a disk that hangs in fsync) must not leave /readyz at 200.
+const stuckAfter = 2
+
+// record records an observation of storage dated at: ok unless storage
+// failed. It reports whether it was kept, that is whether it is not older
+// than the one recorded.
+func (h *health) record(at time.Time, ok bool) bool {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	if began.Before(h.at) {
+	if at.Before(h.at) {
 		return false
 	}
-	h.at = began
+	h.at = at
 	h.ok.Store(ok)
 	return true
 }
 
 // due returns how long after now the next ping is due: every after the
-// most recent observation started (0 or less: now).
+// date of the most recent observation (0 or less: now).
 func (h *health) due(now time.Time, every time.Duration) time.Duration {
 	h.mu.Lock()
 	defer h.mu.Unlock()
@@ -127,14 +142,21 @@ func (s *Service) healthLoop(ctx context.Context) {
 // A panic of the store is a failure to answer.
 //
 // No ping is made while a transaction is under way, whose outcome is
-// about to be recorded; and a ping that failed while one was, which it
-// may have waited for on the one connection both use, is not recorded
-// either: the transaction's outcome tells.
+// about to be recorded, but one under way for stuckAfter health periods
+// is a failure; and a ping that failed while one was, which it may have
+// waited for on the one connection both use, is not recorded either: the
+// transaction's outcome tells.
 func (s *Service) ping(ctx context.Context) {
-	if s.health.inCommit.Load() > 0 {
+	begun := s.health.begun.Load()
+	if t := s.health.since.Load(); t != 0 {
+		if d := time.Since(time.Unix(0, t)); d > stuckAfter*s.healthEvery {
+			if s.health.record(time.Now(), false) {
+				s.log.Warn("storage does not answer: a transaction is stuck", "for", d.Round(time.Second))
+			}
+		}
 		return
 	}
-	began, begun := time.Now(), s.health.begun.Load()
+	began := time.Now()
 	pctx, cancel := context.WithTimeout(ctx, pingTimeout)
 	defer cancel()
 	err := errPingPanic
@@ -142,7 +164,7 @@ func (s *Service) ping(ctx context.Context) {
 	if ctx.Err() != nil {
 		return
 	}
-	if err != nil && (s.health.begun.Load() != begun || s.health.inCommit.Load() > 0) {
+	if err != nil && (s.health.begun.Load() != begun || s.health.since.Load() != 0) {
 		return
 	}
 	was := s.StorageOK()

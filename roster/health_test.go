@@ -139,28 +139,28 @@ func TestHealthKeepsTheNewest(t *testing.T) {
 }
 
 // TestFinishDatesTheOutcome: finish records a transaction's outcome as
-// of when the transaction started, so a ping since then prevails.
+// of when the transaction ended, so a ping started later prevails.
 func TestFinishDatesTheOutcome(t *testing.T) {
 	s, err := New(t.Context(), newMemStore(), Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	// failed is a committed batch of one change, which storage failed.
-	failed := func(began time.Time) *batch {
+	failed := func(ended time.Time) *batch {
 		e := &entry{op: storage.Op{Kind: storage.OpSetWeb}, apply: func(error) {}}
-		return &batch{entries: []*entry{e}, ops: []storage.Op{e.op}, opOf: []int{0}, errs: []error{errDown}, began: began}
+		return &batch{entries: []*entry{e}, ops: []storage.Op{e.op}, opOf: []int{0}, errs: []error{errDown}, ended: ended}
 	}
 	began := time.Now()
 	s.health.record(began.Add(time.Millisecond), true) // a ping, started after
 	s.finish(failed(began))
 	if !s.StorageOK() {
-		t.Fatal("a transaction that started before the ping overwrote it")
+		t.Fatal("a transaction that ended before the ping overwrote it")
 	}
 	s.finish(failed(began.Add(2 * time.Millisecond)))
 	if s.StorageOK() {
 		t.Fatal("a failed transaction newer than the ping was not recorded")
 	}
-	s.finish(&batch{began: began.Add(3 * time.Millisecond)}) // wrote nothing
+	s.finish(&batch{ended: began.Add(3 * time.Millisecond)}) // wrote nothing
 	if s.StorageOK() {
 		t.Fatal("a batch with no op was taken for an observation of storage")
 	}
@@ -252,4 +252,39 @@ func TestPingBehindASlowCommitDoesNotWin(t *testing.T) {
 	if !s.StorageOK() {
 		t.Errorf("the transaction just committed, yet StorageOK = false (readyz 503) until the next ping")
 	}
+}
+
+// TestStuckTransactionFailsReadiness: a transaction that does not return
+// (a disk hung in fsync) turns StorageOK false after stuckAfter health
+// periods, though no ping may run meanwhile; once it returns, the next
+// ping says storage answers again.
+func TestStuckTransactionFailsReadiness(t *testing.T) {
+	mem := newMemStore()
+	gate := make(chan struct{})
+	mem.gate = gate
+	store := &busyStore{memStore: mem, sem: make(chan struct{}, 1)}
+	s, err := New(t.Context(), store, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.healthEvery = 50 * time.Millisecond
+	done := make(chan struct{})
+	go func() { defer close(done); s.Run() }()
+	opened := false
+	t.Cleanup(func() {
+		if !opened {
+			close(gate)
+		}
+		s.Stop()
+		<-done
+	})
+	added := make(chan error, 1)
+	on(s, func() { s.AddHandle(pendingOwner, "h", storage.PolicyOpen, func(err error) { added <- err }) })
+	waitUntil(t, "StorageOK false with a transaction stuck", func() bool { return !s.StorageOK() })
+	close(gate)
+	opened = true
+	if err := <-added; err != nil {
+		t.Fatalf("the transaction, let go, failed: %v", err)
+	}
+	waitUntil(t, "StorageOK true once the transaction returned", s.StorageOK)
 }
