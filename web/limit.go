@@ -99,6 +99,19 @@ type limitListener struct {
 
 	closeOnce sync.Once
 	closed    chan struct{} // closed by Close, so that Accept waits no more
+
+	// pressure, if set, is told when the connections open reach 4/5 of
+	// the bound (true) and when they are back to half of it (false); the
+	// server then sheds its idle keep-alives and keeps none, so that
+	// connections held idle from many addresses cannot take every slot.
+	pressure func(high bool)
+	pmu      sync.Mutex // guards high
+	high     bool
+	// amu is held while pressure is told. Telling it runs on a goroutine
+	// of its own: shedding idle connections closes them, and their Close
+	// comes back here.
+	amu  sync.Mutex
+	told bool // guarded by amu: what pressure was told last
 }
 
 func limitedListener(ln net.Listener, n int, trusted []netip.Prefix) *limitListener {
@@ -123,10 +136,51 @@ func (l *limitListener) Accept() (net.Conn, error) {
 		keys, ok := l.take(c.RemoteAddr())
 		if !ok {
 			c.Close()
-			<-l.slots
+			l.release()
 			continue
 		}
-		return &limitConn{Conn: c, release: func() { l.open.give(keys); <-l.slots }}, nil
+		l.feel()
+		return &limitConn{Conn: c, release: func() { l.open.give(keys); l.release() }}, nil
+	}
+}
+
+// release gives a slot back.
+func (l *limitListener) release() {
+	<-l.slots
+	l.feel()
+}
+
+// feel tells pressure when the connections open cross 4/5 of the bound
+// upward, or half of it downward.
+func (l *limitListener) feel() {
+	if l.pressure == nil {
+		return
+	}
+	l.pmu.Lock()
+	defer l.pmu.Unlock()
+	n, was := len(l.slots), l.high
+	switch {
+	case !l.high && 5*n >= 4*cap(l.slots):
+		l.high = true
+	case l.high && 2*n <= cap(l.slots):
+		l.high = false
+	}
+	if l.high != was {
+		go l.tell()
+	}
+}
+
+// tell tells pressure the state of now: of several on their way, the last
+// to run tells the latest.
+func (l *limitListener) tell() {
+	l.amu.Lock()
+	defer l.amu.Unlock()
+	l.pmu.Lock()
+	high := l.high
+	l.pmu.Unlock()
+	if high != l.told {
+		l.told = high
+		l.pressure(high)
 	}
 }
 

@@ -199,3 +199,66 @@ func TestShutdownWithEverySlotTaken(t *testing.T) {
 		t.Fatal("the server did not shut down with every slot held")
 	}
 }
+
+// TestIdleKeepAlivesShedNearTheBound: once the connections open reach 4/5
+// of the bound, the server sheds its idle keep-alives (so that idle
+// connections from many addresses cannot hold every slot) and keeps none,
+// until they are back to half of it.
+func TestIdleKeepAlivesShedNearTheBound(t *testing.T) {
+	s, _, _ := newTestServer(t, "")
+	s.cfg.Listen = "127.0.0.1:0"
+	if err := s.Listen(); err != nil {
+		t.Fatal(err)
+	}
+	l := s.ln.(*limitListener)
+	ln := l.Listener
+	// Five slots: the fourth connection is 4/5 of them.
+	l.slots = make(chan struct{}, 5)
+	told := make(chan bool, 10)
+	inner := l.pressure
+	l.pressure = func(high bool) { inner(high); told <- high }
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go func() { _ = serveUntil(ctx, s.srv, l) }()
+	addr := ln.Addr().String()
+	var idle []net.Conn
+	for i := 0; i < 3; i++ { // from three addresses: no client bound in play
+		c := dialFrom(t, fmt.Sprintf("127.0.0.%d", i+2), addr)
+		if !healthy(c) {
+			t.Fatalf("connection %d not served", i+1)
+		}
+		idle = append(idle, c)
+	}
+	select {
+	case h := <-told:
+		t.Fatalf("pressure told %v with 3 of 5 open", h)
+	case <-time.After(100 * time.Millisecond):
+	}
+	fourth := dialFrom(t, "127.0.0.9", addr)
+	if !healthy(fourth) {
+		t.Fatal("the fourth connection not served")
+	}
+	select {
+	case h := <-told:
+		if !h {
+			t.Fatal("pressure told false at 4 of 5")
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("pressure not told at 4 of 5")
+	}
+	// The idle ones are closed by the server: a read sees the end.
+	for i, c := range idle {
+		_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
+		if _, err := c.Read(make([]byte, 1)); err == nil {
+			t.Fatalf("idle connection %d still open", i+1)
+		}
+	}
+	select {
+	case h := <-told:
+		if h {
+			t.Fatal("pressure told true again")
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("pressure not told false once the idle connections were shed")
+	}
+}

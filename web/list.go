@@ -81,11 +81,11 @@ var listPage = template.Must(template.New("list").Parse(`<!doctype html>
   var es = null, heard = 0;
   function follow() {
     es = new EventSource(url);
-    heard = Date.now();
-    es.onopen = function () { heard = Date.now(); };
-    es.addEventListener("ping", function () { heard = Date.now(); });
+    heard = performance.now();
+    es.onopen = function () { heard = performance.now(); };
+    es.addEventListener("ping", function () { heard = performance.now(); });
     es.onmessage = function (e) {
-      heard = Date.now();
+      heard = performance.now();
       var d;
       try { d = JSON.parse(e.data); } catch (err) { return; }
       var li = items.get(d.handle);
@@ -101,11 +101,13 @@ var listPage = template.Must(template.New("list").Parse(`<!doctype html>
       if (es.readyState === EventSource.CLOSED) { setTimeout(follow, 5000 + Math.random() * 10000); }
     };
   }
-  // A stream that says nothing, not even the ping it sends when quiet
-  // (keepAlive), is dead though the browser has not noticed (its server's
-  // host gone without a word): off-line, and a new stream.
+  // A stream that says nothing, not even the ping it sends every
+  // keepAlive, or that never opens, is dead though the browser has not
+  // noticed (its server's host gone without a word): off-line, and a new
+  // stream. (A closed one has its new stream on the way.) The clock is
+  // the page's own, which the wall clock's steps do not move.
   setInterval(function () {
-    if (es && es.readyState === EventSource.OPEN && Date.now() - heard > {{.Silence}}) {
+    if (es && es.readyState !== EventSource.CLOSED && performance.now() - heard > {{.Silence}}) {
       es.close();
       offline();
       follow();

@@ -276,7 +276,15 @@ func (s *Server) Listen() error {
 	if err != nil {
 		return err
 	}
-	s.ln = limitedListener(ln, maxConns, s.cfg.TrustedProxies)
+	l := limitedListener(ln, maxConns, s.cfg.TrustedProxies)
+	l.pressure = func(high bool) {
+		// Off, it also closes the idle connections at once.
+		s.srv.SetKeepAlivesEnabled(!high)
+		if high {
+			s.log.Warn("HTTP connections near their bound: idle keep-alives shed", "open", len(l.slots), "bound", cap(l.slots))
+		}
+	}
+	s.ln = l
 	s.log.Info("HTTP side listening", "addr", ln.Addr().String())
 	return nil
 }
