@@ -343,15 +343,27 @@ func chatRequests(c *Component, owner string, args []string, done commandDone) {
 		done(noRequests(c, owner), nil, nil)
 		return
 	}
-	values := make([]string, len(rs))
+	// Numbered only as far as the answer shows them: "approve N" acts on
+	// what the owner saw, and what is kept for it is bounded so.
+	const answer = `
+Answer with "approve N" or "deny N" (several numbers may follow), or "approve CONTACT".`
+	more := func(n int) string {
+		return fmt.Sprintf("\n%d more are waiting: decide on these, then send \"requests\" again.", n)
+	}
+	room := maxChatReply - len(answer) - len(more(len(rs)))
+	var values []string
 	var b strings.Builder
 	fmt.Fprintf(&b, "%s waiting:", plural(len(rs), "subscription request is", "subscription requests are"))
 	for i, r := range rs {
-		values[i] = requestValue(r.Handle, r.Contact)
-		fmt.Fprintf(&b, "\n%d. %s", i+1, c.requestLabel(r.Handle, r.Contact))
+		line := fmt.Sprintf("\n%d. %s", i+1, c.requestLabel(r.Handle, r.Contact))
+		if b.Len()+len(line) > room {
+			b.WriteString(more(len(rs) - i))
+			break
+		}
+		b.WriteString(line)
+		values = append(values, requestValue(r.Handle, r.Contact))
 	}
-	b.WriteString(`
-Answer with "approve N" or "deny N" (several numbers may follow), or "approve CONTACT".`)
+	b.WriteString(answer)
 	c.chatShown[owner] = shownList{values: values, at: now}
 	done(b.String(), nil, nil)
 }
@@ -425,19 +437,31 @@ func chatSubscribers(c *Component, owner string, args []string, done commandDone
 		done("You hold no handles.", nil, nil)
 		return
 	}
-	// The command answers at once: it reads memory only. Past what one
-	// answer holds, the handles are named with their count only.
-	var b strings.Builder
-	for _, h := range hs {
+	// The command answers at once: it reads memory only. Every handle is
+	// named with its count; its list follows while the answer holds it
+	// with room left for the counts still to come.
+	ch := chatByWord("subscribers")
+	full := make([]string, len(hs))
+	short := make([]string, len(hs))
+	rest := 0
+	for i, h := range hs {
 		cmd.complete(c, owner, formValues{"handle": {h}}, func(note string, result *node, err error) {
-			if b.Len() > 0 {
-				b.WriteString("\n")
-			}
-			if b.Len() > maxChatReply/2 {
-				result = nil
-			}
-			b.WriteString(c.chatText(chatByWord("subscribers"), owner, note, result, err))
+			full[i] = c.chatText(ch, owner, note, result, err)
+			short[i] = c.chatText(ch, owner, note, nil, err)
 		})
+		rest += len(short[i]) + 1
+	}
+	var b strings.Builder
+	for i := range hs {
+		rest -= len(short[i]) + 1
+		line := full[i]
+		if b.Len()+len(line)+1+rest > maxChatReply {
+			line = short[i]
+		}
+		if b.Len() > 0 {
+			b.WriteString("\n")
+		}
+		b.WriteString(line)
 	}
 	done(b.String(), nil, nil)
 }

@@ -1,6 +1,7 @@
 package component
 
 import (
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -250,5 +251,90 @@ func TestUnsubscribeKeepsTheKeptStamp(t *testing.T) {
 	tc.send(`<presence type='unsubscribe' from='%s' to='%s'/>`, carol, h)
 	if got := stampOf(t, tc.expect("the unsubscription's unavailable", isPresenceOf(full(h), carol))); got != kept {
 		t.Fatalf("carol unsubscribed is stamped %s, she kept %s", got, kept)
+	}
+}
+
+// TestChatSubscribersCountsEveryHandle: "subscribers" with no handle names
+// every handle with its count, even when the first handle's list alone is
+// longer than one answer holds.
+func TestChatSubscribersCountsEveryHandle(t *testing.T) {
+	tc := startTestComponent(t, "")
+	me := alice + "/pc"
+	wantText(t, "add a", chat(t, tc, me, "add a open"), "Added")
+	wantText(t, "add b", chat(t, tc, me, "add b open"), "Added")
+	for i := 0; i < 700; i++ {
+		tc.send(`<presence type='subscribe' from='%s' to='a@%s'/>`, fmt.Sprintf("contact%03d-%s@example.net", i, strings.Repeat("x", 40)), testDomain)
+	}
+	tc.send(`<presence type='subscribe' from='%s' to='b@%s'/>`, carol, testDomain)
+	if err := waitEmpty(tc.r); err != nil {
+		t.Fatal(err)
+	}
+	got := chat(t, tc, me, "subscribers")
+	if len(got) > maxChatReply {
+		t.Errorf("the answer holds %d bytes, more than %d", len(got), maxChatReply)
+	}
+	for _, want := range []string{"a@" + testDomain + " has 700 subscribers", "b@" + testDomain + " has 1 subscriber"} {
+		if !strings.Contains(got, want) {
+			t.Errorf("no %q in the answer (%d bytes)", want, len(got))
+		}
+	}
+}
+
+// TestChatRequestsNumberedAsShown: "requests" numbers only the requests
+// its answer shows, and "approve N" takes no number it did not show.
+func TestChatRequestsNumberedAsShown(t *testing.T) {
+	tc := startTestComponent(t, "")
+	me := alice + "/pc"
+	h := addAsk(t, tc, "ask")
+	for i := 0; i < 100; i++ {
+		tc.send(`<presence type='subscribe' from='%s' to='%s'/>`, fmt.Sprintf("c%03d-%s@example.net", i, strings.Repeat("y", 400)), h)
+	}
+	if err := waitEmpty(tc.r); err != nil {
+		t.Fatal(err)
+	}
+	list := chat(t, tc, me, "requests")
+	shown := strings.Count(list, " wants to see ")
+	if shown == 0 || shown >= 100 || strings.Contains(list, "(cut") {
+		t.Fatalf("%d of 100 requests shown (cut: %v), want some, in one answer", shown, strings.Contains(list, "(cut"))
+	}
+	if !strings.Contains(list, fmt.Sprintf("%d more are waiting", 100-shown)) {
+		t.Errorf("the answer does not say how many more wait:\n%s", list[len(list)-300:])
+	}
+	if got := chat(t, tc, me, fmt.Sprintf("approve %d", shown+1)); !strings.HasPrefix(got, "Error: There is no request number") {
+		t.Errorf("approve %d (not shown): %.80q", shown+1, got)
+	}
+	if got := chat(t, tc, me, fmt.Sprintf("approve %d", shown)); !strings.HasPrefix(got, "Approved") {
+		t.Errorf("approve %d (shown): %.80q", shown, got)
+	}
+}
+
+// TestRequestsFormBounded: the ad-hoc requests form lists at most what one
+// answer holds, and says how many more wait.
+func TestRequestsFormBounded(t *testing.T) {
+	tc := startTestComponent(t, "")
+	h := addAsk(t, tc, "ask")
+	for i := 0; i < 100; i++ {
+		tc.send(`<presence type='subscribe' from='%s' to='%s'/>`, fmt.Sprintf("c%03d-%s@example.net", i, strings.Repeat("y", 800)), h)
+	}
+	if err := waitEmpty(tc.r); err != nil {
+		t.Fatal(err)
+	}
+	id := nextID()
+	tc.send(`<iq type='set' id='%s' from='%s' to='%s'><command xmlns='%s' node='requests' action='execute'/></iq>`, id, alice+"/pc", testDomain, nsCommands)
+	form := tc.expect("execute reply "+id, isReplyTo(id)).child(nsCommands, "command").child(nsData, "x")
+	options, size := 0, 0
+	for _, f := range form.children {
+		for _, o := range f.children {
+			if o.name.Local == "option" && f.get("var") == "requests" {
+				options++
+				size += len(o.get("label")) + len(o.child("", "value").text)
+			}
+		}
+	}
+	if options == 0 || options >= 100 || size > maxListedBytes {
+		t.Fatalf("%d options (%d bytes) of 100 requests, want fewer within %d bytes", options, size, maxListedBytes)
+	}
+	if text := form.child("", "instructions").text; !strings.Contains(text, fmt.Sprintf("%d more are waiting", 100-options)) {
+		t.Fatalf("instructions: %q", text)
 	}
 }

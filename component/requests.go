@@ -27,15 +27,28 @@ func (c *Component) requestLabel(handle, contact string) string {
 	return fmt.Sprintf("%s wants to see %s", contact, c.handleBare(handle))
 }
 
+// requestsForm lists the requests waiting, as many as one answer holds
+// (maxListed, maxListedBytes: strangers make them, up to 100 per handle).
 func requestsForm(c *Component, owner string) *node {
 	rf := required(field("list-multi", "requests", "Requests"))
-	for _, r := range c.roster.Requests(owner) {
-		rf.add(option(c.requestLabel(r.Handle, r.Contact), requestValue(r.Handle, r.Contact)))
+	rs := c.roster.Requests(owner)
+	shown, size := 0, 0
+	for _, r := range rs {
+		label, value := c.requestLabel(r.Handle, r.Contact), requestValue(r.Handle, r.Contact)
+		if shown == maxListed || size+len(label)+len(value) > maxListedBytes {
+			break
+		}
+		rf.add(option(label, value))
+		shown++
+		size += len(label) + len(value)
 	}
 	df := required(field("list-single", "decision", "Decision"))
 	df.add(option("Approve: they see the handle's status", "approve"), option("Deny", "deny"))
-	return dataForm("form", "Subscription requests",
-		"Choose requests, then approve or deny them. Denied contacts are told no.", rf, df)
+	text := "Choose requests, then approve or deny them. Denied contacts are told no."
+	if shown < len(rs) {
+		text += fmt.Sprintf(" %d more are waiting: decide on these, then run the command again.", len(rs)-shown)
+	}
+	return dataForm("form", "Subscription requests", text, rf, df)
 }
 
 // decided gathers the outcomes of one submitted requests form, to say in
