@@ -9,7 +9,8 @@
 #
 # The client port is PORT (environment) or -p, else 5222, else the next free
 # port above it; the component port is COMPONENT_PORT or --component-port,
-# else 5347 or the next free one.
+# else 5347 or the next free one; the web side's is WEB_PORT, else 8080 or
+# the next free one, and the metrics' METRICS_PORT, else 9464 or the next.
 set -euo pipefail
 
 cd "$(dirname "$(readlink -f "${BASH_SOURCE[0]}")")/.."
@@ -41,19 +42,20 @@ while (($#)); do
 done
 
 # pick_port WANTED DEFAULT WHAT [AVOID] prints WANTED if given (and free),
-# else the first free port from DEFAULT on, never AVOID.
+# else the first free port from DEFAULT on, never one of AVOID (the ports
+# picked before, separated by spaces: they are not open yet).
 pick_port() {
-	local wanted=$1 port=$2 what=$3 avoid=${4:-}
+	local wanted=$1 port=$2 what=$3 avoid=" ${4:-} "
 	if [[ -n $wanted ]]; then
 		if ! [[ $wanted =~ ^[0-9]+$ ]] || ((wanted < 1 || wanted > 65535)); then
 			die "$what port $wanted is not a port number"
 		fi
-		[[ $wanted != "$avoid" ]] || die "the client and component ports must differ"
+		[[ $avoid != *" $wanted "* ]] || die "$what port $wanted is taken by another of presenced's ports"
 		require_port_free "$wanted" "$what" || die "choose another $what port"
 		echo "$wanted"
 		return
 	fi
-	while [[ $port == "$avoid" ]] || port_open "$port"; do
+	while [[ $avoid == *" $port "* ]] || port_open "$port"; do
 		((port < $2 + 50)) || die "no free $what port in $2..$port"
 		port=$((port + 1))
 	done
@@ -66,8 +68,8 @@ ensure_packages prosody:/usr/bin/prosody
 
 c2s=$(pick_port "$c2s" 5222 client)
 comp=$(pick_port "$comp" 5347 component "$c2s")
-web=$(pick_port "${WEB_PORT:-}" 8080 web "$comp")
-ops=$(pick_port "${METRICS_PORT:-}" 9464 metrics "$web")
+web=$(pick_port "${WEB_PORT:-}" 8080 web "$c2s $comp")
+ops=$(pick_port "${METRICS_PORT:-}" 9464 metrics "$c2s $comp $web")
 
 dir=$(mktemp -d "${TMPDIR:-/tmp}/presenced-run.XXXXXX")
 chmod 0755 "$dir" # the prosody user must reach its folder inside
