@@ -219,7 +219,7 @@ func (c *Config) validate() error {
 			continue
 		}
 		_, port, err := net.SplitHostPort(l)
-		if p, perr := strconv.Atoi(port); err != nil || perr != nil || p < 1 || p > 65535 {
+		if p, perr := strconv.Atoi(port); err != nil || perr != nil || p < 0 || p > 65535 {
 			bad(key, "%q is not host:port, such as \"127.0.0.1:8080\"", l)
 		}
 	}

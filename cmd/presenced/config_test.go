@@ -192,3 +192,11 @@ func TestSameSocket(t *testing.T) {
 		}
 	}
 }
+
+// TestPortZeroListens: port 0 (any free port) is valid for both HTTP
+// addresses, and no clash between them: each gets a port of its own.
+func TestPortZeroListens(t *testing.T) {
+	if _, err := LoadConfig(writeConfig(t, minimal+"[http]\nlisten = \"127.0.0.1:0\"\nmetrics_listen = \"127.0.0.1:0\"\n"), noEnv); err != nil {
+		t.Fatal(err)
+	}
+}

@@ -28,7 +28,6 @@ import (
 	"presenced/web"
 )
 
-// version is set at build time with -ldflags "-X main.version=…".
 // version is set at link time (-ldflags "-X main.version=…"), or else
 // taken from the build information (versionOf).
 var version = "dev"
