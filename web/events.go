@@ -42,15 +42,17 @@ func names(r *http.Request) ([]string, string) {
 // prepared handle the names asking for it (two spellings may prepare to
 // the same handle; each gets its events, under its own name).
 type stream struct {
-	asked   []string
+	asked   []string            // the names asked, in order
+	handle  []string            // handle[i]: asked[i] prepared, or "" if none
 	handles []string            // distinct, prepared
 	byName  map[string][]string // handle → names asked
 }
 
 func (s *Server) newStream(asked []string) *stream {
-	st := &stream{asked: asked, byName: make(map[string][]string)}
-	for _, n := range asked {
+	st := &stream{asked: asked, handle: make([]string, len(asked)), byName: make(map[string][]string)}
+	for i, n := range asked {
 		h := s.prepare(n)
+		st.handle[i] = h
 		if h == "" {
 			continue
 		}
@@ -126,9 +128,9 @@ func (s *Server) events(w http.ResponseWriter, r *http.Request) {
 	w.WriteHeader(http.StatusOK)
 
 	var buf bytes.Buffer
-	for _, n := range asked {
+	for i, n := range st.asked {
 		stat := roster.WebOffline
-		if h := s.prepare(n); h != "" {
+		if h := st.handle[i]; h != "" {
 			stat = sent[h]
 		}
 		event(&buf, n, stat)
@@ -195,13 +197,27 @@ func (s *Server) sayOffline(w http.ResponseWriter, rc *http.ResponseController, 
 	}
 }
 
+// maxKeptBuffer is the most a stream keeps of its buffer between writes:
+// its first events may take 100 names' worth, a change a few.
+const maxKeptBuffer = 4 << 10
+
+// emptied empties buf, and lets go of its memory if it grew past
+// maxKeptBuffer, so that 1,000 streams do not each hold their largest.
+func emptied(buf *bytes.Buffer) {
+	if buf.Cap() > maxKeptBuffer {
+		*buf = bytes.Buffer{}
+		return
+	}
+	buf.Reset()
+}
+
 // send writes and flushes buf, then empties it. Each write gets its own
 // deadline in place of the server's WriteTimeout, which counts from the
 // start of the request and would cut every stream after it; a client
 // that does not read for that long is dropped. It reports whether the
 // stream may go on.
 func (s *Server) send(w http.ResponseWriter, rc *http.ResponseController, buf *bytes.Buffer, timeout time.Duration) bool {
-	defer buf.Reset()
+	defer emptied(buf)
 	if err := rc.SetWriteDeadline(time.Now().Add(timeout)); err != nil && !errors.Is(err, http.ErrNotSupported) {
 		return false
 	}

@@ -31,6 +31,10 @@ const (
 	maxConnsPerClient = 64
 	// maxConnsPerSite bounds the connections of one IPv6 /48.
 	maxConnsPerSite = 256
+	// maxRequestsPerClient and maxRequestsPerSite bound the requests one
+	// client, and one /48, has served at once, of the maxConcurrent.
+	maxRequestsPerClient = 32
+	maxRequestsPerSite   = 128
 )
 
 // keysOf returns what a's connections and streams count against: its
@@ -231,12 +235,14 @@ func (c *limitConn) Close() error {
 	return err
 }
 
-// clients counts the live streams of each client and site.
+// clients counts the live streams and the requests served of each client
+// and site.
 type clients struct {
 	// trusted are the reverse proxies whose X-Forwarded-For is believed
 	// (Config.TrustedProxies); read-only once the server starts.
-	trusted []netip.Prefix
-	streams counts
+	trusted  []netip.Prefix
+	streams  counts
+	requests counts
 }
 
 // take counts one more stream of r's client and reports whether it may

@@ -43,9 +43,11 @@ const (
 	maxHeaderBytes    = 8 << 10
 	// maxConcurrent bounds the requests served at once; past it, 503.
 	maxConcurrent = 256
-	// maxName bounds a handle name in a URL (a localpart is at most 1023
-	// bytes).
-	maxName = 1023
+	// maxAsked bounds a name as asked in a URL before it is prepared: a
+	// handle name (a localpart) is at most 1023 bytes once prepared
+	// (Config.Prepare checks that), and a spelling that prepares to one,
+	// such as its fullwidth form, may take three bytes for each of its bytes.
+	maxAsked = 3 * 1023
 	// shutdownTimeout bounds the wait for requests at shutdown.
 	shutdownTimeout = 3 * time.Second
 	// lastWriteTimeout bounds the write of a stream's last events, at
@@ -57,9 +59,10 @@ const (
 	// it, 503. They do not take one of the maxConcurrent request slots,
 	// which would run out with a few hundred open pages.
 	maxStreams = 1000
-	// keepAlive is how often a stream sends a ping event when nothing
-	// changes, so that proxies and browsers keep it open and a client
-	// gone away without a word is found out.
+	// keepAlive is how often a stream sends a ping event, so that
+	// proxies and browsers keep it open, a page can tell a live stream
+	// from a dead one, and a client gone away without a word is found
+	// out.
 	keepAlive = 25 * time.Second
 )
 
@@ -254,8 +257,11 @@ func New(cfg Config, st *Statuses, log *slog.Logger) (*Server, error) {
 	s.listCSS = listCSS(s.icons)
 	mux := http.NewServeMux()
 	mux.Handle("GET /status/{file}", s.bounded(s.status))
-	mux.Handle("GET /healthz", s.bounded(s.healthz))
-	mux.Handle("GET /readyz", s.bounded(s.readyz))
+	// Health checks cost a constant and allocate nothing: they are not
+	// held to the request bounds, so that clients holding every slot
+	// cannot make a probe think the process is gone.
+	mux.HandleFunc("GET /healthz", s.healthz)
+	mux.HandleFunc("GET /readyz", s.readyz)
 	mux.Handle("GET /list", s.bounded(s.list))
 	mux.HandleFunc("GET /events", s.events) // bounded by maxStreams
 	s.srv = newHTTPServer(mux, log)
@@ -390,9 +396,18 @@ func (s *Server) Streams() int { return int(s.streams.Load()) }
 // stopStreams ends every live stream, now and to come.
 func (s *Server) stopStreams() { s.quitOnce.Do(func() { close(s.quit) }) }
 
-// bounded answers 503 past maxConcurrent requests at once.
+// bounded answers 503 past maxConcurrent requests at once, or past a
+// client's own bounds (an answer larger than the socket's buffers holds
+// its slot while a client that does not read lets it wait).
 func (s *Server) bounded(h http.HandlerFunc) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		keys := s.clients.keys(r)
+		if !s.clients.requests.take(keys, maxRequestsPerClient, maxRequestsPerSite) {
+			w.Header().Set("Retry-After", "1")
+			http.Error(w, "busy", http.StatusServiceUnavailable)
+			return
+		}
+		defer s.clients.requests.give(keys)
 		select {
 		case s.slots <- struct{}{}:
 			defer func() { <-s.slots }()
@@ -488,14 +503,14 @@ func statusJSON(name string, st roster.WebStatus) []byte {
 	b, _ := json.Marshal(struct {
 		Handle string           `json:"handle"`
 		Status roster.WebStatus `json:"status"`
-	}{truncate(name, maxName), st})
+	}{truncate(name, maxAsked), st})
 	return b
 }
 
 // prepare returns the handle name asks for, or "" if none: such a name
 // stays off-line.
 func (s *Server) prepare(name string) string {
-	if len(name) > maxName {
+	if len(name) > maxAsked {
 		return ""
 	}
 	h, ok := s.cfg.Prepare(name)
@@ -512,11 +527,12 @@ func fnv32(b []byte) uint32 {
 	return h.Sum32()
 }
 
+// truncate cuts s to at most n bytes, and a character cut in two with it.
 func truncate(s string, n int) string {
 	if len(s) <= n {
 		return s
 	}
-	return s[:n]
+	return strings.ToValidUTF8(s[:n], "")
 }
 
 // OpsServer serves what only operators may see (/metrics) on an address

@@ -14,6 +14,7 @@ import (
 	"strings"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"presenced/roster"
 )
@@ -245,5 +246,75 @@ func TestAddressHeldTooLongFails(t *testing.T) {
 	}
 	if err := o.Run(context.Background()); !errors.Is(err, ErrInUse) {
 		t.Fatalf("metrics Run on an address held = %v, want ErrInUse", err)
+	}
+}
+
+// TestHealthOutsideTheRequestBounds: with every request slot held, and a
+// client past its own bound, the health checks still answer; badges are
+// refused.
+func TestHealthOutsideTheRequestBounds(t *testing.T) {
+	s, _, ready := newTestServer(t, "")
+	*ready = true
+	for i := 0; i < cap(s.slots); i++ {
+		s.slots <- struct{}{}
+	}
+	for _, path := range []string{"/healthz", "/readyz"} {
+		if code, _, _ := get(t, s, path); code != 200 {
+			t.Fatalf("%s with every slot held: %d", path, code)
+		}
+	}
+	if code, _, _ := get(t, s, "/status/alice.svg"); code != http.StatusServiceUnavailable {
+		t.Fatalf("a badge with every slot held: %d", code)
+	}
+}
+
+// TestRequestsPerClientBounded: one client has at most
+// maxRequestsPerClient requests served at once; another is served.
+func TestRequestsPerClientBounded(t *testing.T) {
+	s, _, _ := newTestServer(t, "")
+	r := httptest.NewRequest("GET", "/status/alice.svg", nil)
+	r.RemoteAddr = "192.0.2.7:4000"
+	keys := s.clients.keys(r)
+	for i := 0; i < maxRequestsPerClient; i++ {
+		if !s.clients.requests.take(keys, maxRequestsPerClient, maxRequestsPerSite) {
+			t.Fatalf("request %d refused", i+1)
+		}
+	}
+	w := httptest.NewRecorder()
+	s.Handler().ServeHTTP(w, r)
+	if w.Code != http.StatusServiceUnavailable {
+		t.Fatalf("request %d of one client: %d", maxRequestsPerClient+1, w.Code)
+	}
+	other := httptest.NewRequest("GET", "/status/alice.svg", nil)
+	other.RemoteAddr = "192.0.2.8:4000"
+	w = httptest.NewRecorder()
+	s.Handler().ServeHTTP(w, other)
+	if w.Code != 200 {
+		t.Fatalf("another client: %d", w.Code)
+	}
+	if s.clients.requests.n[keys[0]] != maxRequestsPerClient {
+		t.Fatalf("a refused request was counted, or a served one not given back: %d", s.clients.requests.n[keys[0]])
+	}
+}
+
+// TestLongSpellingPrepared: a name asked in a spelling longer than a
+// handle name, which prepares to one (a fullwidth form), is prepared, as
+// the component would; its echo is cut at a character, never inside one.
+func TestLongSpellingPrepared(t *testing.T) {
+	s, st, _ := newTestServer(t, "")
+	s.cfg.Prepare = func(n string) (string, bool) {
+		if strings.HasPrefix(n, "ａ") { // fullwidth a: three bytes for one
+			return "alice", true
+		}
+		return n, true
+	}
+	st.WebChanged("alice", roster.WebAway)
+	long := strings.Repeat("ａ", 600) // 1,800 bytes
+	if _, _, body := get(t, s, "/status/"+long+".json"); !strings.Contains(body, `"status":"away"`) {
+		t.Fatalf("a long spelling of alice: %s", body)
+	}
+	huge := strings.Repeat("é", maxAsked) // past maxAsked, with a character cut at the bound
+	if _, _, body := get(t, s, "/status/"+huge+".json"); !utf8.ValidString(body) || strings.Contains(body, `\ufffd`) || !strings.Contains(body, `"status":"offline"`) {
+		t.Fatalf("a name past the bound: %.80s", body)
 	}
 }
