@@ -284,7 +284,7 @@ func (s *Service) Do(f func()) bool {
 // unsubscription (which the contact's server has made already) is refused
 // from now on, and once the changes already made are committed, last runs
 // on the engine goroutine (the component withdraws there and calls
-// GoOffline). Shutdown returns when last has run. The engine goes on, so
+// GoOffline), the web showing every handle off-line first. Shutdown returns when last has run. The engine goes on, so
 // that unsubscriptions read until the stream closes are still stored,
 // until Stop.
 func (s *Service) Shutdown(last func()) {
@@ -293,6 +293,10 @@ func (s *Service) Shutdown(last func()) {
 		s.stopping = true
 		s.eng.last = func() {
 			defer close(ran)
+			// Whatever last does (a component that was abandoned
+			// withdraws nothing), nothing vouches for the handles
+			// from now on: the web shows them off-line at once.
+			s.unvouch()
 			last()
 		}
 	}) {

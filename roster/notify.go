@@ -345,6 +345,9 @@ type Withdrawal struct {
 // of at, the moment GoOffline then stores; a hidden or off-line one with
 // its own View. It is called once everything sent was written.
 func (s *Service) Withdrawals(at time.Time) []Withdrawal {
+	// Nothing vouches for any handle from now on: the web shows them
+	// off-line before the first withdrawal goes out, not after the drain.
+	s.unvouch()
 	var out []Withdrawal
 	s.confirm()
 	n := &s.notes
@@ -417,6 +420,15 @@ func (g *withdrawals) add(contact string, v View) {
 
 func (g *withdrawals) appendTo(out []Withdrawal) []Withdrawal { return append(out, g.list...) }
 
+// unvouch takes the component off-line for the web: every public handle
+// is shown off-line, once (while off-line, the web shows them so already).
+func (s *Service) unvouch() {
+	if s.online {
+		s.online = false
+		s.tellWebAll()
+	}
+}
+
 func (s *Service) goneView(a *account) View { return goneViewOf(a, s.now()) }
 
 // goneViewOf returns the View that withdraws a handle of a (can be nil):
@@ -441,10 +453,10 @@ func goneViewOf(a *account, at time.Time) View {
 // to be stored before, which are tried a last time, after what is
 // pending.
 func (s *Service) GoOffline(ctx context.Context, at time.Time, written bool) error {
-	// Nothing vouches for any handle any more: the web shows them
-	// off-line, whatever becomes of the writes below.
-	s.online = false
-	s.tellWebAll()
+	// Nothing vouches for any handle any more (Withdrawals said so
+	// already, unless it was not called): the web shows them off-line,
+	// whatever becomes of the writes below.
+	s.unvouch()
 	// What the withdrawals queued (their notices written) goes first.
 	s.settle(ctx)
 	var ops []storage.Op

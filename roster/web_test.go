@@ -141,3 +141,49 @@ func TestWebRemovedAndRestarted(t *testing.T) {
 	}
 	_ = w
 }
+
+// TestWebOfflineOnceWithdrawn: at shutdown the web shows a public handle
+// off-line as soon as the withdrawals are made, not only once GoOffline
+// runs after the output drained: its subscribers are told unavailable by
+// then.
+func TestWebOfflineOnceWithdrawn(t *testing.T) {
+	ctx := context.Background()
+	store := newMemStore()
+	s, _, w := webSetup(t, store)
+	if err := s.SetWeb(ctx, pendingOwner, []string{"h"}, true); err != nil {
+		t.Fatal(err)
+	}
+	if w["h"] != WebAvailable {
+		t.Fatalf("public and on-line: %s", w["h"])
+	}
+	if wd := s.Withdrawals(time.Now()); len(wd) == 0 {
+		t.Fatal("no withdrawal for the visible handle")
+	}
+	if w["h"] != WebOffline || s.WebStatus("h") != WebOffline {
+		t.Fatalf("withdrawn: sink %s, WebStatus %s; want offline", w["h"], s.WebStatus("h"))
+	}
+}
+
+// TestWebOfflineAtShutdownWithoutWithdrawals: a shutdown whose last
+// function withdraws nothing (the component was abandoned: another
+// instance speaks for the handles) still takes them off the web.
+func TestWebOfflineAtShutdownWithoutWithdrawals(t *testing.T) {
+	ctx := context.Background()
+	store := newMemStore()
+	s, _, w := webSetup(t, store)
+	if err := s.SetWeb(ctx, pendingOwner, []string{"h"}, true); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() {
+		s.Run()
+		close(done)
+	}()
+	var inLast WebStatus
+	s.Shutdown(func() { inLast = w["h"] })
+	s.Stop()
+	<-done
+	if inLast != WebOffline || w["h"] != WebOffline {
+		t.Fatalf("shut down without withdrawals: %s when last ran, %s after; want offline", inLast, w["h"])
+	}
+}
