@@ -288,12 +288,8 @@ func visibilityArgs(v string) func(*Component, string, []string) formValues {
 
 func webArgs(c *Component, _ string, args []string) formValues {
 	v := strings.ToLower(args[1])
-	switch v {
-	case "on":
-		v = "public"
-	case "public", "off":
-	default:
-		v = "?" + v // refused by set-web, with its text
+	if v == "on" {
+		v = "public" // anything else but "off" is refused by set-web, with its text
 	}
 	return formValues{"handles": {c.handleName(args[0])}, "web": {v}}
 }

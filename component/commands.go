@@ -445,21 +445,12 @@ func removeHandle(c *Component, owner string, f formValues, done commandDone) {
 		return
 	}
 	c.roster.RemoveHandle(owner, h, func(err error) {
-		switch {
-		case errors.Is(err, roster.ErrUnknownHandle), errors.Is(err, roster.ErrNotOwner):
+		if errors.Is(err, roster.ErrUnknownHandle) || errors.Is(err, roster.ErrNotOwner) {
 			// The same answer either way: another account's handle is
 			// none of this one's business.
 			err = refusal(noSuchHandle(h))
-		case errors.Is(err, roster.ErrNotStored):
-			c.notStored("handle removal not stored yet; retrying", "owner", owner, "handle", h, "err", err)
-			done(fmt.Sprintf("Removed the handle %s. %s", c.handleBare(h), notStoredYet), nil, nil)
-			return
 		}
-		if err != nil {
-			done("", nil, err)
-			return
-		}
-		done(fmt.Sprintf("Removed the handle %s.", c.handleBare(h)), nil, nil)
+		c.held(done, fmt.Sprintf("Removed the handle %s.", c.handleBare(h)), err, "handle removal", "owner", owner, "handle", h)
 	})
 }
 

@@ -226,13 +226,8 @@ func block(c *Component, owner string, f formValues, done commandDone) {
 			done("", nil, refusal(errNoAccount))
 		case errors.Is(err, roster.ErrBlockLimit):
 			done("", nil, refusal(condNotAllowed("Your block list is full; unblock someone first.")))
-		case errors.Is(err, roster.ErrNotStored):
-			c.notStored("block not stored yet; retrying", "owner", owner, "err", err)
-			done(note+" "+notStoredYet, nil, nil)
-		case err != nil:
-			done("", nil, err)
 		default:
-			done(note, nil, nil)
+			c.held(done, note, err, "block", "owner", owner)
 		}
 	})
 }
@@ -328,17 +323,10 @@ func setVisibility(c *Component, owner string, f formValues, done commandDone) {
 		if hidden {
 			note = fmt.Sprintf("Hidden: %s. It appears off-line to all of its subscribers; your other handles follow your status.", list)
 		}
-		switch {
-		case errors.Is(err, roster.ErrUnknownHandle):
-			done("", nil, refusal(c.notOwned(owner, names)))
-		case hidden && errors.Is(err, roster.ErrNotStored):
-			c.notStored("hidden handle not stored yet; retrying", "owner", owner, "err", err)
-			done(note+" "+notStoredYet, nil, nil)
-		case err != nil:
-			done("", nil, err)
-		default:
-			done(note, nil, nil)
+		if errors.Is(err, roster.ErrUnknownHandle) {
+			err = refusal(c.notOwned(owner, names))
 		}
+		c.held(done, note, err, "visibility", "owner", owner)
 	})
 }
 
@@ -349,10 +337,7 @@ var webOptions = []struct{ value, label string }{
 }
 
 func webForm(c *Component, owner string) *node {
-	hf := required(field("list-multi", "handles", "Handles"))
-	for _, h := range c.roster.Handles(owner) {
-		hf.add(option(h, h))
-	}
+	hf := handlesField(c, owner, "list-multi", "handles", "Handles")
 	wf := required(field("list-single", "web", "On the web"))
 	for _, o := range webOptions {
 		wf.add(option(o.label, o.value))
@@ -379,17 +364,10 @@ func setWeb(c *Component, owner string, f formValues, done commandDone) {
 		if public {
 			note = fmt.Sprintf("Public on the web: %s. Its status can be shown on web pages.", list)
 		}
-		switch {
-		case errors.Is(err, roster.ErrUnknownHandle):
-			done("", nil, refusal(c.notOwned(owner, names)))
-		case !public && errors.Is(err, roster.ErrNotStored):
-			c.notStored("web off not stored yet; retrying", "owner", owner, "err", err)
-			done(note+" "+notStoredYet, nil, nil)
-		case err != nil:
-			done("", nil, err)
-		default:
-			done(note, nil, nil)
+		if errors.Is(err, roster.ErrUnknownHandle) {
+			err = refusal(c.notOwned(owner, names))
 		}
+		c.held(done, note, err, "web", "owner", owner)
 	})
 }
 

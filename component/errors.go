@@ -86,6 +86,22 @@ func (c *Component) notStored(msg string, args ...any) {
 	c.logs.Log(c.log, slog.LevelError, time.Now(), "not-stored:"+msg, msg, args...)
 }
 
+// held answers a change that takes effect before it is stored (the
+// roster says ErrNotStored only of those): note once stored; note and
+// notStoredYet while it holds but is not stored yet (what is logged, at
+// most once a minute); else err.
+func (c *Component) held(done commandDone, note string, err error, what string, args ...any) {
+	switch {
+	case err == nil:
+		done(note, nil, nil)
+	case errors.Is(err, roster.ErrNotStored):
+		c.notStored(what+" not stored yet; retrying", append(args, "err", err)...)
+		done(note+" "+notStoredYet, nil, nil)
+	default:
+		done("", nil, err)
+	}
+}
+
 // logFailure logs a change that failed and has nobody to answer (a
 // presence): at debug level while presenced stops, else as an error.
 func (c *Component) logFailure(err error, msg string, args ...any) {
