@@ -237,13 +237,16 @@ func (s *Service) Subscribe(name, contact string, done func(SubscribeOutcome, er
 		done(Approved, nil)
 		return
 	}
-	if w := s.pendingSubs[pendingKey{h, contact}]; w.live() || (w != nil && len(w.writes) >= maxWritesOnWay) {
+	key := pendingKey{h, contact}
+	if s.pendingSubs[key].live() {
 		// Asked again while the subscription is being stored: the answer
 		// of that write is the answer (one write, one approval, whatever
-		// a sender repeats). And a contact repeating subscribe and
-		// unsubscribe starts no more writes of its row than that: it is
-		// answered once they are done.
+		// a sender repeats).
 		done(Ignored, nil)
+		return
+	}
+	if s.pendingSubs.full(key) {
+		s.holdBack(s.pendingSubs, key, done)
 		return
 	}
 	if h.policy == storage.PolicyAsk && h.owner.blocks(s, contact) {
@@ -282,7 +285,8 @@ func (s *Service) storeSubscription(h *handle, contact string, answers bool, don
 		op: storage.Op{Kind: storage.OpAddSubscription, Handle: h.name, Contact: contact, Answers: answers},
 		apply: func(err error) {
 			h.storing--
-			cancelled := s.pendingSubs.end(key, rw, err == nil)
+			cancelled, again := s.pendingSubs.end(key, rw, err == nil)
+			defer again()
 			switch {
 			case err == nil && cancelled:
 				// Unsubscribed before this was stored; the removal,
@@ -302,6 +306,21 @@ func (s *Service) storeSubscription(h *handle, contact string, answers bool, don
 			done(err)
 		},
 	})
+}
+
+// holdBack holds contact's subscribe (key) back until the writes of its
+// row in m have ended, and then decides it again: a contact repeating
+// subscribe and unsubscribe while storage commits starts no more writes
+// of the row than maxWritesOnWay, and what it asked for last is done.
+func (s *Service) holdBack(m writesOnWay, key pendingKey, done func(SubscribeOutcome, error)) {
+	h := key.h
+	m.holdBack(key, func() {
+		if s.handles[h.name] != h {
+			done(Ignored, ErrUnknownHandle) // removed meanwhile
+			return
+		}
+		s.Subscribe(h.name, key.contact, done)
+	}, func() { done(Ignored, nil) })
 }
 
 // pendingKey names a subscription or request being stored.

@@ -1298,3 +1298,87 @@ func TestSubscribeUnsubscribeRepeatedIsBounded(t *testing.T) {
 		t.Fatalf("subscribing after the writes are done: %v, subscribed %v", err, s.IsSubscribed("h", erinJID))
 	}
 }
+
+// TestRequestUnrequestRepeatedIsBounded: a contact repeating subscribe
+// and unsubscribe to an ask handle while a transaction commits starts at
+// most maxWritesOnWay writes of its request row, so it cannot use up the
+// handle's pending requests: another contact's request is still taken.
+func TestRequestUnrequestRepeatedIsBounded(t *testing.T) {
+	ctx := context.Background()
+	store := newMemStore()
+	s, _, _ := ctlSetup(t, store, Options{})
+	if err := s.AddHandleWith(ctx, pendingOwner, "ask", storage.PolicyAsk); err != nil {
+		t.Fatal(err)
+	}
+	before := len(s.commits.pending)
+	for i := 0; i < 150; i++ {
+		s.Service.Subscribe("ask", erinJID, nil)
+		s.Service.Unsubscribe("ask", erinJID, nil)
+	}
+	h := s.handles["ask"]
+	if n := len(s.commits.pending) - before; n > 2*maxWritesOnWay || h.asking > maxWritesOnWay {
+		t.Fatalf("150 subscribe/unsubscribe pairs queued %d writes, %d requests being stored; want at most %d and %d", n, h.asking, 2*maxWritesOnWay, maxWritesOnWay)
+	}
+	var got SubscribeOutcome = -1
+	s.Service.Subscribe("ask", "frank@example.com", func(o SubscribeOutcome, err error) { got = o })
+	s.settle(ctx)
+	if got != Requested || fmt.Sprint(s.Requests(pendingOwner)) == "[]" {
+		t.Fatalf("another contact's request: %v, requests %v; want Requested and listed", got, s.Requests(pendingOwner))
+	}
+	if h.hasRequest(erinJID) {
+		t.Fatal("erin, who unsubscribed last, has a request")
+	}
+}
+
+// TestLastSubscribeOverTheBoundIsDone: a subscribe held back by its row's
+// bound is decided once the row's writes have ended, to an open handle as
+// to an ask one: what the contact asked for last is not lost.
+func TestLastSubscribeOverTheBoundIsDone(t *testing.T) {
+	ctx := context.Background()
+	store := newMemStore()
+	s, _, _ := ctlSetup(t, store, Options{})
+	if err := s.AddHandleWith(ctx, pendingOwner, "ask", storage.PolicyAsk); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		handle string
+		want   SubscribeOutcome
+	}{{"h", Approved}, {"ask", Requested}} {
+		for i := 0; i < 5; i++ {
+			s.Service.Subscribe(c.handle, erinJID, nil)
+			s.Service.Unsubscribe(c.handle, erinJID, nil)
+		}
+		var got SubscribeOutcome = -1
+		var err error
+		s.Service.Subscribe(c.handle, erinJID, func(o SubscribeOutcome, e error) { got, err = o, e })
+		s.settle(ctx)
+		if got != c.want || err != nil {
+			t.Fatalf("%s: the last subscribe = %v, %v; want %v", c.handle, got, err, c.want)
+		}
+	}
+	if !s.IsSubscribed("h", erinJID) || !s.handles["ask"].hasRequest(erinJID) {
+		t.Fatalf("subscribed %v, requesting %v; want both", s.IsSubscribed("h", erinJID), s.handles["ask"].hasRequest(erinJID))
+	}
+}
+
+// TestHeldBackSubscribeDroppedOnce: a subscribe held back by its row's
+// bound is answered Ignored once, when a later subscribe replaces it or
+// an unsubscribe drops it, and never decided then.
+func TestHeldBackSubscribeDroppedOnce(t *testing.T) {
+	ctx := context.Background()
+	store := newMemStore()
+	s, _, _ := ctlSetup(t, store, Options{})
+	for i := 0; i < maxWritesOnWay; i++ {
+		s.Service.Subscribe("h", erinJID, nil)
+		s.Service.Unsubscribe("h", erinJID, nil)
+	}
+	var answers []SubscribeOutcome
+	record := func(o SubscribeOutcome, err error) { answers = append(answers, o) }
+	s.Service.Subscribe("h", erinJID, record) // held back
+	s.Service.Subscribe("h", erinJID, record) // replaces it
+	s.Service.Unsubscribe("h", erinJID, nil)  // drops it
+	s.settle(ctx)
+	if fmt.Sprint(answers) != fmt.Sprint([]SubscribeOutcome{Ignored, Ignored}) || s.IsSubscribed("h", erinJID) {
+		t.Fatalf("answers %v, subscribed %v; want two Ignored and not subscribed", answers, s.IsSubscribed("h", erinJID))
+	}
+}

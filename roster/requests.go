@@ -27,6 +27,10 @@ func (s *Service) request(h *handle, contact string, done func(SubscribeOutcome,
 		done(Ignored, nil) // one request per contact: the owner was told
 		return
 	}
+	if s.requesting.full(key) {
+		s.holdBack(s.requesting, key, done)
+		return
+	}
 	if len(h.requests)+h.asking >= s.limits.pending {
 		s.refuse("pending:"+h.name, "subscription request dropped: the handle has as many pending requests as it may", "handle", h.name, "limit", s.limits.pending)
 		done(Ignored, nil)
@@ -39,7 +43,8 @@ func (s *Service) request(h *handle, contact string, done func(SubscribeOutcome,
 		op: storage.Op{Kind: storage.OpAddRequest, Handle: h.name, Contact: contact, Now: now},
 		apply: func(err error) {
 			h.asking--
-			cancelled := s.requesting.end(key, rw, err == nil)
+			cancelled, again := s.requesting.end(key, rw, err == nil)
+			defer again()
 			switch {
 			case errors.Is(err, storage.ErrNotFound):
 				done(Ignored, ErrUnknownHandle)
