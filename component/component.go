@@ -123,8 +123,9 @@ type Component struct {
 	// chatAnswers bounds the chat answers each user gets (chat.go).
 	chatAnswers chatAllowance
 
-	// received and sent count the stanzas by kind (Stats): the engine
-	// adds, any goroutine reads.
+	// received and sent count the stanzas by kind (Stats): the reader
+	// adds to received, the output publishes sent at each flush
+	// (output.publish), any goroutine reads.
 	received, sent kindCounts
 	// connects counts the streams established.
 	connects atomic.Uint64

@@ -55,6 +55,17 @@ type output struct {
 	// dropped is the Written of detached writers: nothing sent while
 	// disconnected is written, so it stays put then.
 	dropped uint64
+	// sent counts what was rendered, by kind: plain counts, as only the
+	// engine writes them, published to the Component's (Stats) at each
+	// Flush, so that the fan-out pays no atomic operation per stanza.
+	sent [nKinds]uint64
+}
+
+// publish makes the counts of what was rendered those Stats reads.
+func (o *output) publish() {
+	for k, n := range o.sent {
+		o.c.sent[k].Store(n)
+	}
 }
 
 var _ roster.Sender = (*output)(nil)
@@ -64,7 +75,7 @@ func (o *output) write(n *node) {
 	if o.w == nil {
 		return
 	}
-	o.c.sent[kindOf(n.name.Local)].Add(1)
+	o.sent[kindOf(n.name.Local)]++
 	o.buf = n.appendXML(o.buf)
 	if len(o.buf) >= chunkSize {
 		o.Flush()
@@ -77,7 +88,7 @@ func (o *output) Presence(handle, contact string, v roster.View) {
 	if o.w == nil {
 		return
 	}
-	o.c.sent[kindPresence].Add(1)
+	o.sent[kindPresence]++
 	o.buf = o.c.appendView(o.buf, handle, contact, v)
 	if len(o.buf) >= chunkSize {
 		o.Flush()
@@ -94,6 +105,7 @@ func (o *output) Flush() {
 	if o.w == nil || len(o.buf) == 0 {
 		return
 	}
+	o.publish()
 	o.handed++
 	o.w.chunks <- o.buf
 	o.buf = o.w.buffer()
@@ -128,6 +140,7 @@ func (o *output) detach() {
 		return
 	}
 	o.dropped = o.Written()
+	o.publish()
 	close(o.w.chunks)
 	o.w = nil
 	o.buf = o.buf[:0]

@@ -32,7 +32,7 @@ const (
 	nKinds
 )
 
-// kindCounts counts stanzas by kind: the engine adds, Stats reads.
+// kindCounts counts stanzas by kind: one goroutine writes, Stats reads.
 type kindCounts [nKinds]atomic.Uint64
 
 func kindOf(local string) int {
