@@ -634,7 +634,9 @@ func (s *Service) setCommitted(a *account, f storage.Flags) {
 	a.flags = f
 	if ViewOf(f) != old {
 		a.view++
-		if ViewOf(f).Available {
+		// Only a View that became available lifts kept stamps: while the
+		// account is visible, every stamp kept has a reason.
+		if ViewOf(f).Available && !old.Available {
 			s.visibleAgain(a)
 		}
 		s.tellWebAccount(a)
