@@ -204,12 +204,11 @@ func applyOne(ctx context.Context, s Store, op Op) error {
 }
 
 // applyInTx is Apply for a backend whose inTx runs a function in one
-// transaction of type T, apply runs one op in it, and opError maps a
-// driver error of an op to what the op's own method returns.
+// transaction of type T, and applyAll runs the ops in it, in order, and
+// returns an *OpError naming the op that fails.
 func applyInTx[T any](ctx context.Context, ops []Op,
 	inTx func(context.Context, func(T) error) error,
-	apply func(context.Context, T, Op) error,
-	opError func(op string, err error) error,
+	applyAll func(context.Context, T, []Op) error,
 ) error {
 	if len(ops) == 0 {
 		return nil
@@ -219,17 +218,24 @@ func applyInTx[T any](ctx context.Context, ops []Op,
 	}
 	ctx, cancel := context.WithTimeout(ctx, batchTimeout)
 	defer cancel()
-	err := inTx(ctx, func(tx T) error {
+	err := inTx(ctx, func(tx T) error { return applyAll(ctx, tx, ops) })
+	var oe *OpError
+	if err != nil && !errors.As(err, &oe) {
+		return fmt.Errorf("storage: apply: %w", err)
+	}
+	return err
+}
+
+// applyEach returns the applyAll of applyInTx that runs each op with
+// apply, one after the other, where opError maps a driver error of an op
+// to what the op's own method returns.
+func applyEach[T any](apply func(context.Context, T, Op) error, opError func(op string, err error) error) func(context.Context, T, []Op) error {
+	return func(ctx context.Context, tx T, ops []Op) error {
 		for i, op := range ops {
 			if err := apply(ctx, tx, op); err != nil {
 				return &OpError{Index: i, Err: opError(op.Kind.String(), err)}
 			}
 		}
 		return nil
-	})
-	var oe *OpError
-	if err != nil && !errors.As(err, &oe) {
-		return fmt.Errorf("storage: apply: %w", err)
 	}
-	return err
 }

@@ -832,28 +832,106 @@ func (s *postgresStore) RemoveSubscription(ctx context.Context, handle, contact 
 // of the batch, on the lock connection.
 func (s *postgresStore) Apply(ctx context.Context, ops []Op) error {
 	inTx := func(ctx context.Context, f func(pgx.Tx) error) error { return s.inTx(ctx, pgx.TxOptions{}, f) }
-	return applyInTx(ctx, ops, inTx, postgresApplyTimed, postgresError)
+	return applyInTx(ctx, ops, inTx, postgresApplyAll)
 }
 
-// postgresApplyTimed is postgresApply bound by lockTimeout, as every step
-// on the lock connection.
-func postgresApplyTimed(ctx context.Context, tx pgx.Tx, op Op) error {
+// postgresFlushMax is about the most statements one flush of Apply sends
+// (an op may add one more), so that a flush, bound by lockTimeout as one
+// op is, has a few statements' work for it rather than a whole batch's.
+const postgresFlushMax = 64
+
+// postgresApplyAll runs ops in tx, in order. The statements of the ops
+// that read nothing are queued, and sent in one round trip (a pgx.Batch)
+// when an op that reads comes, when postgresFlushMax are queued and at the
+// end, rather than one round trip each: at group commit, most ops are of
+// that kind (SetFlags, subscriptions), and each round trip holds the lock
+// connection. The first statement that fails aborts the transaction, and
+// PostgreSQL skips the rest of the batch: the *OpError names the op of
+// that statement, as if the ops had run one by one.
+func postgresApplyAll(ctx context.Context, tx pgx.Tx, ops []Op) error {
+	q := postgresQueue{tx: tx}
+	for i, op := range ops {
+		if q.add(i, op) {
+			if len(q.ops) >= postgresFlushMax {
+				if err := q.flush(ctx, ops); err != nil {
+					return err
+				}
+			}
+			continue
+		}
+		if err := q.flush(ctx, ops); err != nil {
+			return err
+		}
+		if err := postgresApplyTimed(ctx, tx, op); err != nil {
+			return &OpError{Index: i, Err: postgresError(op.Kind.String(), err)}
+		}
+	}
+	return q.flush(ctx, ops)
+}
+
+// postgresQueue holds the statements of Apply not sent yet.
+type postgresQueue struct {
+	tx    pgx.Tx
+	batch *pgx.Batch
+	ops   []int // ops[k] is the index of the op that queued the k-th statement
+}
+
+// queue adds a statement of the op at index i.
+func (q *postgresQueue) queue(i int, sql string, args ...any) {
+	if q.batch == nil {
+		q.batch = &pgx.Batch{}
+	}
+	q.batch.Queue(sql, args...)
+	q.ops = append(q.ops, i)
+}
+
+// flush sends the statements queued, in one round trip (and one more to
+// prepare a statement new to the connection) bound by lockTimeout, and
+// reads their results in order. The first that failed
+// makes the *OpError of its op, with what that op would have returned run
+// on its own: the statements before it have succeeded, and the
+// transaction is aborted from there.
+//
+// As with tx.Exec, a ctx that has ended before the batch is sent fails it
+// unsent, and one that ends while it runs has PostgreSQL cancel the
+// statement under way: neither closes the connection (see inTx).
+func (q *postgresQueue) flush(ctx context.Context, ops []Op) error {
+	if len(q.ops) == 0 {
+		return nil
+	}
+	batch, idx := q.batch, q.ops
+	q.batch, q.ops = nil, nil
 	ctx, cancel := context.WithTimeout(ctx, lockTimeout)
 	defer cancel()
-	return postgresApply(ctx, tx, op)
+	br := q.tx.SendBatch(ctx, batch)
+	failed := -1
+	var err error
+	for k := range idx {
+		if _, err = br.Exec(); err != nil {
+			failed = idx[k]
+			break
+		}
+	}
+	// Close reads what is left, up to the end of the batch: after an
+	// error, PostgreSQL has skipped it.
+	if cerr := br.Close(); err == nil && cerr != nil {
+		err, failed = cerr, idx[len(idx)-1]
+	}
+	if err != nil {
+		return &OpError{Index: failed, Err: postgresError(ops[failed].Kind.String(), err)}
+	}
+	return nil
 }
 
-// postgresApply runs one op inside tx.
-func postgresApply(ctx context.Context, tx pgx.Tx, op Op) error {
-	var err error
+// add queues the statements of the op at index i if it reads nothing, and
+// reports whether it did: those ops fail only when a statement does (a
+// foreign key, for ErrNotFound). The others run on their own, with
+// postgresApply.
+func (q *postgresQueue) add(i int, op Op) bool {
 	switch op.Kind {
-	case OpAddHandle:
-		_, err = postgresAddHandle(ctx, tx, op)
-	case OpRemoveHandle:
-		err = postgresRemoveHandle(ctx, tx, op)
 	case OpSetFlags:
 		f := op.Flags
-		_, err = tx.Exec(ctx, `
+		q.queue(i, `
 			INSERT INTO accounts (jid, online, status, explicit, hiding, status_text, since)
 			VALUES ($1, $2, $3, $4, $5, $6, $7)
 			ON CONFLICT (jid) DO UPDATE SET
@@ -865,40 +943,44 @@ func postgresApply(ctx context.Context, tx pgx.Tx, op Op) error {
 				since = excluded.since`,
 			op.Account, f.Online, string(f.Status), f.Explicit, f.Hiding, f.StatusText, storedTime(f.Since))
 	case OpAddSubscription:
-		_, err = tx.Exec(ctx, `
+		q.queue(i, `
 			INSERT INTO subscriptions (handle, contact) VALUES ($1, $2)
 			ON CONFLICT (handle, contact) DO NOTHING`,
 			op.Handle, op.Contact)
-		if err == nil && op.Answers {
-			_, err = tx.Exec(ctx, "DELETE FROM requests WHERE handle = $1 AND contact = $2", op.Handle, op.Contact)
+		if op.Answers {
+			q.queue(i, "DELETE FROM requests WHERE handle = $1 AND contact = $2", op.Handle, op.Contact)
 		}
 	case OpRemoveSubscription:
-		_, err = tx.Exec(ctx, "DELETE FROM subscriptions WHERE handle = $1 AND contact = $2", op.Handle, op.Contact)
+		q.queue(i, "DELETE FROM subscriptions WHERE handle = $1 AND contact = $2", op.Handle, op.Contact)
 	case OpAddRequest:
-		_, err = tx.Exec(ctx, `
+		q.queue(i, `
 			INSERT INTO requests (handle, contact, created_at) VALUES ($1, $2, $3)
 			ON CONFLICT (handle, contact) DO NOTHING`,
 			op.Handle, op.Contact, storedTime(op.Now))
 	case OpRemoveRequest:
-		_, err = tx.Exec(ctx, "DELETE FROM requests WHERE handle = $1 AND contact = $2", op.Handle, op.Contact)
+		q.queue(i, "DELETE FROM requests WHERE handle = $1 AND contact = $2", op.Handle, op.Contact)
 	case OpNoticesSent:
 		if len(op.Contacts) > 0 {
-			_, err = tx.Exec(ctx, "DELETE FROM notices WHERE handle = $1 AND contact = ANY ($2)", op.Handle, op.Contacts)
+			q.queue(i, "DELETE FROM notices WHERE handle = $1 AND contact = ANY ($2)", op.Handle, op.Contacts)
 		}
-	case OpSetPolicy:
-		err = postgresSetPolicy(ctx, tx, op)
-	case OpSetVisibility:
-		err = postgresSetVisibility(ctx, tx, op)
 	case OpBlock:
-		err = postgresBlock(ctx, tx, op)
+		// An unknown account fails the foreign key: ErrNotFound.
+		q.queue(i, `
+			INSERT INTO blocked (account, contact, since) VALUES ($1, $2, $3)
+			ON CONFLICT (account, contact) DO NOTHING`,
+			op.Account, op.Contact, storedTime(op.Now))
+		q.queue(i, `
+			DELETE FROM requests
+			WHERE contact = $1 AND handle IN (SELECT name FROM handles WHERE account = $2)`,
+			op.Contact, op.Account)
 	case OpUnblock:
-		_, err = tx.Exec(ctx, "DELETE FROM blocked WHERE account = $1 AND contact = $2", op.Account, op.Contact)
+		q.queue(i, "DELETE FROM blocked WHERE account = $1 AND contact = $2", op.Account, op.Contact)
 	case OpKeep:
 		// Selecting from subscriptions skips a contact that is not
 		// subscribed, which the foreign key would refuse, and lists each
 		// subscription once however often it is named.
 		if len(op.Contacts) > 0 {
-			_, err = tx.Exec(ctx, `
+			q.queue(i, `
 				INSERT INTO kept (handle, contact, since)
 				SELECT handle, contact, $3 FROM subscriptions WHERE handle = $1 AND contact = ANY ($2)
 				ON CONFLICT (handle, contact) DO UPDATE SET since = excluded.since`,
@@ -906,12 +988,39 @@ func postgresApply(ctx context.Context, tx pgx.Tx, op Op) error {
 		}
 	case OpUnkeep:
 		if len(op.Contacts) > 0 {
-			_, err = tx.Exec(ctx, "DELETE FROM kept WHERE handle = $1 AND contact = ANY ($2)", op.Handle, op.Contacts)
+			q.queue(i, "DELETE FROM kept WHERE handle = $1 AND contact = ANY ($2)", op.Handle, op.Contacts)
 		}
-	case OpSetWeb:
-		err = postgresSetWeb(ctx, tx, op)
+	default:
+		return false
 	}
-	return err
+	return true
+}
+
+// postgresApplyTimed is postgresApply bound by lockTimeout, as every step
+// on the lock connection.
+func postgresApplyTimed(ctx context.Context, tx pgx.Tx, op Op) error {
+	ctx, cancel := context.WithTimeout(ctx, lockTimeout)
+	defer cancel()
+	return postgresApply(ctx, tx, op)
+}
+
+// postgresApply runs one of the ops that read (and may fail on what they
+// read) inside tx; postgresQueue.add queues the others.
+func postgresApply(ctx context.Context, tx pgx.Tx, op Op) error {
+	switch op.Kind {
+	case OpAddHandle:
+		_, err := postgresAddHandle(ctx, tx, op)
+		return err
+	case OpRemoveHandle:
+		return postgresRemoveHandle(ctx, tx, op)
+	case OpSetPolicy:
+		return postgresSetPolicy(ctx, tx, op)
+	case OpSetVisibility:
+		return postgresSetVisibility(ctx, tx, op)
+	case OpSetWeb:
+		return postgresSetWeb(ctx, tx, op)
+	}
+	return fmt.Errorf("%s is no op to run on its own", op.Kind)
 }
 
 // postgresAddHandle adds the handle of op. The account's row is locked for
@@ -1057,22 +1166,6 @@ func postgresSetWeb(ctx context.Context, tx pgx.Tx, op Op) error {
 		return err
 	}
 	_, err := tx.Exec(ctx, "UPDATE handles SET web = $1 WHERE name = $2", op.Web, op.Handle)
-	return err
-}
-
-func postgresBlock(ctx context.Context, tx pgx.Tx, op Op) error {
-	// An unknown account fails the foreign key: ErrNotFound.
-	_, err := tx.Exec(ctx, `
-		INSERT INTO blocked (account, contact, since) VALUES ($1, $2, $3)
-		ON CONFLICT (account, contact) DO NOTHING`,
-		op.Account, op.Contact, storedTime(op.Now))
-	if err != nil {
-		return err
-	}
-	_, err = tx.Exec(ctx, `
-		DELETE FROM requests
-		WHERE contact = $1 AND handle IN (SELECT name FROM handles WHERE account = $2)`,
-		op.Contact, op.Account)
 	return err
 }
 

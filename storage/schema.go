@@ -17,9 +17,10 @@ const (
 	// migrateTimeout bounds the schema upgrade run by the Open functions.
 	migrateTimeout = time.Minute
 	// lockTimeout bounds each step on PostgreSQL's lock connection
-	// (connect, take the lock, ping, begin, one op, commit), so that a dead
-	// network fails an Apply well within batchTimeout, and the store soon
-	// knows that it no longer holds the lock.
+	// (connect, take the lock, ping, begin, one op, one flush of the
+	// statements Apply queues, commit), so that a dead network fails an
+	// Apply well within batchTimeout, and the store soon knows that it no
+	// longer holds the lock.
 	lockTimeout = 5 * time.Second
 	// cancelGrace is how long PostgreSQL has to answer the cancel of a
 	// statement past its deadline before the connection is closed (a dead

@@ -487,7 +487,7 @@ func (s *sqliteStore) RemoveSubscription(ctx context.Context, handle, contact st
 // Apply implements Store. The whole batch is one transaction, so it costs
 // one fsync (synchronous=FULL) whatever its length.
 func (s *sqliteStore) Apply(ctx context.Context, ops []Op) error {
-	return applyInTx(ctx, ops, s.inBatch, s.apply, sqliteError)
+	return applyInTx(ctx, ops, s.inBatch, applyEach(s.apply, sqliteError))
 }
 
 // batchTx is the transaction of one Apply, with the prepared statements

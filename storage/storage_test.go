@@ -774,6 +774,43 @@ func runConformance(t *testing.T, driver string, freshDSN func(t testing.TB) str
 		}
 	})
 
+	t.Run("ApplyLongBatchRowError", func(t *testing.T) {
+		// A row error anywhere in a long batch of ops that write without
+		// reading (PostgreSQL sends those many at a time), some of two
+		// statements, with ops that read among them, names its op and
+		// keeps nothing; the batch without it applies.
+		s := open(t)
+		mustAdd(t, s, "a@example.org", "h", 5)
+		at := time.Date(2026, 9, 1, 0, 0, 0, 0, time.UTC)
+		good := longBatch(150, at)
+		mustApply(t, s, Op{Kind: OpAddRequest, Handle: "h", Contact: "c001@example.net", Now: at})
+		before := load(t, s)
+		bad := []struct {
+			op   Op
+			want error
+		}{
+			{Op{Kind: OpAddSubscription, Handle: "none", Contact: "c@example.net", Answers: true}, ErrNotFound},
+			{Op{Kind: OpAddRequest, Handle: "none", Contact: "c@example.net", Now: at}, ErrNotFound},
+			{Op{Kind: OpBlock, Account: "nobody@example.org", Contact: "c@example.net", Now: at}, ErrNotFound},
+			{Op{Kind: OpSetPolicy, Account: "b@example.org", Handle: "h", Policy: PolicyOpen}, ErrNotOwner},
+		}
+		for n, i := range []int{0, 1, 2, 40, 41, 63, 64, 65, 66, 100, 149, 150} {
+			b := bad[n%len(bad)]
+			err := s.Apply(ctx, slices.Insert(slices.Clone(good), i, b.op))
+			wantOpError(t, fmt.Sprintf("Apply with %v at %d", b.op.Kind, i), err, i, b.want)
+			wantSnapshot(t, load(t, s), before)
+		}
+		mustApply(t, s, good...)
+		snap := load(t, s)
+		if len(snap.Accounts) != 50 || len(snap.Subscriptions) != 49 || len(snap.Blocked) != 50 || len(snap.Requests) != 0 {
+			t.Fatalf("after the batch: %d accounts, %d subscriptions, %d blocked, %d requests; want 50, 49, 50, 0",
+				len(snap.Accounts), len(snap.Subscriptions), len(snap.Blocked), len(snap.Requests))
+		}
+		if h := snap.Handles[0]; !h.Web || h.Policy != PolicyOpen {
+			t.Fatalf("handle after the batch %+v, want on the web and open", h)
+		}
+	})
+
 	t.Run("LoadEmpty", func(t *testing.T) {
 		s := open(t)
 		snap, err := s.Load(ctx)
@@ -2262,6 +2299,57 @@ func TestOpenUnknownDriver(t *testing.T) {
 	}
 }
 
+// longBatch returns n ops of a group commit for account a@example.org,
+// which holds handle h: one in three a SetFlags of another account, an
+// approval of a subscription to h, or a block by a@example.org, with a
+// SetWeb and a SetPolicy of h, which read, at 40 and 120 if n allows.
+func longBatch(n int, at time.Time) []Op {
+	var ops []Op
+	for i := range n {
+		c := fmt.Sprintf("c%03d@example.net", i)
+		switch {
+		case i == 40:
+			ops = append(ops, Op{Kind: OpSetWeb, Account: "a@example.org", Handle: "h", Web: true})
+		case i == 120:
+			ops = append(ops, Op{Kind: OpSetPolicy, Account: "a@example.org", Handle: "h", Policy: PolicyOpen})
+		case i%3 == 0:
+			ops = append(ops, Op{Kind: OpSetFlags, Account: fmt.Sprintf("u%03d@example.org", i), Flags: Flags{Status: StatusAway, Since: at}})
+		case i%3 == 1:
+			ops = append(ops, Op{Kind: OpAddSubscription, Handle: "h", Contact: c, Answers: true})
+		default:
+			ops = append(ops, Op{Kind: OpBlock, Account: "a@example.org", Contact: c, Now: at})
+		}
+	}
+	return ops
+}
+
+// BenchmarkApplySetFlags1024 is a full group commit of status changes:
+// 1,024 SetFlags of as many accounts in one Apply.
+func BenchmarkApplySetFlags1024(b *testing.B) {
+	for _, d := range []struct {
+		driver string
+		dsn    func(testing.TB) string
+	}{{DriverSQLite, sqliteDSN}, {DriverPostgres, postgresDSN}} {
+		b.Run(d.driver, func(b *testing.B) {
+			s := openStore(b, d.driver, d.dsn(b))
+			ctx := context.Background()
+			ops := make([]Op, 1024)
+			for i := range ops {
+				ops[i] = Op{Kind: OpSetFlags, Account: fmt.Sprintf("u%04d@example.org", i), Flags: Flags{Status: StatusAway, StatusText: "bench"}}
+			}
+			for n := 0; b.Loop(); n++ {
+				for i := range ops {
+					ops[i].Flags.Online = n%2 == 0
+					ops[i].Flags.Since = time.Unix(int64(n), 0)
+				}
+				if err := s.Apply(ctx, ops); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
+
 func BenchmarkSetFlags(b *testing.B) {
 	s := openStore(b, DriverSQLite, sqliteDSN(b))
 	ctx := context.Background()
@@ -2935,6 +3023,63 @@ func TestPostgresCanceledKeepsLock(t *testing.T) {
 		keptLock(fmt.Sprintf("ping round %d (%v)", i, err))
 	}
 	must(t, "Ping", s.Ping(ctx))
+	logs.wantLogged(t, slog.LevelError, "database connection lost", 0)
+}
+
+// TestPostgresBatchFailuresKeepLock: a long batch whose statements go
+// many at a time, failed by a row error or by its caller's context ending
+// at any moment, fails that Apply only: the lock connection stays, and
+// the next Apply works. One that returns nil has committed.
+func TestPostgresBatchFailuresKeepLock(t *testing.T) {
+	ctx := context.Background()
+	logs := &logRecorder{}
+	st, err := OpenWith(ctx, DriverPostgres, postgresDSN(t), Options{Log: slog.New(logs)})
+	must(t, "open", err)
+	defer st.Close()
+	s := st.(*postgresStore)
+	mustAdd(t, s, "a@example.org", "h", 5)
+	pid := lockConnPID(s)
+	at := time.Date(2026, 9, 1, 0, 0, 0, 0, time.UTC)
+	good := longBatch(300, at)
+	for i := range 20 {
+		ops := slices.Insert(slices.Clone(good), 10*i+5, Op{Kind: OpAddSubscription, Handle: "none", Contact: "c@example.net"})
+		wantOpError(t, fmt.Sprintf("round %d", i), s.Apply(ctx, ops), 10*i+5, ErrNotFound)
+		if got := lockConnPID(s); got != pid {
+			t.Fatalf("round %d: lock connection of backend %d, want %d still", i, got, pid)
+		}
+	}
+	// The cancels are spread over the time a batch takes.
+	start := time.Now()
+	mustApply(t, s, good...)
+	took := time.Since(start)
+	committed := 0
+	for i := range 50 {
+		cctx, cancel := context.WithCancel(ctx)
+		timer := time.AfterFunc(took*time.Duration(i)/40, cancel)
+		ops := slices.Clone(good)
+		for k := range ops {
+			ops[k].Flags.StatusText = strconv.Itoa(i)
+		}
+		err := s.Apply(cctx, ops)
+		timer.Stop()
+		cancel()
+		switch {
+		case err == nil:
+			committed++
+			a, err := s.Account(ctx, "u000@example.org")
+			must(t, "Account", err)
+			if a.Flags.StatusText != strconv.Itoa(i) {
+				t.Fatalf("round %d: Apply returned nil, but the status text is %q", i, a.Flags.StatusText)
+			}
+		case isSentinel(err):
+			t.Fatalf("round %d: a canceled Apply returned the sentinel error %v", i, err)
+		}
+		if got := lockConnPID(s); got != pid {
+			t.Fatalf("round %d (%v): lock connection of backend %d, want %d still", i, err, got, pid)
+		}
+	}
+	t.Logf("%d of 50 canceled batches committed", committed)
+	mustApply(t, s, good...)
 	logs.wantLogged(t, slog.LevelError, "database connection lost", 0)
 }
 
