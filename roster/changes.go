@@ -185,10 +185,11 @@ func (s *Service) dropHandle(h *handle, stamp time.Time) *removal {
 		return nil
 	}
 	rm := &removal{handle: h.name, owner: a, contacts: make([]string, len(h.subs)), since: make([]time.Time, len(h.subs))}
+	mayWithhold := h.mayWithhold()
 	for i, sb := range h.subs {
 		rm.contacts[i] = s.contacts.name(sb.contact)
 		rm.since[i] = stamp
-		if since, ok := s.withheld(h, sb.contact); ok {
+		if since, ok := s.withheldIf(mayWithhold, h, sb.contact); ok {
 			rm.since[i] = since
 		}
 		s.contacts.unref(sb.contact)

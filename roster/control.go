@@ -68,6 +68,16 @@ func (s *Service) withheld(h *handle, id uint32) (time.Time, bool) {
 	return since, blocked
 }
 
+// withheldIf is withheld where mayWithhold (h.mayWithhold, taken once
+// for a walk of h's subscribers) says that anything may withhold: on a
+// walk of every subscription, it spares the lookups where nothing can.
+func (s *Service) withheldIf(mayWithhold bool, h *handle, id uint32) (time.Time, bool) {
+	if !mayWithhold {
+		return time.Time{}, false
+	}
+	return s.withheld(h, id)
+}
+
 // reason reports whether h is hidden or its owner blocks the contact
 // numbered id: what withholds it for as long as it lasts.
 func (h *handle) reason(id uint32) bool {

@@ -133,9 +133,7 @@ func (s *Service) passSlice(p *pass) bool {
 	hi, _ := slices.BinarySearchFunc(a.handles, p.handle, func(h *handle, n string) int { return cmp.Compare(h.name, n) })
 	for ; hi < len(a.handles); hi++ {
 		h := a.handles[hi]
-		// Only where something may withhold is each subscriber asked
-		// why (the common case asks nothing more of a subscriber).
-		mayWithhold := h.hidden || len(h.kept) > 0 || len(a.blocked) > 0
+		mayWithhold := h.mayWithhold()
 		start := 0
 		if h.name == p.handle {
 			start, _ = findID(h.subs, p.next)
@@ -150,13 +148,17 @@ func (s *Service) passSlice(p *pass) bool {
 			if sb.sent == withheldCode {
 				continue // withheld still, and it has its unavailable
 			}
-			if mayWithhold {
-				if since, ok := s.withheld(h, sb.contact); ok {
-					s.out.Presence(h.name, s.contacts.name(sb.contact), View{Since: since})
-					sb.sent = withheldCode
-					sent++
-					continue
-				}
+			if sb.sent == code && !h.hidden {
+				// Up to date, and not withheld: a withheld subscriber
+				// holds withheldCode or a code from an earlier View,
+				// but on a hidden handle between hide and its pass.
+				continue
+			}
+			if since, ok := s.withheldIf(mayWithhold, h, sb.contact); ok {
+				s.out.Presence(h.name, s.contacts.name(sb.contact), View{Since: since})
+				sb.sent = withheldCode
+				sent++
+				continue
 			}
 			if sb.sent == code || p.withholdOnly {
 				continue
@@ -167,6 +169,13 @@ func (s *Service) passSlice(p *pass) bool {
 		}
 	}
 	return false
+}
+
+// mayWithhold reports whether anything may withhold h from a subscriber,
+// so that only then is each one asked why (withheld): the common case
+// asks nothing more of a subscriber.
+func (h *handle) mayWithhold() bool {
+	return h.hidden || len(h.kept) > 0 || len(h.owner.blocked) > 0
 }
 
 // removalSlice sends one slice of the notices of rm and reports whether
@@ -380,8 +389,9 @@ func (s *Service) Withdrawals(at time.Time) []Withdrawal {
 		code := h.owner.sentCode()
 		g := withdrawals{handle: h.name}
 		gone := goneViewOf(h.owner, at)
+		mayWithhold := h.mayWithhold()
 		for _, sb := range h.subs {
-			if since, ok := s.withheld(h, sb.contact); ok {
+			if since, ok := s.withheldIf(mayWithhold, h, sb.contact); ok {
 				// Left with its unavailable presence, unless not told it
 				// since the last connection.
 				if sb.sent != withheldCode {
