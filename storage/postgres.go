@@ -1014,11 +1014,16 @@ func postgresApply(ctx context.Context, tx pgx.Tx, op Op) error {
 	case OpRemoveHandle:
 		return postgresRemoveHandle(ctx, tx, op)
 	case OpSetPolicy:
-		return postgresSetPolicy(ctx, tx, op)
+		return postgresUpdateOwned(ctx, tx, op, "policy", string(op.Policy))
 	case OpSetVisibility:
-		return postgresSetVisibility(ctx, tx, op)
+		// NULL is shown; the zero time is a stamp like any other.
+		var since any
+		if op.Hidden {
+			since = storedTime(op.Now)
+		}
+		return postgresUpdateOwned(ctx, tx, op, "hidden_since", since)
 	case OpSetWeb:
-		return postgresSetWeb(ctx, tx, op)
+		return postgresUpdateOwned(ctx, tx, op, "web", op.Web)
 	}
 	return fmt.Errorf("%s is no op to run on its own", op.Kind)
 }
@@ -1140,32 +1145,14 @@ func postgresLastStamps(contacts []string, stamps []time.Time) ([]string, []pgty
 	return cs, ts
 }
 
-func postgresSetPolicy(ctx context.Context, tx pgx.Tx, op Op) error {
+// postgresUpdateOwned sets column (a constant of the caller's) of the
+// handle of op to value, once postgresCheckOwner finds that op's account
+// holds it.
+func postgresUpdateOwned(ctx context.Context, tx pgx.Tx, op Op, column string, value any) error {
 	if err := postgresCheckOwner(ctx, tx, op.Account, op.Handle); err != nil {
 		return err
 	}
-	_, err := tx.Exec(ctx, "UPDATE handles SET policy = $1 WHERE name = $2", string(op.Policy), op.Handle)
-	return err
-}
-
-func postgresSetVisibility(ctx context.Context, tx pgx.Tx, op Op) error {
-	if err := postgresCheckOwner(ctx, tx, op.Account, op.Handle); err != nil {
-		return err
-	}
-	// NULL is shown; the zero time is a stamp like any other.
-	var since any
-	if op.Hidden {
-		since = storedTime(op.Now)
-	}
-	_, err := tx.Exec(ctx, "UPDATE handles SET hidden_since = $1 WHERE name = $2", since, op.Handle)
-	return err
-}
-
-func postgresSetWeb(ctx context.Context, tx pgx.Tx, op Op) error {
-	if err := postgresCheckOwner(ctx, tx, op.Account, op.Handle); err != nil {
-		return err
-	}
-	_, err := tx.Exec(ctx, "UPDATE handles SET web = $1 WHERE name = $2", op.Web, op.Handle)
+	_, err := tx.Exec(ctx, "UPDATE handles SET "+column+" = $1 WHERE name = $2", value, op.Handle)
 	return err
 }
 

@@ -64,10 +64,12 @@ var sqliteStatements = map[OpKind]string{
 		WHERE handle = ? AND contact = ? AND account = ?
 			AND EXISTS (SELECT 1 FROM subscriptions s WHERE s.handle = notices.handle AND s.contact = notices.contact)`,
 	// Run once per contact. Selecting from subscriptions skips a contact
-	// that is not subscribed, which the foreign key would refuse.
+	// that is not subscribed, which the foreign key would refuse. The
+	// parameters are numbered to take the handle and the contact first,
+	// as the other statements run once per contact do (execEach).
 	OpKeep: `
 		INSERT INTO kept (handle, contact, since)
-		SELECT handle, contact, ? FROM subscriptions WHERE handle = ? AND contact = ?
+		SELECT handle, contact, ?3 FROM subscriptions WHERE handle = ?1 AND contact = ?2
 		ON CONFLICT (handle, contact) DO UPDATE SET since = excluded.since`,
 	OpUnkeep: "DELETE FROM kept WHERE handle = ? AND contact = ?",
 }
@@ -518,6 +520,19 @@ func (b *batchTx) exec(ctx context.Context, kind OpKind, args ...any) error {
 	return err
 }
 
+// execEach runs the statement prepared for kind once for each of
+// contacts, with the parameters handle, the contact, then extra.
+func (b *batchTx) execEach(ctx context.Context, kind OpKind, handle string, contacts []string, extra ...any) error {
+	args := append([]any{handle, nil}, extra...)
+	for _, contact := range contacts {
+		args[1] = contact
+		if err := b.exec(ctx, kind, args...); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 // apply runs one op inside tx.
 func (s *sqliteStore) apply(ctx context.Context, b *batchTx, op Op) error {
 	tx := b.Tx
@@ -543,34 +558,26 @@ func (s *sqliteStore) apply(ctx context.Context, b *batchTx, op Op) error {
 	case OpRemoveRequest:
 		err = b.exec(ctx, OpRemoveRequest, op.Handle, op.Contact)
 	case OpNoticesSent:
-		for _, contact := range op.Contacts {
-			if err = b.exec(ctx, OpNoticesSent, op.Handle, contact); err != nil {
-				break
-			}
-		}
+		err = b.execEach(ctx, OpNoticesSent, op.Handle, op.Contacts)
 	case OpSetPolicy:
-		err = sqliteSetPolicy(ctx, tx, op)
+		err = sqliteUpdateOwned(ctx, tx, op, "policy", string(op.Policy))
 	case OpSetVisibility:
-		err = sqliteSetVisibility(ctx, tx, op)
+		// NULL is shown; the zero time is a stamp like any other.
+		var since any
+		if op.Hidden {
+			since = storedTime(op.Now).UnixMicro()
+		}
+		err = sqliteUpdateOwned(ctx, tx, op, "hidden_since", since)
 	case OpBlock:
 		err = sqliteBlock(ctx, tx, op)
 	case OpUnblock:
 		err = b.exec(ctx, OpUnblock, op.Account, op.Contact)
 	case OpKeep:
-		since := storedTime(op.Now).UnixMicro()
-		for _, contact := range op.Contacts {
-			if err = b.exec(ctx, OpKeep, since, op.Handle, contact); err != nil {
-				break
-			}
-		}
+		err = b.execEach(ctx, OpKeep, op.Handle, op.Contacts, storedTime(op.Now).UnixMicro())
 	case OpUnkeep:
-		for _, contact := range op.Contacts {
-			if err = b.exec(ctx, OpUnkeep, op.Handle, contact); err != nil {
-				break
-			}
-		}
+		err = b.execEach(ctx, OpUnkeep, op.Handle, op.Contacts)
 	case OpSetWeb:
-		err = sqliteSetWeb(ctx, tx, op)
+		err = sqliteUpdateOwned(ctx, tx, op, "web", op.Web)
 	}
 	return err
 }
@@ -656,32 +663,14 @@ func sqliteRemoveHandle(ctx context.Context, b *batchTx, op Op) error {
 	return err
 }
 
-func sqliteSetPolicy(ctx context.Context, tx *sql.Tx, op Op) error {
+// sqliteUpdateOwned sets column (a constant of the caller's) of the
+// handle of op to value, once sqliteCheckOwner finds that op's account
+// holds it.
+func sqliteUpdateOwned(ctx context.Context, tx *sql.Tx, op Op, column string, value any) error {
 	if err := sqliteCheckOwner(ctx, tx, op.Account, op.Handle); err != nil {
 		return err
 	}
-	_, err := tx.ExecContext(ctx, "UPDATE handles SET policy = ? WHERE name = ?", string(op.Policy), op.Handle)
-	return err
-}
-
-func sqliteSetVisibility(ctx context.Context, tx *sql.Tx, op Op) error {
-	if err := sqliteCheckOwner(ctx, tx, op.Account, op.Handle); err != nil {
-		return err
-	}
-	// NULL is shown; the zero time is a stamp like any other.
-	var since any
-	if op.Hidden {
-		since = storedTime(op.Now).UnixMicro()
-	}
-	_, err := tx.ExecContext(ctx, "UPDATE handles SET hidden_since = ? WHERE name = ?", since, op.Handle)
-	return err
-}
-
-func sqliteSetWeb(ctx context.Context, tx *sql.Tx, op Op) error {
-	if err := sqliteCheckOwner(ctx, tx, op.Account, op.Handle); err != nil {
-		return err
-	}
-	_, err := tx.ExecContext(ctx, "UPDATE handles SET web = ? WHERE name = ?", op.Web, op.Handle)
+	_, err := tx.ExecContext(ctx, "UPDATE handles SET "+column+" = ? WHERE name = ?", value, op.Handle)
 	return err
 }
 
