@@ -446,12 +446,7 @@ func (s *Service) Blocked(owner string) []string {
 // IsBlocked reports whether owner blocks contact.
 func (s *Service) IsBlocked(owner, contact string) bool {
 	a := s.accounts[owner]
-	id, ok := s.contacts.lookup(contact)
-	if a == nil || !ok {
-		return false
-	}
-	_, ok = a.blocked[id]
-	return ok
+	return a != nil && a.blocks(s, contact)
 }
 
 // blocks reports whether a blocks contact.

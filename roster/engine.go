@@ -185,6 +185,12 @@ func commit(ctx context.Context, store storage.Store, b *batch, observe func(tim
 	}
 }
 
+// commitBatch commits b as a transaction under way for health (no ping
+// meanwhile) and observed (Options.ObserveCommit).
+func (s *Service) commitBatch(ctx context.Context, b *batch) {
+	s.health.committing(len(b.ops), func() { commit(ctx, s.store, b, s.observe) })
+}
+
 // finish applies a committed batch to memory, in the order its changes
 // were made. A change that must be stored and failed through the database
 // is queued to be written again.
@@ -238,7 +244,7 @@ func (s *Service) settle(ctx context.Context) {
 			return
 		}
 		b := s.take()
-		s.health.committing(len(b.ops), func() { commit(ctx, s.store, b, s.observe) })
+		s.commitBatch(ctx, b)
 		s.finish(b)
 	}
 }
@@ -439,7 +445,7 @@ func (s *Service) commitLoop() {
 				}
 			}()
 			// Each transaction has its own deadline inside the store.
-			s.health.committing(len(b.ops), func() { commit(context.Background(), s.store, b, s.observe) })
+			s.commitBatch(context.Background(), b)
 		}()
 		s.eng.results <- b
 	}

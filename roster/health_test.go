@@ -3,6 +3,7 @@ package roster
 import (
 	"context"
 	"runtime"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -287,4 +288,43 @@ func TestStuckTransactionFailsReadiness(t *testing.T) {
 		t.Fatalf("the transaction, let go, failed: %v", err)
 	}
 	waitUntil(t, "StorageOK true once the transaction returned", s.StorageOK)
+}
+
+// applySeer is a store that records, at each Apply, whether health saw a
+// transaction under way.
+type applySeer struct {
+	*memStore
+	h     *health
+	under []bool
+}
+
+func (a *applySeer) Apply(ctx context.Context, ops []storage.Op) error {
+	a.under = append(a.under, a.h.since.Load() != 0)
+	return a.memStore.Apply(ctx, ops)
+}
+
+// TestGoOfflineIsATransactionForHealth: GoOffline's write, like every
+// other transaction, is under way for health, so that no ping starts
+// meanwhile.
+func TestGoOfflineIsATransactionForHealth(t *testing.T) {
+	ctx := context.Background()
+	store := &applySeer{memStore: newMemStore()}
+	s, err := New(ctx, store, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	store.h = &s.health
+	s.AddHandle(pendingOwner, "h", storage.PolicyOpen, nil)
+	s.settle(ctx)
+	if err := s.OwnerPresence(pendingOwner, OwnerPresence{Resource: "pc", Available: true}); err != nil {
+		t.Fatal(err)
+	}
+	s.settle(ctx)
+	store.under = nil
+	if err := s.GoOffline(ctx, time.Now(), true); err != nil {
+		t.Fatal(err)
+	}
+	if len(store.under) == 0 || slices.Contains(store.under, false) {
+		t.Fatalf("under way at each Apply of GoOffline: %v, want true at every one", store.under)
+	}
 }

@@ -496,9 +496,13 @@ func (s *Service) GoOffline(ctx context.Context, at time.Time, written bool) err
 		changed = append(changed, a)
 		ops = append(ops, storage.Op{Kind: storage.OpSetFlags, Account: a.jid, Flags: f})
 	}
-	began := time.Now()
-	err := s.store.Apply(ctx, ops)
-	s.observeCommit(began, err)
+	// A transaction like any other: no ping starts while it is under way.
+	var err error
+	s.health.committing(len(ops), func() {
+		began := time.Now()
+		err = s.store.Apply(ctx, ops)
+		s.observeCommit(began, err)
+	})
 	if err != nil {
 		return fmt.Errorf("roster: go off-line: %w", err)
 	}
