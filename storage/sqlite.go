@@ -232,16 +232,23 @@ func (s *sqliteStore) Close() error {
 // Lost implements Store: the returned channel is never closed.
 func (s *sqliteStore) Lost() <-chan struct{} { return s.lost }
 
-// Ping implements Store. It reads a row, so that the database file, not
-// only the driver, answers, on the one connection every change uses: it
-// waits for a transaction in progress, as the next Apply would. The
-// instance lock needs no check: a flock is held while its file is open,
-// that is until Close, after which the query fails.
+// Ping implements Store. It reads a row in a transaction of the store's,
+// which takes the database's write lock as every change does (BEGIN
+// IMMEDIATE) and drops it at once, having written nothing: so it fails, as
+// the next Apply would, while another process (a sqlite3 shell, a backup)
+// holds that lock, and not only when the database file does not answer.
+// It runs on the one connection every change uses, so it waits for a
+// transaction in progress. The instance lock needs no check: a flock is
+// held while its file is open, that is until Close, after which the
+// transaction fails to begin.
 func (s *sqliteStore) Ping(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(ctx, queryTimeout)
 	defer cancel()
-	var version int
-	if err := s.db.QueryRowContext(ctx, "SELECT version FROM schema_version WHERE id = 1").Scan(&version); err != nil {
+	err := s.inTx(ctx, func(tx *sql.Tx) error {
+		var version int
+		return tx.QueryRowContext(ctx, "SELECT version FROM schema_version WHERE id = 1").Scan(&version)
+	})
+	if err != nil {
 		return fmt.Errorf("storage: ping: %w", err)
 	}
 	return nil

@@ -2250,6 +2250,46 @@ func TestSQLitePragmas(t *testing.T) {
 	}
 }
 
+// TestSQLitePingWriteLocked: while another process holds the database's
+// write lock, every Apply would fail once busy_timeout is up: Ping fails
+// too, within its caller's deadline, and answers again once the lock is
+// released.
+func TestSQLitePingWriteLocked(t *testing.T) {
+	ctx := context.Background()
+	path := sqliteDSN(t)
+	s := openStore(t, DriverSQLite, path)
+	must(t, "Ping", s.Ping(ctx))
+
+	// Another handle on the file, as a sqlite3 shell would be.
+	other, err := sql.Open("sqlite", path+"?_busy_timeout=0")
+	must(t, "open a second handle", err)
+	defer other.Close()
+	conn, err := other.Conn(ctx)
+	must(t, "connect the second handle", err)
+	defer conn.Close()
+	_, err = conn.ExecContext(ctx, "BEGIN IMMEDIATE")
+	must(t, "BEGIN IMMEDIATE on the second handle", err)
+
+	const deadline = 300 * time.Millisecond
+	pctx, cancel := context.WithTimeout(ctx, deadline)
+	defer cancel()
+	start := time.Now()
+	err = s.Ping(pctx)
+	took := time.Since(start)
+	if err == nil || isSentinel(err) {
+		t.Fatalf("Ping while another connection holds the write lock = %v, want a non-sentinel error", err)
+	}
+	t.Logf("Ping: %v after %v", err, took)
+	if took > deadline+time.Second {
+		t.Fatalf("Ping while the write lock is held took %v, past its deadline of %v", took, deadline)
+	}
+
+	_, err = conn.ExecContext(ctx, "ROLLBACK")
+	must(t, "ROLLBACK on the second handle", err)
+	must(t, "Ping once the write lock is released", s.Ping(ctx))
+	mustAdd(t, s, "a@example.org", "a", 5)
+}
+
 func TestOpenSQLiteBadPath(t *testing.T) {
 	dir := t.TempDir()
 	for _, path := range []string{
