@@ -472,24 +472,43 @@ func (s *Service) SetVisibility(owner string, names []string, hidden bool, done 
 		done(ErrStopping)
 		return
 	}
+	hs, err := s.ownedHandles(owner, names)
+	if err != nil {
+		done(err)
+		return
+	}
+	eachJoined(hs, done, func(h *handle, done func(error)) {
+		if hidden {
+			s.hide(h, done)
+		} else {
+			s.show(h, done)
+		}
+	})
+}
+
+// ownedHandles returns owner's handles named, each once (a name given
+// twice is one change, not two writes), or ErrUnknownHandle if a name is
+// not owner's.
+func (s *Service) ownedHandles(owner string, names []string) ([]*handle, error) {
 	hs := make([]*handle, 0, len(names))
 	for _, n := range names {
 		h := s.handles[n]
 		if h == nil || h.owner.jid != owner {
-			done(ErrUnknownHandle)
-			return
+			return nil, ErrUnknownHandle
 		}
 		if !slices.Contains(hs, h) {
 			hs = append(hs, h)
 		}
 	}
+	return hs, nil
+}
+
+// eachJoined runs f for each of hs, and done once every one of them is
+// done, with the worst of their errors (joined).
+func eachJoined(hs []*handle, done func(error), f func(h *handle, done func(error))) {
 	all := &joined{left: len(hs) + 1, done: done}
 	for _, h := range hs {
-		if hidden {
-			s.hide(h, all.one)
-		} else {
-			s.show(h, all.one)
-		}
+		f(h, all.one)
 	}
 	all.one(nil)
 }

@@ -104,20 +104,12 @@ func (s *Service) SetWeb(owner string, names []string, public bool, done func(er
 		done(ErrStopping)
 		return
 	}
-	var hs []*handle
-	for _, n := range names {
-		h := s.handles[n]
-		if h == nil || h.owner.jid != owner {
-			done(ErrUnknownHandle)
-			return
-		}
-		hs = append(hs, h)
+	hs, err := s.ownedHandles(owner, names)
+	if err != nil {
+		done(err)
+		return
 	}
-	all := &joined{left: len(hs) + 1, done: done}
-	for _, h := range hs {
-		s.setWeb(h, public, all.one)
-	}
-	all.one(nil)
+	eachJoined(hs, done, func(h *handle, done func(error)) { s.setWeb(h, public, done) })
 }
 
 func (s *Service) setWeb(h *handle, public bool, done func(error)) {

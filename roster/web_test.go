@@ -187,3 +187,20 @@ func TestWebOfflineAtShutdownWithoutWithdrawals(t *testing.T) {
 		t.Fatalf("shut down without withdrawals: %s when last ran, %s after; want offline", inLast, w["h"])
 	}
 }
+
+// TestSetWebNameTwiceWritesOnce: a name given twice to SetWeb is one
+// change: one write, one web-on on its way.
+func TestSetWebNameTwiceWritesOnce(t *testing.T) {
+	ctx := context.Background()
+	store := newMemStore()
+	s, _, w := webSetup(t, store)
+	before := len(s.commits.pending)
+	s.Service.SetWeb(pendingOwner, []string{"h", "h"}, true, nil)
+	if n, h := len(s.commits.pending)-before, s.handles["h"]; n != 1 || h.webbing != 1 {
+		t.Fatalf("[h h] queued %d writes, %d web-ons on their way; want 1 and 1", n, h.webbing)
+	}
+	s.settle(ctx)
+	if w["h"] != WebAvailable {
+		t.Fatalf("public: %s", w["h"])
+	}
+}
