@@ -490,20 +490,18 @@ func (s *postgresStore) install(ctx context.Context, conn *pgx.Conn, session pgS
 	return lockPingInterval, true
 }
 
-// Ping implements Store: SELECT 1 on the lock connection, through
-// withConn as every change goes, so in turn with Apply (sem) and keeping
-// to ctx while it waits. It fails with ErrNotActive once the lock is lost
-// for good, and with errLockDown while the monitor takes the lock again.
-// A ctx that ends fails the ping only: withConn never lets it close the
-// lock connection (a statement past its deadline is cancelled on the
-// server, see openPostgres).
+// Ping implements Store: pgx's Ping (an empty query, as the monitor
+// sends) on the lock connection, through withConn as every change goes,
+// so in turn with Apply (sem) and keeping to ctx while it waits. It fails
+// with ErrNotActive once the lock is lost for good, and with errLockDown
+// while the monitor takes the lock again. A ctx that ends fails the ping
+// only: as with Exec, pgx fails it unsent if ctx has ended, and has
+// PostgreSQL cancel it if ctx ends while it runs, and withConn never lets
+// that close the lock connection (see openPostgres).
 func (s *postgresStore) Ping(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(ctx, lockTimeout)
 	defer cancel()
-	err := s.withConn(ctx, func(conn *pgx.Conn) error {
-		_, err := conn.Exec(ctx, "SELECT 1")
-		return err
-	})
+	err := s.withConn(ctx, func(conn *pgx.Conn) error { return conn.Ping(ctx) })
 	if err != nil {
 		return fmt.Errorf("storage: ping: %w", err)
 	}
