@@ -100,10 +100,10 @@ type batch struct {
 	ops     []storage.Op
 	opOf    []int // index in ops of each entry's op, or -1
 	errs    []error
-	// began is when the transaction whose outcome b.errs hold started
-	// (the last one: see commit), and ended when it ended, which dates
-	// the outcome for StorageOK (see health).
-	began, ended time.Time
+	// ended is when the transaction whose outcome b.errs hold ended (the
+	// last one: see commit), which dates the outcome for StorageOK (see
+	// health).
+	ended time.Time
 }
 
 // take takes the changes for one transaction: every change to be written
@@ -152,8 +152,7 @@ func (s *Service) take() *batch {
 // observe, if not nil, is told the duration and outcome of every
 // transaction (Options.ObserveCommit).
 func commit(ctx context.Context, store storage.Store, b *batch, observe func(time.Duration, error)) {
-	b.began = time.Now() // dated even should the store panic before Apply
-	defer func() { b.ended = time.Now() }()
+	defer func() { b.ended = time.Now() }() // dated even should the store panic
 	b.errs = make([]error, len(b.ops))
 	live := make([]int, len(b.ops))
 	for i := range live {
@@ -164,10 +163,10 @@ func commit(ctx context.Context, store storage.Store, b *batch, observe func(tim
 		for i, k := range live {
 			ops[i] = b.ops[k]
 		}
-		b.began = time.Now()
+		began := time.Now()
 		err := store.Apply(ctx, ops)
 		if observe != nil {
-			observe(time.Since(b.began), err)
+			observe(time.Since(began), err)
 		}
 		if err == nil {
 			return
