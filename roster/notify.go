@@ -275,10 +275,17 @@ func (s *Service) Discard() {
 // resource becomes unconfirmed: those that answer the probe are confirmed
 // by OwnerPresence; DropStale then removes the others.
 func (s *Service) MarkStale() {
+	// The web shows every handle off-line already, and goes on doing so
+	// while resyncing: the connection lost told it (Discard), or nothing
+	// was shown before the first connection. Only a reconnection without
+	// a Discard would have something to take back.
+	shown := s.online && !s.resyncing
 	s.epoch++
 	s.online = true
 	s.resyncing = true
-	s.tellWebAll()
+	if shown {
+		s.tellWebAll()
+	}
 	// A pass queued while disconnected (a write that committed meanwhile)
 	// would show the account before its owner answered the probe: the
 	// resync queues every account again once settled.

@@ -204,3 +204,31 @@ func TestSetWebNameTwiceWritesOnce(t *testing.T) {
 		t.Fatalf("public: %s", w["h"])
 	}
 }
+
+// TestWebOfflineWhileResyncing: a reconnection shows every public handle
+// off-line until the resync settles, whether or not the lost connection
+// was told first (Discard).
+func TestWebOfflineWhileResyncing(t *testing.T) {
+	ctx := context.Background()
+	store := newMemStore()
+	s, _, w := webSetup(t, store)
+	if err := s.SetWeb(ctx, pendingOwner, []string{"h"}, true); err != nil {
+		t.Fatal(err)
+	}
+	for _, discard := range []bool{true, false} {
+		if w["h"] != WebAvailable {
+			t.Fatalf("resynced on-line: %s", w["h"])
+		}
+		if discard {
+			s.Discard()
+		}
+		s.MarkStale()
+		if w["h"] != WebOffline {
+			t.Fatalf("resyncing (discarded %v): %s, want offline", discard, w["h"])
+		}
+		logOn(t, s)
+		if err := s.DropStale(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
