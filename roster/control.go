@@ -443,12 +443,6 @@ func (s *Service) Blocked(owner string) []string {
 	return out
 }
 
-// IsBlocked reports whether owner blocks contact.
-func (s *Service) IsBlocked(owner, contact string) bool {
-	a := s.accounts[owner]
-	return a != nil && a.blocks(s, contact)
-}
-
 // blocks reports whether a blocks contact.
 func (a *account) blocks(s *Service, contact string) bool {
 	id, ok := s.contacts.lookup(contact)

@@ -536,16 +536,6 @@ func (s *Service) Flags(owner string) (storage.Flags, bool) {
 	return a.flags, true
 }
 
-// ViewOfHandle returns what the subscribers of handle that the owner does
-// not block see, and whether the handle exists.
-func (s *Service) ViewOfHandle(handle string) (View, bool) {
-	h := s.handles[handle]
-	if h == nil {
-		return View{}, false
-	}
-	return s.publicView(h), true
-}
-
 // Policy returns the subscription policy of handle, and whether it
 // exists.
 func (s *Service) Policy(handle string) (storage.Policy, bool) {

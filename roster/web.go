@@ -61,11 +61,6 @@ func (s *Service) webStatus(h *handle) WebStatus {
 	return WebStatusOf(ViewOf(h.owner.flags))
 }
 
-// WebStatus returns what the web shows of name. Like every method that
-// reads the state, it runs on the engine goroutine (or in a test between
-// steps); the web side itself never calls it, it is told (WebSink).
-func (s *Service) WebStatus(name string) WebStatus { return s.webStatus(s.handles[name]) }
-
 // tellWeb tells the sink what the web shows of h now.
 func (s *Service) tellWeb(h *handle) {
 	if s.web != nil && h.web {
