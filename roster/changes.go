@@ -3,6 +3,7 @@ package roster
 import (
 	"errors"
 	"fmt"
+	"log/slog"
 	"slices"
 	"time"
 
@@ -617,7 +618,9 @@ func (s *Service) flagsStored(e *entry, err error) {
 			st.done(kept)
 		}
 	}
-	s.log.Error("flags not stored; kept in memory and written again later", "account", a.jid, "err", err)
+	// Once a minute at most: while storage is down, every account's
+	// every change ends here.
+	s.refusals.Log(s.log, slog.LevelError, s.now(), "store:flags", "flags not stored; kept in memory and written again later", "account", a.jid, "err", err)
 	a.want = f
 	if later := a.flagsOp; later != nil {
 		for _, st := range later.steps {

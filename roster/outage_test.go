@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -284,5 +286,44 @@ func TestApprovalKeepsTheRequestUntilStored(t *testing.T) {
 	}
 	if !s.IsSubscribed("ask", c) || len(s.Requests(pendingOwner)) != 0 || len(store.requests) != 0 {
 		t.Fatalf("subscribed %v, requests %v (stored %v); want subscribed and none", s.IsSubscribed("ask", c), s.Requests(pendingOwner), store.requests)
+	}
+}
+
+// logCount is a slog.Handler that counts the records of each message, by
+// level.
+type logCount struct {
+	mu sync.Mutex
+	n  map[string]int
+}
+
+func (l *logCount) Enabled(context.Context, slog.Level) bool { return true }
+func (l *logCount) WithAttrs([]slog.Attr) slog.Handler       { return l }
+func (l *logCount) WithGroup(string) slog.Handler            { return l }
+func (l *logCount) Handle(_ context.Context, r slog.Record) error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.n[r.Level.String()+" "+r.Message]++
+	return nil
+}
+
+// TestFlagsNotStoredLoggedOnceAMinute: while storage is down, the flags
+// writes that fail are logged as errors once a minute, not once each.
+func TestFlagsNotStoredLoggedOnceAMinute(t *testing.T) {
+	ctx := context.Background()
+	store := newMemStore()
+	logs := &logCount{n: make(map[string]int)}
+	s, clock, _ := ctlSetup(t, store, Options{Log: slog.New(logs)})
+	const msg = "ERROR flags not stored; kept in memory and written again later"
+	store.setDown(true)
+	for _, in := range []Instruction{InstructAway, InstructBusy, InstructAway} {
+		_ = s.Instruct(ctx, pendingOwner, in)
+	}
+	if n := logs.n[msg]; n != 1 {
+		t.Fatalf("three failed flags writes within a minute logged %d times, want once", n)
+	}
+	clock.Add(time.Minute)
+	_ = s.Instruct(ctx, pendingOwner, InstructBusy)
+	if n := logs.n[msg]; n != 2 {
+		t.Fatalf("a failed flags write a minute later: logged %d times in all, want twice", n)
 	}
 }
