@@ -121,6 +121,17 @@ func ctlSetup(t *testing.T, store *memStore, opts Options) (*syncService, *testC
 	return s, clock, rec
 }
 
+// blockNow makes alice block contact a minute later by clock, failing the
+// test if that fails, and returns the moment of the block.
+func blockNow(t *testing.T, s *syncService, clock *testClock, contact string) time.Time {
+	t.Helper()
+	at := clock.Add(time.Minute)
+	if err := s.Block(context.Background(), pendingOwner, contact); err != nil {
+		t.Fatal(err)
+	}
+	return at
+}
+
 func logOn(t *testing.T, s *syncService) {
 	t.Helper()
 	if err := s.OwnerPresence(context.Background(), pendingOwner, OwnerPresence{Resource: "pc", Available: true, Status: storage.StatusUndefined}); err != nil {
@@ -276,10 +287,7 @@ func TestBlockWhileOfflineSendsNothing(t *testing.T) {
 func TestBlockedContactSeesNothingLater(t *testing.T) {
 	ctx := context.Background()
 	s, clock, rec := ctlSetup(t, newMemStore(), Options{})
-	blockAt := clock.Add(time.Minute)
-	if err := s.Block(ctx, pendingOwner, carolJID); err != nil {
-		t.Fatal(err)
-	}
+	blockAt := blockNow(t, s, clock, carolJID)
 	flushTo(t, s, rec)
 	wantStanzas(t, "the block", rec.got, unavailable("h", carolJID, blockAt))
 	rec.reset()
@@ -322,12 +330,8 @@ func TestBlockedContactSeesNothingLater(t *testing.T) {
 // again; after a reconnect it is, with its own stamp, apart from the
 // others.
 func TestWithdrawalsOfWithheldSubscribers(t *testing.T) {
-	ctx := context.Background()
 	s, clock, rec := ctlSetup(t, newMemStore(), Options{})
-	blockAt := clock.Add(time.Minute)
-	if err := s.Block(ctx, pendingOwner, carolJID); err != nil {
-		t.Fatal(err)
-	}
+	blockAt := blockNow(t, s, clock, carolJID)
 	flushTo(t, s, rec)
 	at := clock.Add(time.Minute)
 	ws := s.Withdrawals(at)
@@ -430,10 +434,7 @@ func TestBlockWinsOverAnUnblockOnItsWay(t *testing.T) {
 	ctx := context.Background()
 	store := newMemStore()
 	s, clock, rec := ctlSetup(t, store, Options{})
-	blockAt := clock.Add(time.Minute)
-	if err := s.Block(ctx, pendingOwner, carolJID); err != nil {
-		t.Fatal(err)
-	}
+	blockAt := blockNow(t, s, clock, carolJID)
 	flushTo(t, s, rec)
 	rec.reset()
 	startEngine(t, s.Service)
@@ -625,14 +626,8 @@ func TestHiddenAndBlockedTakeTheEarlierStamp(t *testing.T) {
 		t.Fatal(err)
 	}
 	flushTo(t, s, rec)
-	blockCarol := clock.Add(time.Minute)
-	if err := s.Block(ctx, pendingOwner, carolJID); err != nil {
-		t.Fatal(err)
-	}
-	blockDave := clock.Add(time.Minute)
-	if err := s.Block(ctx, pendingOwner, daveJID); err != nil {
-		t.Fatal(err)
-	}
+	blockCarol := blockNow(t, s, clock, carolJID)
+	blockDave := blockNow(t, s, clock, daveJID)
 	flushTo(t, s, rec)
 	clock.Add(time.Minute)
 	if err := s.SetVisibility(ctx, pendingOwner, []string{"h2"}, true); err != nil {
@@ -723,10 +718,7 @@ func TestUnblockFailsInAnOutage(t *testing.T) {
 	ctx := context.Background()
 	store := newMemStore()
 	s, clock, rec := ctlSetup(t, store, Options{})
-	blockAt := clock.Add(time.Minute)
-	if err := s.Block(ctx, pendingOwner, carolJID); err != nil {
-		t.Fatal(err)
-	}
+	blockAt := blockNow(t, s, clock, carolJID)
 	flushTo(t, s, rec)
 	rec.reset()
 	store.setDown(true)
@@ -810,10 +802,7 @@ func TestRemoveHiddenHandleKeepsTheStamp(t *testing.T) {
 	if err := s.SetVisibility(ctx, pendingOwner, []string{"h"}, true); err != nil {
 		t.Fatal(err)
 	}
-	blockAt := clock.Add(time.Minute)
-	if err := s.Block(ctx, pendingOwner, erinJID); err != nil {
-		t.Fatal(err)
-	}
+	blockAt := blockNow(t, s, clock, erinJID)
 	flushTo(t, s, rec)
 	clock.Add(time.Minute)
 	logOff(t, s) // the stamp of the hidden handle stays
@@ -888,10 +877,7 @@ func TestKick(t *testing.T) {
 	if _, _, err := s.Subscribers(bobJID, "h", 0); err != ErrUnknownHandle {
 		t.Fatalf("Subscribers of another's handle = %v", err)
 	}
-	blockAt := clock.Add(time.Minute)
-	if err := s.Block(ctx, pendingOwner, carolJID); err != nil {
-		t.Fatal(err)
-	}
+	blockAt := blockNow(t, s, clock, carolJID)
 	clock.Add(time.Minute)
 	if v, err := s.Kick(ctx, pendingOwner, "h", carolJID); err != nil || v != (View{Since: blockAt}) {
 		t.Fatalf("Kick(blocked carol) = %+v, %v; want unavailable since %v", v, err, blockAt)
@@ -984,10 +970,7 @@ func TestPartialLiftKeepsTheStamp(t *testing.T) {
 	ctx := context.Background()
 	store := newMemStore()
 	s, clock, rec := ctlSetup(t, store, Options{})
-	blockAt := clock.Add(time.Minute)
-	if err := s.Block(ctx, pendingOwner, carolJID); err != nil {
-		t.Fatal(err)
-	}
+	blockAt := blockNow(t, s, clock, carolJID)
 	offAt := clock.Add(time.Minute)
 	logOff(t, s)
 	clock.Add(time.Minute)
