@@ -328,21 +328,13 @@ func (m *memStore) applyLocked(op storage.Op) error {
 			delete(m.notices, [2]string{op.Handle, c})
 		}
 	case storage.OpSetPolicy:
-		a, ok := m.handles[op.Handle]
-		switch {
-		case !ok:
-			return storage.ErrNotFound
-		case a != op.Account:
-			return storage.ErrNotOwner
+		if err := m.checkOwnerLocked(op.Account, op.Handle); err != nil {
+			return err
 		}
 		m.policies[op.Handle] = op.Policy
 	case storage.OpSetVisibility:
-		a, ok := m.handles[op.Handle]
-		switch {
-		case !ok:
-			return storage.ErrNotFound
-		case a != op.Account:
-			return storage.ErrNotOwner
+		if err := m.checkOwnerLocked(op.Account, op.Handle); err != nil {
+			return err
 		}
 		if op.Hidden {
 			m.hidden[op.Handle] = op.Now
@@ -365,12 +357,8 @@ func (m *memStore) applyLocked(op storage.Op) error {
 	case storage.OpUnblock:
 		delete(m.blocked, [2]string{op.Account, op.Contact})
 	case storage.OpSetWeb:
-		a, ok := m.handles[op.Handle]
-		switch {
-		case !ok:
-			return storage.ErrNotFound
-		case a != op.Account:
-			return storage.ErrNotOwner
+		if err := m.checkOwnerLocked(op.Account, op.Handle); err != nil {
+			return err
 		}
 		if op.Web {
 			m.web[op.Handle] = true
@@ -408,6 +396,19 @@ type memState struct {
 	kept     map[[2]string]time.Time
 	web      map[string]bool
 	writes   int
+}
+
+// checkOwnerLocked is the rule of the real stores (sqliteCheckOwner):
+// the handle must exist (ErrNotFound) and be account's (ErrNotOwner).
+func (m *memStore) checkOwnerLocked(account, handle string) error {
+	a, ok := m.handles[handle]
+	switch {
+	case !ok:
+		return storage.ErrNotFound
+	case a != account:
+		return storage.ErrNotOwner
+	}
+	return nil
 }
 
 func (m *memStore) save() memState {
